@@ -1,0 +1,47 @@
+//! `cargo xtask`: set up, build, test, lint and demo kpath. This file only parses and dispatches;
+//! each subcommand lives in its own module.
+
+mod build;
+mod demo;
+mod lint;
+mod setup;
+mod test;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "kpath's project tasks", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install whatever is missing: nightly + rust-src, bpf-linker, Debian packages, tracefs.
+    Setup(setup::Args),
+    /// Set up, then build the kpath binary.
+    Build(build::Args),
+    /// Set up, build every target, run every test (root-only tests need root).
+    Test(test::Args),
+    /// Set up, build a release kpath and record the demo run.
+    Demo,
+    /// rustfmt check, clippy on the workspace, clippy on the eBPF crate.
+    Lint,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Cmd::Setup(args) => setup::run(args),
+        Cmd::Build(args) => build::run(args),
+        Cmd::Test(args) => test::run(args),
+        Cmd::Demo => demo::run(),
+        Cmd::Lint => lint::run(),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,140 @@
+//! `cargo xtask test`: set up, build every target, run every test, summarize.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+use anyhow::{bail, Context, Result};
+
+use crate::util::{self, Stopwatch};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Passed to `cargo test` after `--workspace` (e.g. `-- -p kpath -- --nocapture`).
+    #[arg(last = true)]
+    pub cargo_test_args: Vec<String>,
+}
+
+/// Totals over every `test result:` line of one `cargo test` run.
+#[derive(Debug, Default, PartialEq)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+    suites: u64,
+    failures: Vec<String>,
+}
+
+impl Totals {
+    fn add_line(&mut self, line: &str) {
+        if let Some(result) = line.strip_prefix("test result: ") {
+            self.suites += 1;
+            // "ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.00s"
+            for part in result.split(';') {
+                let words: Vec<&str> = part.split_whitespace().collect();
+                let (Some(count), Some(kind)) = (words.iter().rev().nth(1), words.last()) else {
+                    continue;
+                };
+                let Ok(count) = count.parse::<u64>() else {
+                    continue;
+                };
+                match *kind {
+                    "passed" => self.passed += count,
+                    "failed" => self.failed += count,
+                    "ignored" => self.ignored += count,
+                    _ => {}
+                }
+            }
+        } else if let Some(name) = line
+            .strip_prefix("test ")
+            .and_then(|rest| rest.strip_suffix(" ... FAILED"))
+        {
+            self.failures.push(name.to_string());
+        }
+    }
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    crate::setup::for_run()?;
+    let root = util::is_root();
+
+    let clock = Stopwatch::start();
+    util::run(util::cargo().args(["build", "--workspace", "--all-targets"]))?;
+    let build_time = clock.secs();
+
+    let clock = Stopwatch::start();
+    let mut cmd = util::cargo();
+    cmd.args(["test", "--workspace"])
+        .args(&args.cargo_test_args)
+        .stdout(Stdio::piped());
+    if root {
+        // Root-only tests must fail here rather than skip quietly.
+        cmd.env("KPATH_REQUIRE_ROOT_TESTS", "1");
+    }
+    let shown = util::display(&cmd);
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("could not start `{shown}`"))?;
+    let mut totals = Totals::default();
+    let stdout = child.stdout.take().context("cargo test has no stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("could not read cargo test output")?;
+        println!("{line}");
+        totals.add_line(&line);
+    }
+    let status = child.wait().context("cargo test did not finish")?;
+    let test_time = clock.secs();
+
+    println!();
+    println!("summary:");
+    println!("  build (all targets): ok in {build_time}");
+    println!(
+        "  tests: {} passed, {} failed, {} ignored in {} suites, {test_time}{}",
+        totals.passed,
+        totals.failed,
+        totals.ignored,
+        totals.suites,
+        if root {
+            " (as root: root-only tests required)"
+        } else {
+            " (not root: root-only tests may skip)"
+        }
+    );
+    for name in &totals.failures {
+        println!("  FAILED: {name}");
+    }
+    if !status.success() {
+        bail!("`{shown}` failed ({status})");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_add_up_over_suites() {
+        let mut t = Totals::default();
+        for line in [
+            "running 2 tests",
+            "test a::b ... ok",
+            "test a::c ... FAILED",
+            "test result: FAILED. 1 passed; 1 failed; 2 ignored; 0 measured; 0 filtered out; \
+             finished in 0.01s",
+            "test result: ok. 4 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; \
+             finished in 0.00s",
+        ] {
+            t.add_line(line);
+        }
+        assert_eq!(
+            t,
+            Totals {
+                passed: 5,
+                failed: 1,
+                ignored: 2,
+                suites: 2,
+                failures: vec!["a::c".to_string()],
+            }
+        );
+    }
+}
