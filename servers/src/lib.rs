@@ -1,0 +1,19 @@
+//! The reference HTTP server (`kpath serve`) and the load generator (`kpath load`).
+//!
+//! The server's strategies share all protocol code (parsing in [`http`], per-connection state in
+//! `session`/`conn`, reply building in `response`) so that comparing two `--io` or `--model`
+//! values measures only the mechanism each one names.
+
+mod conn;
+pub mod http;
+pub mod io;
+pub mod load;
+mod model;
+mod net;
+mod response;
+mod send;
+pub mod serve;
+mod session;
+
+pub use io::Io;
+pub use serve::{start, Model, ServerConfig, ServerHandle};

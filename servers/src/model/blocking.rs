@@ -1,0 +1,50 @@
+//! Driving one connection from a thread that blocks on it (the thread and threadpool models).
+
+use std::io;
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use super::TICK;
+use crate::conn::{Connection, Next};
+use crate::session::Server;
+
+/// Serves `stream` until the client leaves, a reply closes it, it times out, or the server stops.
+/// Reads time out every [`TICK`] so the thread notices shutdown and slow clients.
+pub fn serve(stream: TcpStream, srv: &Server, stop: &AtomicBool) {
+    if stream.set_read_timeout(Some(TICK)).is_err()
+        || stream.set_write_timeout(Some(srv.idle_timeout)).is_err()
+    {
+        return;
+    }
+    let _ = stream.set_nodelay(true);
+    let fd = stream.as_raw_fd();
+    let mut conn = Connection::new(Instant::now());
+    while !stop.load(Ordering::Relaxed) {
+        match conn.read_from(fd) {
+            Ok(0) => return,
+            Ok(n) => {
+                let now = Instant::now();
+                conn.received(n, srv, now);
+                // A blocked write past SO_SNDTIMEO comes back as WouldBlock: the client stopped reading.
+                if conn.flush(fd, now) != Next::Read {
+                    return;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                let now = Instant::now();
+                if conn.check_timeout(srv, now) {
+                    conn.flush(fd, now);
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}

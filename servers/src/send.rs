@@ -1,0 +1,105 @@
+//! Writing a reply to a socket fd, shared by every model that writes with plain syscalls.
+//!
+//! Works on blocking and non-blocking sockets alike: it writes as much as the socket takes and
+//! reports `WouldBlock` with `reply.sent` advanced, so the caller can resume later.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+
+use crate::io::Body;
+use crate::response::Reply;
+
+/// Writes the rest of `reply`; `Ok(())` once all of it is out.
+pub fn write_reply(fd: RawFd, reply: &mut Reply) -> io::Result<()> {
+    if let Body::File { file, .. } = &reply.body {
+        let file_fd = file.as_raw_fd();
+        return write_with_sendfile(fd, file_fd, reply);
+    }
+    while !reply.is_done() {
+        let head_len = reply.head.len() as u64;
+        let body = reply.body.as_slice().unwrap_or(&[]);
+        let n = if reply.sent < head_len {
+            let head = &reply.head[reply.sent as usize..];
+            writev(fd, &[head, body])?
+        } else {
+            writev(fd, &[&body[(reply.sent - head_len) as usize..]])?
+        };
+        reply.sent += n as u64;
+    }
+    Ok(())
+}
+
+/// Head with write(2) and body with sendfile(2), corked so they leave as full segments.
+fn write_with_sendfile(fd: RawFd, file_fd: RawFd, reply: &mut Reply) -> io::Result<()> {
+    if !reply.corked {
+        set_cork(fd, true)?;
+        reply.corked = true;
+    }
+    let head_len = reply.head.len() as u64;
+    while !reply.is_done() {
+        let n = if reply.sent < head_len {
+            writev(fd, &[&reply.head[reply.sent as usize..]])?
+        } else {
+            let mut offset = (reply.sent - head_len) as libc::off_t;
+            let left = reply.total_len() - reply.sent;
+            let count = left.min(1 << 30) as usize;
+            // SAFETY: both fds are open; offset is a valid in/out pointer.
+            let n = unsafe { libc::sendfile(fd, file_fd, &mut offset, count) };
+            if n == 0 {
+                // The file shrank under us: the promised Content-Length cannot be met.
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+            }
+            cvt(n)?
+        };
+        reply.sent += n as u64;
+    }
+    set_cork(fd, false)?;
+    reply.corked = false;
+    Ok(())
+}
+
+pub fn set_cork(fd: RawFd, on: bool) -> io::Result<()> {
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_CORK, i32::from(on))
+}
+
+pub fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: passing a pointer to a live c_int of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    cvt(rc as isize).map(drop)
+}
+
+fn writev(fd: RawFd, bufs: &[&[u8]]) -> io::Result<usize> {
+    let mut iov = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; 2];
+    let mut count = 0;
+    for b in bufs.iter().filter(|b| !b.is_empty()).take(iov.len()) {
+        iov[count] = libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        };
+        count += 1;
+    }
+    // SAFETY: the iovecs point into slices that outlive the call. Rust programs ignore SIGPIPE,
+    // so a peer that went away yields EPIPE rather than killing the process.
+    let n = unsafe { libc::writev(fd, iov.as_ptr(), count as i32) };
+    cvt(n)
+}
+
+/// Retries on EINTR are left to the caller's loop; maps -1 to the OS error.
+pub fn cvt(n: isize) -> io::Result<usize> {
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}

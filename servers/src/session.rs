@@ -1,0 +1,68 @@
+//! The per-connection protocol state, shared by every model: buffered bytes in, replies out.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::http::{self, Version};
+use crate::io::FileStore;
+use crate::response::{self, Conn, Reply};
+
+/// Everything a connection needs from the server, shared by all connections.
+pub struct Server {
+    pub files: FileStore,
+    /// Close after this many requests on one connection.
+    pub keepalive: Option<u32>,
+    /// How long a connection may sit idle, or take to send one request head.
+    pub idle_timeout: Duration,
+}
+
+/// Size of each connection's receive buffer; a full request head always fits
+/// (`http::MAX_HEAD` is smaller), so a full buffer without a request is a parse error.
+pub const RECV_BUF: usize = 32 * 1024;
+
+#[derive(Debug, Default)]
+pub struct Session {
+    served: u32,
+    /// A reply that closes the connection is queued: ignore further input.
+    closing: bool,
+}
+
+impl Session {
+    /// Answers every complete request at the start of `buf`, in order; returns the bytes used.
+    pub fn handle(&mut self, srv: &Server, buf: &[u8], out: &mut VecDeque<Reply>) -> usize {
+        let mut used = 0;
+        while !self.closing && used < buf.len() {
+            match http::parse(&buf[used..]) {
+                Ok(None) => break,
+                Ok(Some(req)) => {
+                    used += req.len;
+                    self.served = self.served.saturating_add(1);
+                    let limit_hit = srv.keepalive.is_some_and(|n| self.served >= n);
+                    let conn = match (req.keep_alive && !limit_hit, req.version) {
+                        (false, _) => Conn::Close,
+                        (true, Version::Http11) => Conn::KeepAlive,
+                        (true, Version::Http10) => Conn::KeepAlive10,
+                    };
+                    self.closing = conn == Conn::Close;
+                    out.push_back(srv.files.reply(&req, conn));
+                }
+                Err(e) => {
+                    out.push_back(response::error(e.status(), Conn::Close));
+                    self.closing = true;
+                    used = buf.len();
+                }
+            }
+        }
+        used
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    /// The reply to a client that took too long to send a request; the connection closes after it.
+    pub fn timeout(&mut self) -> Reply {
+        self.closing = true;
+        response::error(408, Conn::Close)
+    }
+}
