@@ -11,7 +11,12 @@ mod util;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "kpath's project tasks", version)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "kpath's project tasks",
+    version
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

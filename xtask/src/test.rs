@@ -9,7 +9,8 @@ use crate::util::{self, Stopwatch};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Passed to `cargo test` after `--workspace` (e.g. `-- -p kpath -- --nocapture`).
+    /// Passed to `cargo test` (e.g. `-- -p kpath -- --nocapture`); without `-p`, every host
+    /// member of the workspace is tested.
     #[arg(last = true)]
     pub cargo_test_args: Vec<String>,
 }
@@ -53,19 +54,34 @@ impl Totals {
     }
 }
 
+/// Whether the pass-through args pick packages themselves (cargo ignores `-p` next to
+/// `--workspace`, so we leave `--workspace` out then).
+fn selects_packages(args: &[String]) -> bool {
+    args.iter()
+        .take_while(|a| *a != "--")
+        .any(|a| a == "-p" || a.starts_with("--package") || (a.starts_with("-p") && a.len() > 2))
+}
+
 pub fn run(args: &Args) -> Result<()> {
     crate::setup::for_run()?;
     let root = util::is_root();
 
     let clock = Stopwatch::start();
-    util::run(util::cargo().args(["build", "--workspace", "--all-targets"]))?;
+    util::run(
+        util::cargo()
+            .arg("build")
+            .args(util::HOST_WORKSPACE)
+            .arg("--all-targets"),
+    )?;
     let build_time = clock.secs();
 
     let clock = Stopwatch::start();
     let mut cmd = util::cargo();
-    cmd.args(["test", "--workspace"])
-        .args(&args.cargo_test_args)
-        .stdout(Stdio::piped());
+    cmd.arg("test");
+    if !selects_packages(&args.cargo_test_args) {
+        cmd.args(util::HOST_WORKSPACE);
+    }
+    cmd.args(&args.cargo_test_args).stdout(Stdio::piped());
     if root {
         // Root-only tests must fail here rather than skip quietly.
         cmd.env("KPATH_REQUIRE_ROOT_TESTS", "1");
@@ -111,6 +127,16 @@ pub fn run(args: &Args) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn package_selection_is_seen_before_the_test_binary_args() {
+        let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(selects_packages(&args(&["-p", "kpath"])));
+        assert!(selects_packages(&args(&["-pkpath"])));
+        assert!(selects_packages(&args(&["--package=kpath"])));
+        assert!(!selects_packages(&args(&["hist", "--", "-p"])));
+        assert!(!selects_packages(&args(&[])));
+    }
 
     #[test]
     fn totals_add_up_over_suites() {

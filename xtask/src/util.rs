@@ -24,6 +24,11 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
+/// Every workspace member that builds for the host. probe-ebpf is a BPF-only binary (`#![no_std]`,
+/// `#![no_main]`); cli/build.rs builds it through aya-build and `cargo xtask lint` checks it for
+/// its own target, so plain `--workspace` would wrongly compile it for the host.
+pub const HOST_WORKSPACE: [&str; 3] = ["--workspace", "--exclude", "probe-ebpf"];
+
 /// A `cargo` command run from the workspace root, as if typed in a shell there.
 ///
 /// `cargo xtask` runs us under the rustup proxy, which pins `RUSTUP_TOOLCHAIN` to the toolchain
