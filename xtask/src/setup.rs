@@ -106,8 +106,15 @@ struct Ctx {
 
 impl Ctx {
     /// One line per step that has work to do: "installing: x", or "missing: x" on a dry run.
-    fn announce(&self, doing: &str, what: &str) {
-        let doing = if self.dry_run { "missing" } else { doing };
+    /// Steps that need root say so up front when we are not root.
+    fn announce(&self, doing: &str, what: &str, needs_root: bool) {
+        let doing = if self.dry_run {
+            "missing"
+        } else if needs_root && !self.root {
+            "missing (needs root)"
+        } else {
+            doing
+        };
         println!("{doing}: {what}");
     }
 
@@ -125,7 +132,9 @@ impl Ctx {
         } else {
             let clock = Stopwatch::start();
             util::run(cmd.stdin(Stdio::null()))?;
-            println!("  done in {}", clock.secs());
+            if clock.elapsed_secs() >= 1.0 {
+                println!("  done in {}", clock.secs());
+            }
             Ok(true)
         }
     }
@@ -141,7 +150,7 @@ fn rustup_self_update(ctx: &mut Ctx) -> Result<()> {
         println!("ok: rustup self-update disabled");
         return Ok(());
     }
-    ctx.announce("configuring", "rustup self-update off");
+    ctx.announce("configuring", "rustup self-update off", false);
     ctx.act(
         Command::new("rustup").args(["set", "auto-self-update", "disable"]),
         false,
@@ -171,6 +180,7 @@ fn nightly(ctx: &mut Ctx) -> Result<Option<Nightly>> {
         ctx.announce(
             "installing",
             "rust nightly toolchain (minimal, with rust-src)",
+            false,
         );
         let installed = ctx
             .act(
@@ -229,6 +239,7 @@ fn rust_src(ctx: &mut Ctx, nightly: &Nightly) -> Result<()> {
     ctx.announce(
         "installing",
         "rust-src for nightly (needed by -Z build-std=core)",
+        false,
     );
     ctx.act(
         Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]),
@@ -265,6 +276,7 @@ fn bpf_linker(ctx: &mut Ctx, nightly: &Nightly) -> Result<()> {
     ctx.announce(
         "installing",
         &format!("{want} with {feature} ({reason}; builds in about a minute)"),
+        false,
     );
 
     let prefix = llvm_prefix_dir();
@@ -408,6 +420,7 @@ fn packages(ctx: &mut Ctx) -> Result<()> {
     ctx.announce(
         "installing",
         &format!("debian packages {}", missing.join(" ")),
+        true,
     );
     let apt = |args: &[&str]| {
         let mut cmd = Command::new("apt-get");
@@ -536,6 +549,7 @@ fn mounts(ctx: &mut Ctx) -> Result<()> {
         ctx.announce(
             "mounting",
             "tracefs at /sys/kernel/tracing (tracepoint attach needs it)",
+            true,
         );
         ctx.act(
             Command::new("mount").args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"]),
@@ -550,7 +564,7 @@ fn mounts(ctx: &mut Ctx) -> Result<()> {
     {
         println!("ok: debugfs at /sys/kernel/debug");
     } else {
-        ctx.announce("mounting", "debugfs at /sys/kernel/debug");
+        ctx.announce("mounting", "debugfs at /sys/kernel/debug", true);
         // Optional: kpath does not depend on it, so a refusal (lockdown) or a missing root is
         // only a note, never a reason for setup to fail.
         if !ctx.root && !ctx.dry_run {

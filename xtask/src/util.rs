@@ -143,8 +143,12 @@ impl Stopwatch {
         Self(Instant::now())
     }
 
+    pub fn elapsed_secs(&self) -> f64 {
+        self.0.elapsed().as_secs_f64()
+    }
+
     pub fn secs(&self) -> String {
-        let secs = self.0.elapsed().as_secs_f64();
+        let secs = self.elapsed_secs();
         if secs < 10.0 {
             format!("{secs:.2}s")
         } else {
