@@ -1,0 +1,364 @@
+//! `kpath record` lifecycle: stopping, cleanup, errors, the JSON contract.
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// Kernel program name prefixes (`<family>_<hook>`, see house-style.md).
+const PREFIXES: &[&str] = &["syscalls_", "kpaths_", "sched_", "locks_", "oncpu_"];
+
+/// Keys every run.json has (cli/src/run.rs).
+const RUN_KEYS: &[&str] = &[
+    "format_version",
+    "kpath_version",
+    "kernel",
+    "target",
+    "started_unix_ms",
+    "duration_ns",
+    "methods",
+    "lost",
+    "warnings",
+    "overhead",
+    "syscalls",
+    "kpaths",
+    "sched",
+    "locks",
+    "oncpu",
+];
+
+/// Ids of the BPF programs whose fds `pid` holds (from /proc/PID/fdinfo).
+fn held_prog_ids(pid: u32) -> Vec<u32> {
+    let mut ids = Vec::new();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return ids;
+    };
+    for fd in fds.flatten() {
+        let is_prog = std::fs::read_link(fd.path())
+            .map(|l| l.to_string_lossy() == "anon_inode:bpf-prog")
+            .unwrap_or(false);
+        if !is_prog {
+            continue;
+        }
+        let info = format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy());
+        let Ok(text) = std::fs::read_to_string(info) else {
+            continue;
+        };
+        if let Some(id) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("prog_id:"))
+            .and_then(|v| v.trim().parse().ok())
+        {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Every loaded BPF program: id -> name, from `bpftool prog show --json`.
+fn loaded_programs() -> BTreeMap<u32, String> {
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "--json"])
+        .output()
+        .expect("run bpftool (Debian package bpftool)");
+    assert!(
+        out.status.success(),
+        "bpftool prog show failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let progs: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    progs
+        .as_array()
+        .expect("bpftool prog list")
+        .iter()
+        .filter_map(|p| {
+            let id = p.get("id")?.as_u64()? as u32;
+            let name = p
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            Some((id, name))
+        })
+        .collect()
+}
+
+fn is_kpath_prog(name: &str) -> bool {
+    PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// A child that sleeps, killed and reaped on drop.
+struct Sleeper(std::process::Child);
+
+impl Sleeper {
+    fn start() -> Self {
+        Sleeper(
+            Command::new("sleep")
+                .arg("60")
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("spawn sleep"),
+        )
+    }
+}
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn sigint_stops_pid_recording_and_detaches() {
+    if !require_root() {
+        return;
+    }
+    let _guard = serial();
+    let sleeper = Sleeper::start();
+    let pid = sleeper.0.id();
+    let dir = tmpdir("sigint");
+    let child = spawn_group(
+        Command::new(KPATH)
+            .args(["record", "-p", &pid.to_string(), "-o"])
+            .arg(&dir),
+    );
+    let kpid = child.id();
+
+    // Attached once the set of held programs has stopped growing for a while.
+    let start = Instant::now();
+    let (mut ids, mut stable_since) = (Vec::new(), Instant::now());
+    while start.elapsed() < Duration::from_secs(15) {
+        let now = held_prog_ids(kpid);
+        if now != ids {
+            ids = now;
+            stable_since = Instant::now();
+        } else if !ids.is_empty() && stable_since.elapsed() > Duration::from_millis(700) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !ids.is_empty(),
+        "kpath record -p {pid} held no BPF program after 15 s"
+    );
+    let before = loaded_programs();
+    for id in &ids {
+        let name = before.get(id).map_or("", String::as_str);
+        assert!(
+            is_kpath_prog(name),
+            "program {id} {name:?} lacks a kpath prefix {PREFIXES:?}"
+        );
+    }
+
+    let sent = Instant::now();
+    assert_eq!(
+        unsafe { libc::kill(kpid as i32, libc::SIGINT) },
+        0,
+        "kill -INT {kpid}"
+    );
+    let f = wait_with_timeout(child, Duration::from_secs(10));
+    let took = sent.elapsed();
+    assert!(
+        f.status.success(),
+        "kpath record after SIGINT: {}\nstderr:\n{}",
+        f.status,
+        f.stderr
+    );
+    assert!(
+        took <= Duration::from_secs(1),
+        "SIGINT took {took:?} to end the recording\n{}",
+        f.stderr
+    );
+
+    let text = std::fs::read_to_string(dir.join("run.json")).expect("run.json written");
+    let run: Value = serde_json::from_str(&text).expect("run.json parses");
+    assert_eq!(str_of(&run["target"], "kind"), "pid", "{}", summary(&run));
+    assert_eq!(
+        u64_of(&run["target"], "pid"),
+        pid as u64,
+        "{}",
+        summary(&run)
+    );
+
+    // Program teardown after the last fd closes is asynchronous (RCU): allow it a moment. Only our
+    // own programs are checked, so another kpath running on the machine cannot fail this test.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let now = loaded_programs();
+        let left: Vec<_> = ids.iter().filter(|id| now.contains_key(id)).collect();
+        if left.is_empty() {
+            let others: Vec<_> = now.values().filter(|n| is_kpath_prog(n)).collect();
+            if !others.is_empty() {
+                eprintln!("note: kpath programs of another process are loaded: {others:?}");
+            }
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "programs {left:?} still loaded after kpath exited"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(sleeper);
+}
+
+#[test]
+fn missing_pid_is_named() {
+    if !require_root() {
+        return;
+    }
+    assert!(
+        !std::path::Path::new("/proc/999999").exists(),
+        "pid 999999 exists here"
+    );
+    let _guard = serial();
+    let dir = tmpdir("nopid");
+    let f = run_with_timeout(
+        Command::new(KPATH)
+            .args(["record", "-p", "999999", "-d", "1", "-o"])
+            .arg(&dir),
+        Duration::from_secs(20),
+    );
+    assert!(
+        !f.status.success(),
+        "record -p 999999 succeeded\nstderr:\n{}",
+        f.stderr
+    );
+    assert!(
+        f.stderr.contains("999999"),
+        "stderr does not name the pid:\n{}",
+        f.stderr
+    );
+    assert!(
+        f.stderr.contains("error:"),
+        "stderr has no `error:` line:\n{}",
+        f.stderr
+    );
+}
+
+#[test]
+fn non_root_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let dir = tmpdir("nonroot");
+    let f = run_with_timeout(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", KPATH])
+            .args(["record", "-d", "1", "-o"])
+            .arg(&dir)
+            .args(["--", "true"]),
+        Duration::from_secs(20),
+    );
+    assert!(
+        !f.status.success(),
+        "record as uid 65534 succeeded\nstderr:\n{}",
+        f.stderr
+    );
+    assert!(
+        f.stderr.to_lowercase().contains("root"),
+        "stderr does not mention root:\n{}",
+        f.stderr
+    );
+}
+
+#[test]
+fn json_stdout_matches_run_json() {
+    if !require_root() {
+        return;
+    }
+    let (run, stderr, dir) = record_dir(&[], &["true"]);
+    let context = || format!("kpath stderr:\n{stderr}\nrun:\n{}", summary(&run));
+    for key in RUN_KEYS {
+        assert!(run.get(*key).is_some(), "run has no {key:?}\n{}", context());
+    }
+    for table in ["syscalls", "kpaths", "locks", "warnings"] {
+        assert!(
+            run[table].is_array(),
+            "{table} is not an array\n{}",
+            context()
+        );
+    }
+    // With no --probes every family is recorded and says how.
+    for family in ["syscalls", "kpaths", "sched", "locks", "oncpu"] {
+        let method = run["methods"].get(family).and_then(Value::as_str);
+        assert!(
+            method.is_some_and(|m| !m.is_empty()),
+            "no method for {family}\n{}",
+            context()
+        );
+    }
+    let target = &run["target"];
+    assert_eq!(str_of(target, "kind"), "command", "{}", context());
+    assert_eq!(target["exit_code"].as_i64(), Some(0), "{}", context());
+    let file: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("run.json")).expect("run.json written"),
+    )
+    .expect("run.json parses");
+    assert_eq!(file, run, "run.json differs from --json stdout");
+}
+
+#[test]
+fn command_exit_ends_recording() {
+    if !require_root() {
+        return;
+    }
+    let _guard = serial();
+    let dir = tmpdir("exit");
+    let f = run_with_timeout(
+        Command::new(KPATH)
+            .args(["record", "--json", "-o"])
+            .arg(&dir)
+            .args(["--", "sleep", "0.2"]),
+        Duration::from_secs(20),
+    );
+    assert!(
+        f.status.success(),
+        "record -- sleep 0.2: {}\nstderr:\n{}",
+        f.status,
+        f.stderr
+    );
+    assert!(
+        f.elapsed < Duration::from_secs(2),
+        "record -- sleep 0.2 took {:?}",
+        f.elapsed
+    );
+    let run: Value = serde_json::from_str(&f.stdout).expect("--json stdout parses");
+    let secs = u64_of(&run, "duration_ns") as f64 / 1e9;
+    assert!(
+        (0.2..2.0).contains(&secs),
+        "duration_ns says {secs} s for sleep 0.2"
+    );
+}
+
+#[test]
+fn command_exit_code_is_recorded() {
+    if !require_root() {
+        return;
+    }
+    let _guard = serial();
+    let dir = tmpdir("exitcode");
+    let f = run_with_timeout(
+        Command::new(KPATH)
+            .args(["record", "--probes", "syscalls", "-o"])
+            .arg(&dir)
+            .args(["--", "sh", "-c", "exit 3"]),
+        Duration::from_secs(20),
+    );
+    assert!(!f.timed_out, "record -- sh -c 'exit 3' hung\n{}", f.stderr);
+    let text = std::fs::read_to_string(dir.join("run.json"))
+        .unwrap_or_else(|e| panic!("run.json not written ({e})\nstderr:\n{}", f.stderr));
+    let run: Value = serde_json::from_str(&text).expect("run.json parses");
+    assert_eq!(
+        run["target"]["exit_code"].as_i64(),
+        Some(3),
+        "{}",
+        summary(&run)
+    );
+}

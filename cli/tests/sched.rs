@@ -1,0 +1,69 @@
+//! sched family: context switches, off-CPU time and run-queue delay of a pipe ping-pong.
+//!
+//! `pingpong 2200` (tests/workloads/pingpong.c) makes 2200 one-byte round trips between a parent and
+//! its forked child, pinned to different CPUs. Each trip puts both to sleep in read() once, so the
+//! pair makes ~2 x 2200 voluntary switches (getrusage: parent 2001, child 1997..2001 for 2000 trips;
+//! a trip now and then finds its byte already there and skips a sleep, which is why the bound is
+//! 4000 for 2200 trips rather than exact). Counting the child proves fork children are followed: the
+//! parent alone makes ~2200.
+mod common;
+
+use common::*;
+
+const TRIPS: u64 = 2200;
+
+#[test]
+fn pingpong_switches_and_delays() {
+    if !require_root() {
+        return;
+    }
+    let bin = workload("pingpong");
+    let trips = TRIPS.to_string();
+    let (run, stderr) = record(&["--probes", "sched"], &[bin.to_str().unwrap(), &trips]);
+    let context = || format!("kpath stderr:\n{stderr}\nrun:\n{}", summary(&run));
+    let sched = &run["sched"];
+    assert!(sched.is_object(), "no sched section\n{}", context());
+
+    let vol = u64_of(sched, "voluntary_switches");
+    assert!(
+        vol >= 4000,
+        "voluntary_switches {vol} < 4000\n{}",
+        context()
+    );
+    // Upper bound: two sleeps per trip, plus exec, exit and waitpid. Catches double counting.
+    assert!(
+        vol <= 2 * TRIPS + 300,
+        "voluntary_switches {vol} > {}\n{}",
+        2 * TRIPS + 300,
+        context()
+    );
+
+    let offcpu = u64_of(sched, "offcpu_ns");
+    assert!(offcpu > 0, "offcpu_ns is 0\n{}", context());
+    // Each sleep lasts at least a wakeup's latency (~1 us here); the run lasts well under 10 s.
+    assert!(
+        offcpu >= vol * 100,
+        "offcpu_ns {offcpu} for {vol} sleeps\n{}",
+        context()
+    );
+    assert!(
+        offcpu < 2 * 10_000_000_000,
+        "offcpu_ns {offcpu} too large\n{}",
+        context()
+    );
+
+    let n = u64_of(sched, "runq_delay_count");
+    assert!(n > 0, "runq_delay_count is 0\n{}", context());
+    // Every sleep in read() ends with a wakeup and a wait on the run queue.
+    assert!(n >= TRIPS, "runq_delay_count {n} < {TRIPS}\n{}", context());
+    assert!(u64_of(sched, "wakeups") > 0, "no wakeups\n{}", context());
+    let (p50, p99, max) = (
+        u64_of(sched, "runq_delay_p50_ns"),
+        u64_of(sched, "runq_delay_p99_ns"),
+        u64_of(sched, "runq_delay_max_ns"),
+    );
+    assert!(
+        p50 <= p99 && p99 <= max,
+        "runq delay p50 {p50} p99 {p99} max {max}"
+    );
+}

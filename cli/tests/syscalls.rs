@@ -1,0 +1,172 @@
+//! syscalls family: per-syscall counts must equal strace's for a deterministic workload.
+//!
+//! `fileconn` (tests/workloads/fileconn.c) makes exactly 1000 open+close, 500 mmap+munmap of one
+//! page and 200 loopback connect/accept pairs with an epoll_ctl ADD+DEL each, plus a fixed setup
+//! (the dynamic loader's openat/mmap, mkstemp, one listening socket). strace sees the same process
+//! from the same exec, so every count must match exactly.
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use common::*;
+
+/// The syscalls compared exactly, with the least strace must see (what fileconn makes itself).
+const EXACT: &[(&str, u64)] = &[
+    ("openat", 1000),
+    ("close", 1400),
+    ("mmap", 500),
+    ("munmap", 500),
+    ("socket", 201),
+    ("connect", 200),
+    ("accept", 200),
+    ("epoll_ctl", 400),
+];
+
+/// strace -c summary: syscall name -> (calls, errors).
+fn parse_strace_summary(text: &str) -> BTreeMap<String, (u64, u64)> {
+    let mut rows = BTreeMap::new();
+    for line in text.lines() {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        // "% time  seconds  usecs/call  calls  [errors]  syscall"; errors is blank when zero.
+        if !(5..=6).contains(&cols.len()) || cols[0].parse::<f64>().is_err() {
+            continue;
+        }
+        let name = cols[cols.len() - 1];
+        if name == "total" {
+            continue;
+        }
+        let calls = cols[3].parse().expect("strace calls column");
+        let errors = if cols.len() == 6 {
+            cols[4].parse().expect("strace errors column")
+        } else {
+            0
+        };
+        rows.insert(name.to_string(), (calls, errors));
+    }
+    rows
+}
+
+fn strace_counts(cmd: &std::path::Path) -> BTreeMap<String, (u64, u64)> {
+    let dir = tmpdir("strace");
+    let out = dir.join("strace.txt");
+    let f = run_with_timeout(
+        Command::new("strace")
+            .arg("-f")
+            .arg("-c")
+            .arg("-o")
+            .arg(&out)
+            .arg(cmd),
+        std::time::Duration::from_secs(30),
+    );
+    assert!(
+        f.status.success() && !f.timed_out,
+        "strace {cmd:?} failed: {}",
+        f.stderr
+    );
+    let text = std::fs::read_to_string(&out).expect("read strace summary");
+    let rows = parse_strace_summary(&text);
+    assert!(
+        !rows.is_empty(),
+        "no rows parsed from strace summary:\n{text}"
+    );
+    rows
+}
+
+#[test]
+fn strace_summary_parses() {
+    let text = "\
+% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 32.89    0.019211          13      1405           close
+  0.00    0.000000           0         1         1 access
+------ ----------- ----------- --------- --------- ----------------
+100.00    0.058402          13      4439         1 total
+";
+    let rows = parse_strace_summary(text);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows["close"], (1405, 0));
+    assert_eq!(rows["access"], (1, 1));
+}
+
+#[test]
+fn syscall_counts_match_strace_exactly() {
+    if !require_root() {
+        return;
+    }
+    let bin = workload("fileconn");
+    let strace = strace_counts(&bin);
+    for (name, least) in EXACT {
+        let calls = strace.get(*name).map_or(0, |r| r.0);
+        assert!(
+            calls >= *least,
+            "workload check: strace saw {calls} {name}, expected >= {least}"
+        );
+    }
+
+    let (run, stderr) = record(&["--probes", "syscalls"], &[bin.to_str().unwrap()]);
+    let context = || format!("kpath stderr:\n{stderr}\nrun:\n{}", summary(&run));
+    assert!(
+        run.get("methods").and_then(|m| m.get("syscalls")).is_some(),
+        "methods has no syscalls entry\n{}",
+        context()
+    );
+
+    let mut mismatches = Vec::new();
+    for (name, _) in EXACT {
+        let want = strace[*name].0;
+        let got = syscall_row(&run, name).map_or(0, |r| u64_of(r, "count"));
+        if got != want {
+            mismatches.push(format!("{name}: kpath {got}, strace {want}"));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "counts differ: {mismatches:?}\n{}",
+        context()
+    );
+
+    // Errors: strace's error column for every syscall kpath also reports (fileconn's own calls
+    // never fail; the loader's access("/etc/ld.so.preload") does).
+    for (name, (_, errors)) in &strace {
+        if let Some(row) = syscall_row(&run, name) {
+            assert_eq!(
+                u64_of(row, "errors"),
+                *errors,
+                "errors of {name}\n{}",
+                context()
+            );
+        }
+    }
+
+    for row in run["syscalls"].as_array().expect("syscalls array") {
+        let name = str_of(row, "name");
+        let (count, errors) = (u64_of(row, "count"), u64_of(row, "errors"));
+        let (total, p50, p99, max) = (
+            u64_of(row, "total_ns"),
+            u64_of(row, "p50_ns"),
+            u64_of(row, "p99_ns"),
+            u64_of(row, "max_ns"),
+        );
+        assert!(count > 0, "{name}: empty row\n{}", context());
+        assert!(errors <= count, "{name}: errors {errors} > count {count}");
+        assert!(total > 0, "{name}: total_ns is 0");
+        assert!(
+            p50 <= p99 && p99 <= max && max <= total,
+            "{name}: want p50 <= p99 <= max <= total, got {p50} {p99} {max} {total}"
+        );
+        // Every call takes some nanoseconds; fileconn's whole run takes well under 10 s.
+        assert!(total >= count, "{name}: total_ns {total} for {count} calls");
+        assert!(total < 10_000_000_000, "{name}: total_ns {total}");
+        let hist: u64 = row["hist_log2_ns"]
+            .as_array()
+            .expect("hist_log2_ns array")
+            .iter()
+            .map(|b| b.as_u64().expect("histogram bucket"))
+            .sum();
+        assert_eq!(
+            hist, count,
+            "{name}: histogram holds {hist} of {count} calls"
+        );
+    }
+}
