@@ -1,0 +1,121 @@
+//! Collectors: kernel maps -> run rows, one module per probe family, read once at the end.
+//!
+//! Per-CPU values are summed here; stacks are read from the shared `STACKS` map through a
+//! [`Stacks`] cache so a stack shared by several keys is read and symbolized once.
+use std::collections::{BTreeMap, HashMap};
+
+use aya::{
+    maps::{MapData, PerCpuArray, PerCpuHashMap, StackTraceMap},
+    Ebpf, Pod,
+};
+use probe_common::{Family, StackKey, LOST_STACKS_BASE, MAP_LOST, MAP_STACKS};
+
+use crate::kallsyms::Kallsyms;
+
+pub mod kpaths;
+pub mod locks;
+pub mod oncpu;
+pub mod sched;
+pub mod syscalls;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    #[error("BPF map {name} is missing or has an unexpected type")]
+    MissingMap { name: &'static str },
+    #[error("reading BPF map {name} failed")]
+    Read { name: &'static str, #[source] source: aya::maps::MapError },
+}
+
+/// Sums a per-CPU array of u64 per index.
+pub(crate) fn per_cpu_u64s(ebpf: &Ebpf, name: &'static str) -> Result<Vec<u64>, CollectError> {
+    let map: PerCpuArray<&MapData, u64> = per_cpu_array(ebpf, name)?;
+    map.iter()
+        .map(|v| v.map(|vals| vals.iter().sum()).map_err(|source| CollectError::Read { name, source }))
+        .collect()
+}
+
+pub(crate) fn per_cpu_array<'a, V: Pod>(
+    ebpf: &'a Ebpf,
+    name: &'static str,
+) -> Result<PerCpuArray<&'a MapData, V>, CollectError> {
+    ebpf.map(name)
+        .and_then(|m| PerCpuArray::try_from(m).ok())
+        .ok_or(CollectError::MissingMap { name })
+}
+
+pub(crate) fn per_cpu_hash<'a, K: Pod, V: Pod>(
+    ebpf: &'a Ebpf,
+    name: &'static str,
+) -> Result<PerCpuHashMap<&'a MapData, K, V>, CollectError> {
+    ebpf.map(name)
+        .and_then(|m| PerCpuHashMap::try_from(m).ok())
+        .ok_or(CollectError::MissingMap { name })
+}
+
+/// Entries of a per-CPU hash map with values folded across CPUs by `fold`.
+pub(crate) fn fold_per_cpu_hash<K: Pod + Eq + std::hash::Hash, V: Pod, A: Default>(
+    ebpf: &Ebpf,
+    name: &'static str,
+    mut fold: impl FnMut(&mut A, &V),
+) -> Result<HashMap<K, A>, CollectError> {
+    let map: PerCpuHashMap<&MapData, K, V> = per_cpu_hash(ebpf, name)?;
+    let mut out = HashMap::new();
+    for item in map.iter() {
+        let (k, vals) = item.map_err(|source| CollectError::Read { name, source })?;
+        let acc = out.entry(k).or_insert_with(A::default);
+        for v in vals.iter() {
+            fold(acc, v);
+        }
+    }
+    Ok(out)
+}
+
+/// Lost events and lost stacks per family name.
+pub fn lost(ebpf: &Ebpf) -> Result<(BTreeMap<String, u64>, BTreeMap<String, u64>), CollectError> {
+    let v = per_cpu_u64s(ebpf, MAP_LOST)?;
+    let mut events = BTreeMap::new();
+    let mut stacks = BTreeMap::new();
+    for f in Family::ALL {
+        events.insert(f.name().to_string(), v.get(f as usize).copied().unwrap_or(0));
+        let si = (LOST_STACKS_BASE + f as u32) as usize;
+        stacks.insert(f.name().to_string(), v.get(si).copied().unwrap_or(0));
+    }
+    Ok((events, stacks))
+}
+
+/// Reads and caches stacks from the shared stack map.
+pub struct Stacks<'a> {
+    map: Option<StackTraceMap<&'a MapData>>,
+    cache: HashMap<i32, Vec<u64>>,
+}
+
+impl<'a> Stacks<'a> {
+    pub fn new(ebpf: &'a Ebpf) -> Stacks<'a> {
+        Stacks { map: ebpf.map(MAP_STACKS).and_then(|m| StackTraceMap::try_from(m).ok()), cache: HashMap::new() }
+    }
+
+    /// Instruction pointers, innermost first; empty for a negative id or a missing stack.
+    pub fn ips(&mut self, id: i32) -> &[u64] {
+        let map = &self.map;
+        self.cache.entry(id).or_insert_with(|| {
+            if id < 0 {
+                return Vec::new();
+            }
+            map.as_ref()
+                .and_then(|m| m.get(&(id as u32), 0).ok())
+                .map(|st| st.frames().iter().map(|f| f.ip).collect())
+                .unwrap_or_default()
+        })
+    }
+
+    /// Kernel frames as `symbol+0xoff`, innermost first.
+    pub fn kernel_frames(&mut self, id: i32, ksyms: &Kallsyms) -> Vec<String> {
+        self.ips(id).iter().map(|&ip| ksyms.format_frame(ip)).collect()
+    }
+}
+
+/// The thread name of a stack key.
+pub fn comm(key: &StackKey) -> String {
+    let end = key.comm.iter().position(|&b| b == 0).unwrap_or(key.comm.len());
+    String::from_utf8_lossy(&key.comm[..end]).into_owned()
+}

@@ -1,0 +1,200 @@
+//! `kpath doctor`: what this kernel offers, which method each family will use, and why.
+use std::collections::BTreeMap;
+
+use probe_common::Family;
+use serde::Serialize;
+
+use crate::{
+    features::{self, Features},
+    kallsyms::Kallsyms,
+    loader::{self, LoadOptions, Method},
+};
+
+#[derive(clap::Args, Debug, Clone)]
+#[command(after_help = "Examples:\n  sudo kpath doctor\n  sudo kpath doctor --json | jq .methods")]
+pub struct DoctorArgs {
+    /// Print the findings as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub kernel: crate::run::KernelInfo,
+    pub root: bool,
+    pub tracefs_mounted_by_doctor: bool,
+    pub features: Features,
+    /// fentry/fexit really loaded and attached (tried on tcp_close), with the error otherwise.
+    pub fentry: Result<(), String>,
+    /// Family -> method the recorder will use, or the reason none works.
+    pub methods: BTreeMap<&'static str, Result<&'static str, String>>,
+    pub warnings: Vec<String>,
+    /// Whether closing an epoll-watched file takes the global `epmutex`, from kernel symbols.
+    pub epoll_close: Option<EpollClose>,
+    pub ready: bool,
+}
+
+#[derive(Debug, Serialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum EpollClose {
+    /// `ep_free` and no `ep_clear_and_put`: eventpoll_release_file takes the global epmutex.
+    GlobalEpmutex,
+    /// The refcount rework (Linux 6.4, backported): no global mutex on close.
+    Refcounted,
+}
+
+/// Tells the two epoll eras apart by symbols, never by version numbers.
+pub fn epoll_close_era(has: impl Fn(&str) -> bool) -> Option<EpollClose> {
+    if has("ep_clear_and_put") || has("ep_refcount_dec_and_test") {
+        Some(EpollClose::Refcounted)
+    } else if has("ep_free") && has("epmutex") {
+        Some(EpollClose::GlobalEpmutex)
+    } else {
+        None
+    }
+}
+
+pub fn diagnose() -> Report {
+    let root = features::is_root();
+    let mut warnings = Vec::new();
+    let mut mounted = false;
+    if root {
+        match features::mount_tracefs() {
+            Ok(m) => mounted = m,
+            Err(e) => warnings.push(format!("mounting tracefs failed: {e}")),
+        }
+    }
+    let feats = Features::detect();
+    let ksyms = Kallsyms::load().ok();
+    let epoll_close = ksyms.as_ref().and_then(|k| epoll_close_era(|s| k.has_symbol(s)));
+
+    let mut methods = BTreeMap::new();
+    let mut fentry = Err("not tried: needs root".to_string());
+    if root {
+        // Load for real: some refusals (fentry's EPERM here) only show at load time.
+        let opts = LoadOptions { targets: vec![std::process::id()], ..Default::default() };
+        match loader::load(&opts, &feats) {
+            Ok(p) => {
+                for f in Family::ALL {
+                    let m = p.methods.get(f.name()).map(|m| m.name()).ok_or_else(|| "not attached".to_string());
+                    methods.insert(f.name(), m);
+                }
+                fentry = if p.kpath_methods.iter().any(|&(_, m)| m == Method::Fentry) {
+                    Ok(())
+                } else {
+                    Err(p.warnings.iter().find(|w| w.contains("fentry")).cloned().unwrap_or_else(|| "not used".into()))
+                };
+                warnings.extend(p.warnings.iter().cloned());
+            }
+            Err(e) => {
+                warnings.push(loader::error_chain(&e));
+            }
+        }
+    } else {
+        for f in Family::ALL {
+            let plan = loader::plan(f, &feats, None);
+            let m = plan.usable.first().map(|m| m.name()).ok_or_else(|| {
+                plan.skipped.iter().map(|(m, why)| format!("{}: {why}", m.name())).collect::<Vec<_>>().join("; ")
+            });
+            methods.insert(f.name(), m);
+        }
+    }
+    let ready = root && methods.values().filter(|m| m.is_ok()).count() > 0 && feats.tracefs.is_some();
+    Report {
+        kernel: features::uname(),
+        root,
+        tracefs_mounted_by_doctor: mounted,
+        features: feats,
+        fentry,
+        methods,
+        warnings,
+        epoll_close,
+        ready,
+    }
+}
+
+pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
+    let r = diagnose();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", render(&r));
+    }
+    if !r.ready {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn mark(ok: bool) -> &'static str {
+    if ok { "ok  " } else { "MISS" }
+}
+
+pub fn render(r: &Report) -> String {
+    use std::fmt::Write as _;
+    let f = &r.features;
+    let mut s = String::new();
+    let _ = writeln!(s, "kernel {} ({}) {}", r.kernel.release, r.kernel.machine, r.kernel.version);
+    let _ = writeln!(s, "\nkernel features");
+    let rows: [(bool, &str, String); 9] = [
+        (r.root, "root", if r.root { "running as root".into() } else { "not root: loading BPF needs CAP_BPF and CAP_PERFMON (run with sudo)".into() }),
+        (f.tracefs.is_some(), "tracefs", match &f.tracefs {
+            Some(p) if r.tracefs_mounted_by_doctor => format!("was not mounted; mounted at {}", p.display()),
+            Some(p) => format!("mounted at {}", p.display()),
+            None => "not mounted: mount -t tracefs tracefs /sys/kernel/tracing".into(),
+        }),
+        (f.btf, "BTF", "/sys/kernel/btf/vmlinux".into()),
+        (f.kprobes, "kprobes", if f.kprobes { "kprobe PMU present".into() } else { "no kprobe PMU (CONFIG_KPROBES off)".into() }),
+        (r.fentry.is_ok(), "fentry", match &r.fentry { Ok(()) => "fentry/fexit attach".into(), Err(e) => e.clone() }),
+        (f.raw_syscalls_tracepoints, "raw_syscalls", "raw_syscalls:sys_enter/sys_exit".into()),
+        (f.lock_tracepoints, "lock tracepoints", "lock:contention_begin/end (Linux 5.19+)".into()),
+        (f.perf_events, "perf events", "cpu-clock sampling".into()),
+        (f.kallsyms_readable, "kallsyms", "/proc/kallsyms addresses readable".into()),
+    ];
+    for (ok, name, detail) in rows {
+        let _ = writeln!(s, "  [{}] {name:<17} {detail}", mark(ok));
+    }
+    let _ = writeln!(s, "\nmethod per family");
+    for (fam, m) in &r.methods {
+        match m {
+            Ok(m) => {
+                let d = Method::from_name(m).map(|m| m.describe()).unwrap_or_default();
+                let _ = writeln!(s, "  {fam:<9} {m:<18} {d}");
+            }
+            Err(e) => {
+                let _ = writeln!(s, "  {fam:<9} NONE               {e}");
+            }
+        }
+    }
+    if !r.warnings.is_empty() {
+        let _ = writeln!(s, "\nfallbacks and warnings");
+        for w in &r.warnings {
+            let _ = writeln!(s, "  - {w}");
+        }
+    }
+    let _ = writeln!(s, "\nepoll close path");
+    let _ = writeln!(s, "  {}", match r.epoll_close {
+        Some(EpollClose::GlobalEpmutex) => "eventpoll_release_file takes the global epmutex on every close of an epoll-watched file (ep_free, no ep_clear_and_put)",
+        Some(EpollClose::Refcounted) => "refcounted epoll (ep_clear_and_put): no global mutex when closing epoll-watched files",
+        None => "unknown (kallsyms unreadable or unfamiliar symbols)",
+    });
+    let _ = writeln!(s, "\n{}", if r.ready { "ready: kpath record can run here" } else { "NOT ready: see above" });
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoll_era_comes_from_symbols() {
+        let has = |set: &'static [&'static str]| move |s: &str| set.contains(&s);
+        // 5.10: ep_free and epmutex, no refcount rework.
+        assert_eq!(epoll_close_era(has(&["ep_free", "epmutex"])), Some(EpollClose::GlobalEpmutex));
+        // 6.1 with the backport: epmutex symbol remains, but ep_clear_and_put exists.
+        assert_eq!(epoll_close_era(has(&["ep_free", "epmutex", "ep_clear_and_put"])), Some(EpollClose::Refcounted));
+        // 6.18: epnested_mutex, ep_clear_and_put.
+        assert_eq!(epoll_close_era(has(&["ep_clear_and_put", "epnested_mutex"])), Some(EpollClose::Refcounted));
+        assert_eq!(epoll_close_era(has(&[])), None);
+    }
+}

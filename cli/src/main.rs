@@ -1,0 +1,48 @@
+//! The `kpath` binary: parses and dispatches; each subcommand lives in its own module.
+use clap::{Parser, Subcommand};
+use kpath::{doctor, record, report, workload};
+
+#[derive(Parser)]
+#[command(
+    name = "kpath",
+    version,
+    about = "Where a network server's time goes inside the kernel"
+)]
+#[command(after_help = "Examples:
+  sudo kpath doctor
+  sudo kpath record -- ./my-server          trace a command and its children until it exits
+  sudo kpath record -p 1234 -d 10           trace a running process for 10 s
+  kpath report runs/run-1700000000          re-render a recorded run")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// What this kernel offers and which method each probe family will use.
+    Doctor(doctor::DoctorArgs),
+    /// Attach probes to a process or command, print tables, write a run directory.
+    Record(record::RecordArgs),
+    /// Re-render a recorded run.
+    Report(report::ReportArgs),
+    /// A built-in workload that opens, maps and closes files and connections (for demos).
+    Workload(workload::WorkloadArgs),
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp(None)
+        .init();
+    let cli = Cli::parse();
+    let r = match cli.command {
+        Command::Doctor(a) => doctor::run(a),
+        Command::Record(a) => record::run(a),
+        Command::Report(a) => report::run(a),
+        Command::Workload(a) => workload::run(&a),
+    };
+    if let Err(e) = r {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,154 @@
+//! The `Run`: everything one recording produced, serialized as `run.json`.
+//!
+//! Field names are the contract later commands (`report`, `flame`, `diff`, `bench`) and users'
+//! scripts build on: add fields freely, never rename. Times are nanoseconds, named `*_ns`.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped when a field changes meaning.
+pub const RUN_FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Run {
+    pub format_version: u32,
+    /// kpath version that wrote the run.
+    pub kpath_version: String,
+    pub kernel: KernelInfo,
+    pub target: Target,
+    /// Wall-clock start, milliseconds since the Unix epoch.
+    pub started_unix_ms: u64,
+    pub duration_ns: u64,
+    /// Family name -> attach method that produced its numbers (see `loader::Method`).
+    pub methods: BTreeMap<String, String>,
+    /// Family name -> events dropped in the kernel (map full, stack not taken, ...).
+    pub lost: BTreeMap<String, u64>,
+    /// Fallbacks and other things the reader should know, in the order they happened.
+    pub warnings: Vec<String>,
+    pub overhead: Overhead,
+    pub syscalls: Vec<SyscallRow>,
+    pub kpaths: Vec<KpathRow>,
+    /// `None` when the family was not recorded.
+    pub sched: Option<SchedRow>,
+    pub locks: Vec<LockRow>,
+    pub oncpu: Option<OncpuSummary>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct KernelInfo {
+    /// `uname -r`.
+    pub release: String,
+    /// `uname -v`.
+    pub version: String,
+    pub machine: String,
+    pub hostname: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Target {
+    /// `pid`, `command` or `system`.
+    pub kind: String,
+    /// The traced process (the started command's pid for `command`).
+    pub pid: Option<u32>,
+    pub command: Option<Vec<String>>,
+    /// Exit status of a started command (`128 + signal` when killed).
+    pub exit_code: Option<i32>,
+    /// Thread-group ids seen in the kernel filter at the end (the target and its fork children).
+    pub tgids_seen: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Overhead {
+    /// Whether kernel.bpf_stats_enabled was on, so `bpf_run_ns` is measured.
+    pub bpf_stats_enabled: bool,
+    /// Family name -> figures.
+    pub families: BTreeMap<String, FamilyOverhead>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct FamilyOverhead {
+    /// BPF program invocations (all tasks, before the target filter).
+    pub events: u64,
+    pub events_per_sec: f64,
+    /// Total time spent in the family's BPF programs.
+    pub bpf_run_ns: u64,
+    /// `bpf_run_ns / events`.
+    pub ns_per_event: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SyscallRow {
+    pub name: String,
+    pub nr: u32,
+    pub count: u64,
+    pub errors: u64,
+    pub total_ns: u64,
+    /// Upper bound of the log2 bucket holding the percentile, capped at `max_ns`.
+    pub p50_ns: u64,
+    pub p99_ns: u64,
+    pub max_ns: u64,
+    pub hist_log2_ns: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct KpathRow {
+    pub function: String,
+    /// `fentry`, `kprobe`, `sampled` or `unavailable`.
+    pub method: String,
+    /// `None` when sampled.
+    pub calls: Option<u64>,
+    /// `None` when sampled.
+    pub total_ns: Option<u64>,
+    pub max_ns: Option<u64>,
+    /// Share (0..1) of the target's on-CPU samples whose kernel stack contains the function.
+    pub oncpu_share: f64,
+    /// On-CPU samples under the function.
+    pub samples: u64,
+    pub hist_log2_ns: Vec<u64>,
+    /// The syscall that contains the function, with its traced figures for context.
+    pub syscall: String,
+    pub syscall_count: Option<u64>,
+    pub syscall_total_ns: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SchedRow {
+    pub voluntary_switches: u64,
+    pub involuntary_switches: u64,
+    pub offcpu_ns: u64,
+    pub wakeups: u64,
+    pub runq_delay_count: u64,
+    pub runq_delay_total_ns: u64,
+    pub runq_delay_p50_ns: u64,
+    pub runq_delay_p99_ns: u64,
+    pub runq_delay_max_ns: u64,
+    pub runq_delay_hist_log2_ns: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LockRow {
+    /// First kernel frame outside the locking code, `symbol+0xoff`.
+    pub caller: String,
+    /// Symbol of a static lock (`epmutex`), else the address in hex.
+    pub lock: String,
+    pub lock_addr: String,
+    /// `mutex`, `spinlock`, `rwsem:read`, ... from the contention flags.
+    #[serde(rename = "type")]
+    pub lock_type: String,
+    pub count: u64,
+    pub wait_ns: u64,
+    pub max_ns: u64,
+    /// The symbolized kernel stack, innermost first.
+    pub stack: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct OncpuSummary {
+    pub frequency_hz: u64,
+    /// Samples of the target (including those whose stacks were lost).
+    pub samples: u64,
+    /// Distinct (process, thread name, kernel stack, user stack) keys.
+    pub unique_stacks: u64,
+    /// Samples whose kernel or user stack could not be stored.
+    pub lost_stacks: u64,
+}

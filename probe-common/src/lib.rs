@@ -1,0 +1,143 @@
+//! Data shared by the kernel side (`probe-ebpf`) and the user side (`cli`).
+//!
+//! Every map key and value is `#[repr(C)]`, `Copy`, and free of implicit padding, so that the
+//! kernel and user views agree byte for byte. The module names are the probe family names used
+//! through every layer: `syscalls`, `kpaths`, `sched`, `locks`, `oncpu`.
+#![no_std]
+
+pub mod kpaths;
+pub mod locks;
+pub mod oncpu;
+pub mod sched;
+pub mod syscalls;
+
+/// Number of log2 latency buckets. Bucket `i` counts values in `[2^i, 2^(i+1))` ns, bucket 0 also
+/// holds 0 and 1; the last bucket (2^39 ns, about 9 minutes) also holds everything above.
+pub const HIST_BUCKETS: usize = 40;
+
+/// Log2 histogram of nanoseconds.
+pub type HistLog2 = [u64; HIST_BUCKETS];
+
+/// Index of the log2 bucket for `ns` (see [`HIST_BUCKETS`]).
+#[inline(always)]
+pub fn log2_bucket(ns: u64) -> usize {
+    if ns < 2 {
+        return 0;
+    }
+    let b = 63 - ns.leading_zeros() as usize;
+    if b >= HIST_BUCKETS {
+        HIST_BUCKETS - 1
+    } else {
+        b
+    }
+}
+
+/// Name of the hash map of traced thread-group ids (value: [`TargetFlags`] bits).
+pub const MAP_TARGETS: &str = "TARGETS";
+/// Name of the per-CPU array of lost-event counters, indexed by [`Family`] (events) and
+/// [`lost_stacks_index`] (stacks that could not be stored).
+pub const MAP_LOST: &str = "LOST";
+/// Index into [`MAP_LOST`] of the family's lost stacks (events are at `Family as u32`).
+pub const fn lost_stacks_index(f: Family) -> u32 {
+    LOST_STACKS_BASE + f as u32
+}
+pub const LOST_STACKS_BASE: u32 = 5;
+/// Entries of [`MAP_LOST`]: lost events, then lost stacks, per family.
+pub const LOST_ENTRIES: u32 = 10;
+
+/// Name of the shared stack-trace map (on-CPU, off-CPU and lock stacks).
+pub const MAP_STACKS: &str = "STACKS";
+/// Capacity of [`MAP_STACKS`].
+pub const STACKS_CAPACITY: u32 = 16384;
+/// Capacity of [`MAP_TARGETS`]; thread ids of traced processes pass through it briefly.
+pub const TARGETS_CAPACITY: u32 = 16384;
+
+/// Global (set at load time): 1 when only tasks whose tgid is in [`MAP_TARGETS`] are traced.
+pub const GLOBAL_FILTER: &str = "FILTER_ENABLED";
+/// Global (set at load time): kpath's own tgid, never traced in system-wide mode.
+pub const GLOBAL_SELF_TGID: &str = "SELF_TGID";
+/// Global (set at load time): minimum off-CPU time (ns) for a stack to be recorded.
+pub const GLOBAL_OFFCPU_MIN_NS: &str = "OFFCPU_MIN_NS";
+
+/// Bits stored as values of [`MAP_TARGETS`].
+pub mod target_flags {
+    /// The process was named by the user (`-p`) or started by kpath.
+    pub const ROOT: u32 = 1;
+    /// The process was a fork child of a traced process.
+    pub const CHILD: u32 = 2;
+}
+
+/// The probe families, also the index into [`MAP_LOST`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Syscalls = 0,
+    Kpaths = 1,
+    Sched = 2,
+    Locks = 3,
+    Oncpu = 4,
+}
+
+impl Family {
+    pub const ALL: [Family; 5] = [
+        Family::Syscalls,
+        Family::Kpaths,
+        Family::Sched,
+        Family::Locks,
+        Family::Oncpu,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Family::Syscalls => "syscalls",
+            Family::Kpaths => "kpaths",
+            Family::Sched => "sched",
+            Family::Locks => "locks",
+            Family::Oncpu => "oncpu",
+        }
+    }
+}
+
+/// Key of the on-CPU and off-CPU stack maps: one entry per process, thread name and stack pair.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StackKey {
+    pub tgid: u32,
+    /// Id in [`MAP_STACKS`], or negative when the kernel stack could not be taken.
+    pub kstack_id: i32,
+    /// Id in [`MAP_STACKS`], or negative when the user stack could not be taken.
+    pub ustack_id: i32,
+    pub _reserved: u32,
+    /// Thread name (`comm`), NUL padded.
+    pub comm: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<StackKey>() == 32);
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    unsafe impl aya::Pod for StackKey {}
+    unsafe impl aya::Pod for syscalls::SyscallStats {}
+    unsafe impl aya::Pod for kpaths::KpathStats {}
+    unsafe impl aya::Pod for kpaths::KpathStartKey {}
+    unsafe impl aya::Pod for sched::SchedStats {}
+    unsafe impl aya::Pod for locks::LockKey {}
+    unsafe impl aya::Pod for locks::LockStats {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log2_bucket_edges() {
+        assert_eq!(log2_bucket(0), 0);
+        assert_eq!(log2_bucket(1), 0);
+        assert_eq!(log2_bucket(2), 1);
+        assert_eq!(log2_bucket(3), 1);
+        assert_eq!(log2_bucket(4), 2);
+        assert_eq!(log2_bucket(1023), 9);
+        assert_eq!(log2_bucket(1024), 10);
+        assert_eq!(log2_bucket(u64::MAX), HIST_BUCKETS - 1);
+    }
+}

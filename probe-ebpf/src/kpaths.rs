@@ -1,0 +1,122 @@
+//! `kpaths`: calls and time of eventpoll_release_file, tcp_close, do_sys_openat2 and __vm_munmap.
+//!
+//! Two attach variants share one body: fentry/fexit (BTF trampolines, cheapest) and
+//! kprobe/kretprobe. On kernels that allow neither, user space falls back to on-CPU stack
+//! samples (the `oncpu` family) and loads none of these.
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::{fentry, fexit, kprobe, kretprobe, map},
+    maps::{LruHashMap, PerCpuArray},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+};
+use probe_common::{
+    kpaths::{KpathFn, KpathStartKey, KpathStats, KPATH_COUNT},
+    Family,
+};
+
+use crate::{count_lost, current_ids, hist_add, is_traced};
+
+#[map]
+static KPATHS_STATS: PerCpuArray<KpathStats> = PerCpuArray::with_max_entries(KPATH_COUNT as u32, 0);
+
+#[map]
+static KPATHS_START: LruHashMap<KpathStartKey, u64> = LruHashMap::with_max_entries(16384, 0);
+
+#[inline(always)]
+fn entry(func: KpathFn) -> u32 {
+    let (tgid, tid) = current_ids();
+    if !is_traced(tgid) {
+        return 0;
+    }
+    let key = KpathStartKey {
+        tid,
+        func: func as u32,
+    };
+    if KPATHS_START
+        .insert(&key, &unsafe { bpf_ktime_get_ns() }, 0)
+        .is_err()
+    {
+        count_lost(Family::Kpaths);
+    }
+    0
+}
+
+#[inline(always)]
+fn exit(func: KpathFn) -> u32 {
+    let (_, tid) = current_ids();
+    let key = KpathStartKey {
+        tid,
+        func: func as u32,
+    };
+    let Some(start) = (unsafe { KPATHS_START.get(&key) }).copied() else {
+        return 0;
+    };
+    let _ = KPATHS_START.remove(&key);
+    let ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(start);
+    let Some(stats) = KPATHS_STATS.get_ptr_mut(func as u32) else {
+        count_lost(Family::Kpaths);
+        return 0;
+    };
+    let stats = unsafe { &mut *stats };
+    stats.calls += 1;
+    stats.total_ns += ns;
+    if ns > stats.max_ns {
+        stats.max_ns = ns;
+    }
+    hist_add(&mut stats.hist_log2_ns, ns);
+    0
+}
+
+/// The four programs of one function: `kpaths_<stem>_{fentry,fexit,kprobe,kretprobe}`.
+macro_rules! kpath_programs {
+    ($func:expr, $fentry:ident, $fexit:ident, $kprobe:ident, $kretprobe:ident) => {
+        #[fentry]
+        pub fn $fentry(_ctx: FEntryContext) -> i32 {
+            entry($func) as i32
+        }
+
+        #[fexit]
+        pub fn $fexit(_ctx: FExitContext) -> i32 {
+            exit($func) as i32
+        }
+
+        #[kprobe]
+        pub fn $kprobe(_ctx: ProbeContext) -> u32 {
+            entry($func)
+        }
+
+        #[kretprobe]
+        pub fn $kretprobe(_ctx: RetProbeContext) -> u32 {
+            exit($func)
+        }
+    };
+}
+
+kpath_programs!(
+    KpathFn::EventpollReleaseFile,
+    kpaths_eventpoll_release_file_fentry,
+    kpaths_eventpoll_release_file_fexit,
+    kpaths_eventpoll_release_file_kprobe,
+    kpaths_eventpoll_release_file_kretprobe
+);
+kpath_programs!(
+    KpathFn::TcpClose,
+    kpaths_tcp_close_fentry,
+    kpaths_tcp_close_fexit,
+    kpaths_tcp_close_kprobe,
+    kpaths_tcp_close_kretprobe
+);
+kpath_programs!(
+    KpathFn::DoSysOpenat2,
+    kpaths_do_sys_openat2_fentry,
+    kpaths_do_sys_openat2_fexit,
+    kpaths_do_sys_openat2_kprobe,
+    kpaths_do_sys_openat2_kretprobe
+);
+kpath_programs!(
+    KpathFn::VmMunmap,
+    kpaths_vm_munmap_fentry,
+    kpaths_vm_munmap_fexit,
+    kpaths_vm_munmap_kprobe,
+    kpaths_vm_munmap_kretprobe
+);

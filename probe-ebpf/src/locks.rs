@@ -1,0 +1,122 @@
+//! `locks`: kernel lock contention per (lock, kernel stack, flags, tgid).
+//!
+//! Preferred: lock:contention_begin/end (5.19+). Fallback: kprobe/kretprobe on
+//! `__mutex_lock_slowpath`, which is entered only when the mutex fast path failed; its time
+//! includes optimistic spinning as well as sleeping, which the report says.
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::{kprobe, kretprobe, map, tracepoint},
+    maps::{LruHashMap, PerCpuHashMap},
+    programs::{tracing::StackIdContext, ProbeContext, RetProbeContext, TracePointContext},
+};
+use probe_common::{
+    locks::{lock_flags, LockKey, LockStart, LockStartKey, LockStats, STATS_CAPACITY},
+    Family,
+};
+
+use crate::{count_lost, current_ids, is_traced, stack_id};
+
+#[map]
+static LOCKS_STATS: PerCpuHashMap<LockKey, LockStats> =
+    PerCpuHashMap::with_max_entries(STATS_CAPACITY, 0);
+
+#[map]
+static LOCKS_START: LruHashMap<LockStartKey, LockStart> = LruHashMap::with_max_entries(16384, 0);
+
+// lock:contention_begin: void *lock_addr @8, unsigned int flags @16; contention_end: lock_addr @8.
+const LOCK_ADDR: usize = 8;
+const LOCK_FLAGS: usize = 16;
+
+#[inline(always)]
+fn begin<C: StackIdContext>(ctx: &C, lock_addr: u64, key_addr: u64, flags: u32) -> u32 {
+    let (tgid, tid) = current_ids();
+    if !is_traced(tgid) {
+        return 0;
+    }
+    let kstack_id = stack_id(ctx, 0, Family::Locks);
+    let start = LockStart {
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        lock_addr,
+        kstack_id,
+        flags,
+    };
+    let key = LockStartKey {
+        lock_addr: key_addr,
+        tid,
+        _reserved: 0,
+    };
+    if LOCKS_START.insert(&key, &start, 0).is_err() {
+        count_lost(Family::Locks);
+    }
+    0
+}
+
+#[inline(always)]
+fn end(key_addr: u64) -> u32 {
+    let (tgid, tid) = current_ids();
+    let key = LockStartKey {
+        lock_addr: key_addr,
+        tid,
+        _reserved: 0,
+    };
+    let Some(start) = (unsafe { LOCKS_START.get(&key) }).copied() else {
+        return 0;
+    };
+    let _ = LOCKS_START.remove(&key);
+    let ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(start.ts_ns);
+    let key = LockKey {
+        lock_addr: start.lock_addr,
+        kstack_id: start.kstack_id,
+        flags: start.flags,
+        tgid,
+        _reserved: 0,
+    };
+    if let Some(s) = LOCKS_STATS.get_ptr_mut(&key) {
+        let s = unsafe { &mut *s };
+        s.count += 1;
+        s.wait_ns += ns;
+        if ns > s.max_ns {
+            s.max_ns = ns;
+        }
+    } else {
+        let s = LockStats {
+            count: 1,
+            wait_ns: ns,
+            max_ns: ns,
+        };
+        if LOCKS_STATS.insert(&key, &s, 0).is_err() {
+            count_lost(Family::Locks);
+        }
+    }
+    0
+}
+
+#[tracepoint]
+pub fn locks_contention_begin(ctx: TracePointContext) -> u32 {
+    let (Ok(addr), Ok(flags)) = (unsafe { ctx.read_at::<u64>(LOCK_ADDR) }, unsafe {
+        ctx.read_at::<u32>(LOCK_FLAGS)
+    }) else {
+        return 1;
+    };
+    begin(&ctx, addr, addr, flags)
+}
+
+#[tracepoint]
+pub fn locks_contention_end(ctx: TracePointContext) -> u32 {
+    let Ok(addr) = (unsafe { ctx.read_at::<u64>(LOCK_ADDR) }) else {
+        return 1;
+    };
+    end(addr)
+}
+
+/// `__mutex_lock_slowpath(struct mutex *lock)`; keyed by thread only (the return has no args).
+#[kprobe]
+pub fn locks_mutex_slowpath_kprobe(ctx: ProbeContext) -> u32 {
+    let addr: u64 = ctx.arg(0).unwrap_or(0);
+    begin(&ctx, addr, 0, lock_flags::MUTEX)
+}
+
+#[kretprobe]
+pub fn locks_mutex_slowpath_kretprobe(_ctx: RetProbeContext) -> u32 {
+    end(0)
+}

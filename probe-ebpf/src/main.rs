@@ -1,0 +1,115 @@
+//! kpath's kernel side. Every program aggregates into maps (no per-event output), never panics,
+//! and counts what it drops in `LOST`. Programs are named `<family>_<hook>[_<variant>]`.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
+    macros::map,
+    maps::{HashMap, PerCpuArray, StackTrace},
+    programs::tracing::StackIdContext,
+};
+use probe_common::{Family, LOST_ENTRIES, STACKS_CAPACITY, TARGETS_CAPACITY};
+
+mod kpaths;
+mod locks;
+mod oncpu;
+mod sched;
+mod syscalls;
+mod target;
+
+/// 1: trace only tgids in `TARGETS`; 0: trace every task but kpath itself.
+#[no_mangle]
+static FILTER_ENABLED: u32 = 0;
+/// kpath's own tgid, excluded in system-wide mode.
+#[no_mangle]
+static SELF_TGID: u32 = 0;
+/// Off-CPU periods shorter than this are counted in totals but not charged to a stack.
+#[no_mangle]
+static OFFCPU_MIN_NS: u64 = 0;
+
+/// Traced thread-group ids (and briefly, thread ids of traced processes: see `target`).
+#[map]
+static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(TARGETS_CAPACITY, 0);
+
+/// Lost events, then lost stacks, per family (see `probe_common::lost_stacks_index`).
+#[map]
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_ENTRIES, 0);
+
+/// Kernel and user stacks of on-CPU samples, off-CPU switches and lock contention.
+#[map]
+static STACKS: StackTrace = StackTrace::with_max_entries(STACKS_CAPACITY, 0);
+
+#[inline(always)]
+fn read_global<T: Copy>(g: &T) -> T {
+    // The loader patches globals before load; a volatile read keeps the compiler from folding
+    // the compile-time default into the code.
+    unsafe { core::ptr::read_volatile(g) }
+}
+
+/// Whether the task with this tgid is traced.
+#[inline(always)]
+fn is_traced(tgid: u32) -> bool {
+    if read_global(&FILTER_ENABLED) != 0 {
+        unsafe { TARGETS.get(&tgid).is_some() }
+    } else {
+        tgid != 0 && tgid != read_global(&SELF_TGID)
+    }
+}
+
+/// (tgid, tid) of the current task.
+#[inline(always)]
+fn current_ids() -> (u32, u32) {
+    let id = bpf_get_current_pid_tgid();
+    ((id >> 32) as u32, id as u32)
+}
+
+#[inline(always)]
+fn count_lost_at(index: u32) {
+    if let Some(p) = LOST.get_ptr_mut(index) {
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+fn count_lost(f: Family) {
+    count_lost_at(f as u32);
+}
+
+const EFAULT: i32 = 14;
+
+/// A stack id in `STACKS`, or the negative error. -EFAULT means "no stack of this kind here" (a
+/// user-mode sample has no kernel stack, a kernel thread no user stack) and is not a loss; any
+/// other failure (collision, map full) is counted as a lost stack of `family`.
+#[inline(always)]
+fn stack_id<C: StackIdContext>(ctx: &C, flags: u64, family: Family) -> i32 {
+    match ctx.get_stackid(&STACKS, flags) {
+        Ok(id) => id as i32,
+        Err(err) => {
+            if err != -EFAULT {
+                count_lost_at(probe_common::lost_stacks_index(family));
+            }
+            err
+        }
+    }
+}
+
+/// Adds `ns` to a log2 histogram.
+#[inline(always)]
+fn hist_add(hist: &mut probe_common::HistLog2, ns: u64) {
+    let b = probe_common::log2_bucket(ns);
+    // The explicit bound check keeps the verifier sure of the index.
+    if b < hist.len() {
+        hist[b] += 1;
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

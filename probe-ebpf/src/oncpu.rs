@@ -1,0 +1,42 @@
+//! `oncpu`: perf cpu-clock samples of the traced tasks, counted per (tgid, comm, stacks).
+use aya_ebpf::{
+    bindings::BPF_F_USER_STACK,
+    helpers::bpf_get_current_comm,
+    macros::{map, perf_event},
+    maps::{PerCpuArray, PerCpuHashMap},
+    programs::PerfEventContext,
+};
+use probe_common::{oncpu::COUNTS_CAPACITY, Family, StackKey};
+
+use crate::{count_lost, current_ids, is_traced, stack_id};
+
+#[map]
+static ONCPU_COUNTS: PerCpuHashMap<StackKey, u64> =
+    PerCpuHashMap::with_max_entries(COUNTS_CAPACITY, 0);
+
+#[map]
+static ONCPU_SAMPLES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[perf_event]
+pub fn oncpu_sample(ctx: PerfEventContext) -> u32 {
+    let (tgid, tid) = current_ids();
+    if tid == 0 || !is_traced(tgid) {
+        return 0;
+    }
+    if let Some(n) = ONCPU_SAMPLES.get_ptr_mut(0) {
+        unsafe { *n += 1 };
+    }
+    let key = StackKey {
+        tgid,
+        kstack_id: stack_id(&ctx, 0, Family::Oncpu),
+        ustack_id: stack_id(&ctx, BPF_F_USER_STACK as u64, Family::Oncpu),
+        _reserved: 0,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    if let Some(v) = ONCPU_COUNTS.get_ptr_mut(&key) {
+        unsafe { *v += 1 };
+    } else if ONCPU_COUNTS.insert(&key, &1, 0).is_err() {
+        count_lost(Family::Oncpu);
+    }
+    0
+}

@@ -1,0 +1,45 @@
+//! Following the target into fork children, in the kernel.
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use probe_common::target_flags;
+
+use crate::{current_ids, read_global, FILTER_ENABLED, TARGETS};
+
+// sched:sched_process_fork: parent_comm[16] @8, parent_pid @24, child_comm[16] @28, child_pid @44.
+const FORK_CHILD_PID: usize = 44;
+
+/// A traced task forked: trace the child too. Thread creation also lands here (the child id is
+/// then a thread id); `target_sched_process_exit` removes those entries again.
+#[tracepoint]
+pub fn target_sched_process_fork(ctx: TracePointContext) -> u32 {
+    try_fork(&ctx).unwrap_or(1)
+}
+
+fn try_fork(ctx: &TracePointContext) -> Result<u32, i64> {
+    if read_global(&FILTER_ENABLED) == 0 {
+        return Ok(0);
+    }
+    let (tgid, _) = current_ids();
+    if unsafe { TARGETS.get(&tgid) }.is_none() {
+        return Ok(0);
+    }
+    let child: i32 = unsafe { ctx.read_at(FORK_CHILD_PID) }.map_err(|e| e as i64)?;
+    let child = child as u32;
+    if child != tgid {
+        if TARGETS.insert(&child, &target_flags::CHILD, 0).is_err() {
+            crate::count_lost(probe_common::Family::Syscalls);
+        }
+    }
+    Ok(0)
+}
+
+/// A thread of a traced process exited: drop its thread-id entry (a no-op for others).
+#[tracepoint]
+pub fn target_sched_process_exit(_ctx: TracePointContext) -> u32 {
+    if read_global(&FILTER_ENABLED) != 0 {
+        let (tgid, tid) = current_ids();
+        if tid != tgid {
+            let _ = TARGETS.remove(&tid);
+        }
+    }
+    0
+}
