@@ -81,6 +81,10 @@ pub fn run(args: &Args) -> Result<()> {
     if !selects_packages(&args.cargo_test_args) {
         cmd.args(util::HOST_WORKSPACE);
     }
+    if !args.cargo_test_args.iter().any(|a| a == "--no-fail-fast") {
+        // Run every suite even after a failure, so the summary lists every failing test.
+        cmd.arg("--no-fail-fast");
+    }
     cmd.args(&args.cargo_test_args).stdout(Stdio::piped());
     if root {
         // Root-only tests must fail here rather than skip quietly.
@@ -92,8 +96,10 @@ pub fn run(args: &Args) -> Result<()> {
         .with_context(|| format!("could not start `{shown}`"))?;
     let mut totals = Totals::default();
     let stdout = child.stdout.take().context("cargo test has no stdout")?;
-    for line in BufReader::new(stdout).lines() {
+    // Test output need not be UTF-8; pass it through and parse it lossily.
+    for line in BufReader::new(stdout).split(b'\n') {
         let line = line.context("could not read cargo test output")?;
+        let line = String::from_utf8_lossy(&line);
         println!("{line}");
         totals.add_line(&line);
     }
