@@ -15,29 +15,17 @@ use crate::util::{self, display, stdout_if_ok, Stopwatch};
 /// The bpf-linker release that builds against the nightly toolchain's libLLVM here.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Debian packages the tests, benchmarks and later issues use, with why.
-pub const PACKAGES: &[(&str, &str)] = &[
-    (
-        "strace",
-        "syscall counts to cross-check the syscalls probes",
-    ),
-    ("wrk", "HTTP load generator to compare against `kpath load`"),
-    (
-        "nginx",
-        "a reference server that tests and benchmarks start themselves",
-    ),
-    ("linux-perf", "perf, to cross-check on-CPU samples"),
-    ("bpftool", "inspect loaded BPF programs and maps"),
-    ("gcc", "C toolchain for linking and small test triggers"),
-    ("make", "builds of small C helpers"),
-    (
-        "qemu-system-x86",
-        "boot stock Debian kernels that have kprobes/fentry",
-    ),
-    (
-        "busybox-static",
-        "the initramfs userland for those qemu guests",
-    ),
+/// Debian packages the tests, benchmarks and later issues use, and why (printed when installing).
+const PACKAGES: &[(&str, &str)] = &[
+    ("strace", "cross-checks syscall counts"),
+    ("wrk", "HTTP load to compare with `kpath load`"),
+    ("nginx", "reference server the tests start"),
+    ("linux-perf", "cross-checks on-CPU samples"),
+    ("bpftool", "inspects loaded BPF programs and maps"),
+    ("gcc", "C toolchain for linking"),
+    ("make", "builds small C helpers"),
+    ("qemu-system-x86", "boots stock kernels with kprobes"),
+    ("busybox-static", "userland for those qemu guests"),
     ("chromium", "headless checks of the HTML report"),
 ];
 
@@ -422,6 +410,9 @@ fn packages(ctx: &mut Ctx) -> Result<()> {
         &format!("debian packages {}", missing.join(" ")),
         true,
     );
+    for (name, why) in PACKAGES.iter().filter(|(name, _)| missing.contains(name)) {
+        println!("  {name}: {why}");
+    }
     let apt = |args: &[&str]| {
         let mut cmd = Command::new("apt-get");
         cmd.env("DEBIAN_FRONTEND", "noninteractive")
