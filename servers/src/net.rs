@@ -39,7 +39,7 @@ pub fn listen(addr: SocketAddr, reuseport: bool, nonblocking: bool) -> io::Resul
     Ok(TcpListener::from(fd))
 }
 
-fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+pub(crate) fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: all-zero is a valid sockaddr_storage.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let len = match addr {

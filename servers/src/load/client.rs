@@ -1,0 +1,384 @@
+//! One load-generating thread: an edge-triggered epoll loop over its share of the connections.
+//!
+//! A connection is registered once and the next request is written as soon as the previous
+//! response completes, so steady state costs a read, a write and a share of one epoll_wait per
+//! request (wrk re-arms EPOLLOUT around every write, two extra epoll_ctl calls).
+
+use std::io;
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use super::response::parse_head;
+use super::{Errors, Target};
+
+/// Longest the loop sleeps without checking the deadline and the per-request timeouts.
+const TICK: Duration = Duration::from_millis(50);
+const BUF: usize = 64 * 1024;
+
+pub struct Plan {
+    pub target: Arc<Target>,
+    pub request: Arc<[u8]>,
+    pub close: bool,
+    pub timeout: Duration,
+    pub deadline: Instant,
+    /// Open loop: when each connection sends its first request, and the gap between its requests.
+    pub schedule: Option<(Vec<Instant>, Duration)>,
+    pub conns: usize,
+    /// Completed requests so far, for the progress bar.
+    pub progress: Arc<AtomicU64>,
+}
+
+pub struct Stats {
+    pub requests: u64,
+    pub bytes: u64,
+    pub errors: Errors,
+    pub latency_ns: Histogram<u64>,
+}
+
+#[derive(PartialEq, Eq, Clone, Copy)]
+enum State {
+    /// Open loop: nothing in flight until the next intended send time.
+    Waiting,
+    Writing,
+    Reading,
+}
+
+struct Conn {
+    stream: Option<TcpStream>,
+    state: State,
+    written: usize,
+    buf: Vec<u8>,
+    /// Bytes of the current response so far, and its full length once the head is parsed.
+    received: usize,
+    expect: Option<usize>,
+    status: u16,
+    server_closes: bool,
+    /// Latency origin: the intended send time (open loop) or the actual one (closed loop).
+    origin: Instant,
+    /// Whether this socket has ever received a byte (an error before that is a connect error).
+    answered: bool,
+}
+
+pub fn run(plan: &Plan) -> io::Result<Stats> {
+    // SAFETY: epoll_create1 returns a fresh fd or -1.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh fd owned by nothing else.
+    let ep = unsafe { OwnedFd::from_raw_fd(ep) };
+    let mut w = Worker {
+        plan,
+        ep,
+        conns: Vec::with_capacity(plan.conns),
+        stats: Stats {
+            requests: 0,
+            bytes: 0,
+            errors: Errors::default(),
+            latency_ns: Histogram::new_with_bounds(1, 60_000_000_000, 3)
+                .map_err(io::Error::other)?,
+        },
+    };
+    let now = Instant::now();
+    for i in 0..plan.conns {
+        let origin = plan.schedule.as_ref().map_or(now, |(first, _)| first[i]);
+        w.conns.push(Conn {
+            stream: None,
+            state: State::Waiting,
+            written: 0,
+            buf: Vec::with_capacity(BUF),
+            received: 0,
+            expect: None,
+            status: 0,
+            server_closes: false,
+            origin,
+            answered: false,
+        });
+    }
+    w.run();
+    Ok(w.stats)
+}
+
+struct Worker<'a> {
+    plan: &'a Plan,
+    ep: OwnedFd,
+    conns: Vec<Conn>,
+    stats: Stats,
+}
+
+impl Worker<'_> {
+    fn run(&mut self) {
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+        let mut last_sweep = Instant::now();
+        let mut now = last_sweep;
+        self.start_due(now);
+        while now < self.plan.deadline {
+            let wait = self
+                .next_wake(now)
+                .min(self.plan.deadline.saturating_duration_since(now));
+            let ts = libc::timespec {
+                tv_sec: wait.as_secs() as libc::time_t,
+                tv_nsec: wait.subsec_nanos() as libc::c_long,
+            };
+            // SAFETY: valid epoll fd, buffer and timeout; no signal mask change.
+            let n = unsafe {
+                libc::epoll_pwait2(
+                    self.ep.as_raw_fd(),
+                    events.as_mut_ptr(),
+                    events.len() as i32,
+                    &ts,
+                    std::ptr::null(),
+                )
+            };
+            now = Instant::now();
+            for ev in &events[..n.max(0) as usize] {
+                self.on_event(ev.u64 as usize, now);
+            }
+            self.start_due(now);
+            if now.duration_since(last_sweep) >= TICK {
+                last_sweep = now;
+                self.sweep(now);
+                self.plan
+                    .progress
+                    .store(self.stats.requests, Ordering::Relaxed);
+            }
+        }
+        self.plan
+            .progress
+            .store(self.stats.requests, Ordering::Relaxed);
+    }
+
+    /// How long until the next open-loop send is due, or a tick.
+    fn next_wake(&self, now: Instant) -> Duration {
+        self.conns
+            .iter()
+            .filter(|c| c.state == State::Waiting)
+            .map(|c| c.origin.saturating_duration_since(now))
+            .fold(TICK, Duration::min)
+    }
+
+    fn start_due(&mut self, now: Instant) {
+        for i in 0..self.conns.len() {
+            let c = &self.conns[i];
+            if c.state == State::Waiting && c.origin <= now {
+                self.begin(i, now);
+            }
+        }
+    }
+
+    /// Starts the connection's next request (connecting first if needed).
+    fn begin(&mut self, i: usize, now: Instant) {
+        if self.plan.schedule.is_none() {
+            self.conns[i].origin = now;
+        }
+        if self.conns[i].stream.is_none() {
+            if let Err(_e) = self.connect(i) {
+                self.stats.errors.connect += 1;
+                // Retry later rather than spin on a refusing server.
+                self.conns[i].origin = now + TICK;
+                self.conns[i].state = State::Waiting;
+                return;
+            }
+        }
+        let c = &mut self.conns[i];
+        c.state = State::Writing;
+        c.written = 0;
+        self.write(i);
+    }
+
+    fn connect(&mut self, i: usize) -> io::Result<()> {
+        let addr = self.plan.target.addr;
+        let domain = if addr.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        };
+        // SAFETY: plain socket(2).
+        let fd = unsafe {
+            libc::socket(
+                domain,
+                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fresh fd owned by nothing else.
+        let stream = unsafe { TcpStream::from_raw_fd(fd) };
+        crate::send::setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
+        let (sa, len) = crate::net::sockaddr(addr);
+        // SAFETY: sa holds a sockaddr of len bytes.
+        let rc = unsafe { libc::connect(fd, (&sa as *const libc::sockaddr_storage).cast(), len) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINPROGRESS) {
+                return Err(e);
+            }
+        }
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+            u64: i as u64,
+        };
+        // SAFETY: valid epoll fd, socket fd and event.
+        if unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let c = &mut self.conns[i];
+        c.stream = Some(stream);
+        c.answered = false;
+        Ok(())
+    }
+
+    fn on_event(&mut self, i: usize, now: Instant) {
+        match self.conns.get(i).map(|c| c.state) {
+            Some(State::Writing) => {
+                self.write(i);
+                if self.conns[i].state == State::Reading {
+                    self.read(i, now);
+                }
+            }
+            Some(State::Reading) => self.read(i, now),
+            _ => {}
+        }
+    }
+
+    fn write(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        let Some(fd) = c.stream.as_ref().map(AsRawFd::as_raw_fd) else {
+            return;
+        };
+        let req = &self.plan.request[c.written..];
+        // SAFETY: writing from a live slice.
+        let n = unsafe { libc::write(fd, req.as_ptr().cast(), req.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            // Not connected yet (EAGAIN/ENOTCONN): EPOLLOUT will call again.
+            if !matches!(
+                e.raw_os_error(),
+                Some(libc::EAGAIN | libc::ENOTCONN | libc::EINTR)
+            ) {
+                self.fail(i, true);
+            }
+            return;
+        }
+        c.written += n as usize;
+        if c.written == self.plan.request.len() {
+            c.state = State::Reading;
+            c.received = 0;
+            c.expect = None;
+            c.buf.clear();
+        }
+    }
+
+    fn read(&mut self, i: usize, now: Instant) {
+        loop {
+            let c = &mut self.conns[i];
+            let Some(fd) = c.stream.as_ref().map(AsRawFd::as_raw_fd) else {
+                return;
+            };
+            if c.buf.len() == c.buf.capacity() {
+                c.buf.clear(); // Body bytes past the parsed head: only their count matters.
+            }
+            let spare = c.buf.spare_capacity_mut();
+            let want = spare.len();
+            // SAFETY: reading into the Vec's spare capacity, then exposing what was read.
+            let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), want) };
+            if n <= 0 {
+                let err = io::Error::last_os_error();
+                if n < 0 && matches!(err.raw_os_error(), Some(libc::EAGAIN | libc::EINTR)) {
+                    return;
+                }
+                return self.fail(i, false); // EOF or error before the response was complete.
+            }
+            let n = n as usize;
+            // SAFETY: the kernel initialised n bytes of spare capacity.
+            unsafe { c.buf.set_len(c.buf.len() + n) };
+            c.received += n;
+            c.answered = true;
+            if c.expect.is_none() {
+                match parse_head(&c.buf, false) {
+                    Ok(Some(h)) => {
+                        c.expect = Some(h.head_len + h.content_length);
+                        c.status = h.status;
+                        c.server_closes = h.close;
+                        c.buf.clear();
+                    }
+                    Ok(None) => {}
+                    Err(_) => return self.fail(i, false),
+                }
+            }
+            match c.expect {
+                Some(total) if c.received == total => return self.complete(i, now),
+                Some(total) if c.received > total => return self.fail(i, false),
+                _ => {}
+            }
+            if n < want {
+                return; // Drained; edge-triggering reports anything newer.
+            }
+        }
+    }
+
+    fn complete(&mut self, i: usize, now: Instant) {
+        let plan = self.plan;
+        let c = &mut self.conns[i];
+        let latency = now.saturating_duration_since(c.origin);
+        self.stats
+            .latency_ns
+            .saturating_record(latency.as_nanos().min(u128::from(u64::MAX)) as u64);
+        self.stats.requests += 1;
+        self.stats.bytes += c.received as u64;
+        if !(200..400).contains(&c.status) {
+            self.stats.errors.status += 1;
+        }
+        if plan.close || c.server_closes {
+            c.stream = None;
+        }
+        c.state = State::Waiting;
+        if let Some((_, gap)) = &plan.schedule {
+            c.origin += *gap;
+        }
+        if c.origin <= now || plan.schedule.is_none() {
+            self.begin(i, now);
+        }
+    }
+
+    /// Drops the connection after an error; the request is retried on a new one.
+    fn fail(&mut self, i: usize, writing: bool) {
+        let c = &mut self.conns[i];
+        if c.answered || !writing && c.received > 0 {
+            self.stats.errors.read += 1;
+        } else {
+            self.stats.errors.connect += 1;
+        }
+        c.stream = None;
+        c.state = State::Waiting;
+        if let Some((_, gap)) = &self.plan.schedule {
+            // The failed request counts as sent; the schedule moves on.
+            c.origin += *gap;
+        } else {
+            c.origin = Instant::now() + Duration::from_millis(1);
+        }
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        for i in 0..self.conns.len() {
+            let c = &mut self.conns[i];
+            if c.state != State::Waiting && now.duration_since(c.origin) > self.plan.timeout {
+                self.stats.errors.timeout += 1;
+                c.stream = None;
+                c.state = State::Waiting;
+                if let Some((_, gap)) = &self.plan.schedule {
+                    c.origin += *gap;
+                } else {
+                    c.origin = now;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The load target: an `http://` URL whose host must be a loopback address.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub addr: SocketAddr,
+    /// Host header value, as written in the URL.
+    pub host: String,
+    pub path: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("only http:// URLs are supported: {url}")]
+    Scheme { url: String },
+    #[error("cannot resolve {host}")]
+    Resolve {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{host} is not a loopback address; kpath load only targets this machine's loopback")]
+    NotLoopback { host: String },
+}
+
+impl Target {
+    pub fn parse(url: &str) -> Result<Target, TargetError> {
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| TargetError::Scheme {
+                url: url.to_string(),
+            })?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let with_port = if authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            authority.to_string()
+        } else {
+            format!("{authority}:80")
+        };
+        let resolved: Vec<SocketAddr> = with_port
+            .to_socket_addrs()
+            .map_err(|source| TargetError::Resolve {
+                host: authority.to_string(),
+                source,
+            })?
+            .collect();
+        // Every resolved address must be loopback, so a name cannot smuggle in a remote target.
+        let addr = match resolved.first() {
+            Some(first) if resolved.iter().all(|a| a.ip().is_loopback()) => *first,
+            _ => {
+                return Err(TargetError::NotLoopback {
+                    host: authority.to_string(),
+                })
+            }
+        };
+        Ok(Target {
+            addr,
+            host: authority.to_string(),
+            path: path.to_string(),
+        })
+    }
+
+    pub fn request(&self, close: bool) -> Vec<u8> {
+        let conn = if close { "Connection: close\r\n" } else { "" };
+        format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\n{conn}\r\n",
+            self.path, self.host
+        )
+        .into_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_loopback_urls() {
+        let t = Target::parse("http://127.0.0.1:8080/a.html").unwrap();
+        assert_eq!(t.addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(
+            (t.host.as_str(), t.path.as_str()),
+            ("127.0.0.1:8080", "/a.html")
+        );
+        assert_eq!(Target::parse("http://[::1]:9").unwrap().path, "/");
+        assert_eq!(Target::parse("http://127.0.0.2").unwrap().addr.port(), 80);
+    }
+
+    #[test]
+    fn refuses_anything_else() {
+        assert!(matches!(
+            Target::parse("http://10.0.0.1:80/"),
+            Err(TargetError::NotLoopback { .. })
+        ));
+        assert!(matches!(
+            Target::parse("http://192.0.2.1/"),
+            Err(TargetError::NotLoopback { .. })
+        ));
+        assert!(matches!(
+            Target::parse("https://127.0.0.1/"),
+            Err(TargetError::Scheme { .. })
+        ));
+    }
+}
