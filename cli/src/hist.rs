@@ -1,0 +1,246 @@
+//! Log2 nanosecond histograms as the probes aggregate them (see [`probe_common::HIST_BUCKETS`]).
+//!
+//! Percentiles are bucket upper bounds: the probes keep only log2 buckets, so a percentile is
+//! known to within a factor of two, and reporting the upper bound never understates latency.
+//! The exact maximum is tracked separately and caps the bound.
+
+use std::fmt::Write as _;
+
+use probe_common::HIST_BUCKETS;
+
+/// Sum of all bucket counts.
+pub fn total(hist: &[u64]) -> u64 {
+    hist.iter().fold(0u64, |acc, &c| acc.saturating_add(c))
+}
+
+/// Inclusive `[low, high]` nanosecond range of bucket `i`; the last bucket is open-ended
+/// (`high == u64::MAX`) because it also holds everything above it.
+pub fn bucket_range(i: usize) -> (u64, u64) {
+    let low = if i == 0 { 0 } else { 1u64 << i.min(63) };
+    let high = if i + 1 >= HIST_BUCKETS || i >= 63 {
+        u64::MAX
+    } else {
+        (1u64 << (i + 1)) - 1
+    };
+    (low, high)
+}
+
+/// Upper bound of the bucket where the cumulative count first reaches `ceil(q * total)`,
+/// capped at `max_ns`; 0 for an empty histogram. `q` is clamped to `0..=1`.
+pub fn percentile(hist: &[u64], q: f64, max_ns: u64) -> u64 {
+    let total = total(hist);
+    if total == 0 {
+        return 0;
+    }
+    let q = if q.is_nan() { 0.0 } else { q.clamp(0.0, 1.0) };
+    // At least one event, so q = 0 means "the smallest bucket in use".
+    let target = ((q * total as f64).ceil() as u64).clamp(1, total);
+    let mut seen = 0u64;
+    for (i, &c) in hist.iter().enumerate() {
+        seen = seen.saturating_add(c);
+        if seen >= target {
+            return bucket_range(i).1.min(max_ns);
+        }
+    }
+    max_ns
+}
+
+/// Adds `other` into `acc` element-wise (saturating); extra buckets in `other` are ignored.
+pub fn add_into(acc: &mut [u64], other: &[u64]) {
+    for (a, &b) in acc.iter_mut().zip(other) {
+        *a = a.saturating_add(b);
+    }
+}
+
+/// Element-wise sum of per-CPU histograms; the result is as long as the longest input.
+pub fn merge<'a, I>(hists: I) -> Vec<u64>
+where
+    I: IntoIterator<Item = &'a [u64]>,
+{
+    let mut acc: Vec<u64> = Vec::new();
+    for h in hists {
+        if h.len() > acc.len() {
+            acc.resize(h.len(), 0);
+        }
+        add_into(&mut acc, h);
+    }
+    acc
+}
+
+/// Default bar width of [`render_bars`], as in bcc's `print_log2_hist`.
+pub const BAR_WIDTH: usize = 40;
+
+/// bcc-style text histogram, one line per bucket from the first to the last non-empty one:
+///
+/// ```text
+///               ns range : count    distribution
+///           1024 -> 2047 : 12       |****************************************|
+/// ```
+///
+/// Returns an empty string for an empty histogram so callers can skip it.
+pub fn render_bars(hist: &[u64], width: usize) -> String {
+    let (Some(first), Some(last)) = (
+        hist.iter().position(|&c| c > 0),
+        hist.iter().rposition(|&c| c > 0),
+    ) else {
+        return String::new();
+    };
+    let peak = hist.iter().copied().max().unwrap_or(0).max(1);
+    let ranges: Vec<String> = (first..=last)
+        .map(|i| match bucket_range(i) {
+            (low, u64::MAX) => format!("{low} -> inf"),
+            (low, high) => format!("{low} -> {high}"),
+        })
+        .collect();
+    let range_w = ranges.iter().map(String::len).max().unwrap_or(0).max(8);
+    let count_w = hist[first..=last]
+        .iter()
+        .map(|c| c.to_string().len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>range_w$} : {:<count_w$} distribution",
+        "ns range", "count"
+    );
+    for (range, &c) in ranges.iter().zip(&hist[first..=last]) {
+        // Round up so any non-zero bucket shows at least one star.
+        let stars = ((c as u128 * width as u128).div_ceil(peak as u128)) as usize;
+        let _ = writeln!(
+            out,
+            "{range:>range_w$} : {c:<count_w$} |{:<width$}|",
+            "*".repeat(stars.min(width))
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hist_with(entries: &[(usize, u64)]) -> Vec<u64> {
+        let mut h = vec![0u64; HIST_BUCKETS];
+        for &(i, c) in entries {
+            h[i] = c;
+        }
+        h
+    }
+
+    #[test]
+    fn empty_histogram() {
+        let h = vec![0u64; HIST_BUCKETS];
+        assert_eq!(total(&h), 0);
+        assert_eq!(percentile(&h, 0.5, 1000), 0);
+        assert_eq!(percentile(&[], 0.99, 1000), 0);
+        assert_eq!(render_bars(&h, BAR_WIDTH), "");
+    }
+
+    #[test]
+    fn single_bucket_gives_its_upper_bound_capped_at_max() {
+        // 100 events in [1024, 2047].
+        let h = hist_with(&[(10, 100)]);
+        assert_eq!(total(&h), 100);
+        assert_eq!(percentile(&h, 0.5, 5000), 2047);
+        assert_eq!(percentile(&h, 0.99, 5000), 2047);
+        assert_eq!(percentile(&h, 0.5, 1500), 1500);
+    }
+
+    #[test]
+    fn bucket_zero_holds_zero_and_one() {
+        let h = hist_with(&[(0, 3)]);
+        assert_eq!(bucket_range(0), (0, 1));
+        assert_eq!(percentile(&h, 0.5, 1), 1);
+        assert_eq!(percentile(&h, 0.5, 0), 0);
+    }
+
+    #[test]
+    fn all_in_last_bucket_is_capped_by_max() {
+        let last = HIST_BUCKETS - 1;
+        let h = hist_with(&[(last, 7)]);
+        assert_eq!(bucket_range(last), (1 << last, u64::MAX));
+        let max = 3 * (1u64 << last);
+        assert_eq!(percentile(&h, 0.5, max), max);
+        assert_eq!(percentile(&h, 1.0, max), max);
+    }
+
+    #[test]
+    fn percentile_uses_ceil_of_q_times_total() {
+        // 50 in bucket 3 ([8,15]), 49 in bucket 5 ([32,63]), 1 in bucket 20.
+        let h = hist_with(&[(3, 50), (5, 49), (20, 1)]);
+        let max = 3_000_000;
+        // ceil(0.5 * 100) = 50 -> reached in bucket 3.
+        assert_eq!(percentile(&h, 0.5, max), 15);
+        // ceil(0.51 * 100) = 51 -> bucket 5.
+        assert_eq!(percentile(&h, 0.51, max), 63);
+        // ceil(0.99 * 100) = 99 -> bucket 5; the single outlier only shows at p100.
+        assert_eq!(percentile(&h, 0.99, max), 63);
+        assert_eq!(percentile(&h, 0.991, max), (1 << 21) - 1);
+        assert_eq!(percentile(&h, 1.0, 1_000_000), 1_000_000);
+        // q = 0 is the first non-empty bucket, not 0.
+        assert_eq!(percentile(&h, 0.0, max), 15);
+    }
+
+    #[test]
+    fn merge_sums_per_cpu_histograms() {
+        let a = hist_with(&[(1, 2), (4, 1)]);
+        let b = hist_with(&[(1, 3), (39, 5)]);
+        let m = merge([a.as_slice(), b.as_slice()]);
+        assert_eq!(m.len(), HIST_BUCKETS);
+        assert_eq!(m[1], 5);
+        assert_eq!(m[4], 1);
+        assert_eq!(m[39], 5);
+        assert_eq!(total(&m), 11);
+        assert!(merge(std::iter::empty::<&[u64]>()).is_empty());
+        // Different lengths: the result covers the longest.
+        assert_eq!(merge([&[1u64][..], &[1, 2][..]]), vec![2, 2]);
+    }
+
+    #[test]
+    fn add_into_saturates() {
+        let mut acc = vec![u64::MAX, 1];
+        add_into(&mut acc, &[5, 1, 9]);
+        assert_eq!(acc, vec![u64::MAX, 2]);
+    }
+
+    #[test]
+    fn bars_cover_first_to_last_non_empty_bucket() {
+        let h = hist_with(&[(10, 40), (12, 10)]);
+        let text = render_bars(&h, 40);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines[0].trim_start().starts_with("ns range : count"));
+        assert_eq!(
+            lines[1],
+            format!("1024 -> 2047 : 40    |{}|", "*".repeat(40))
+        );
+        assert_eq!(
+            lines[2],
+            format!("2048 -> 4095 : 0     |{}|", " ".repeat(40))
+        );
+        assert_eq!(
+            lines[3],
+            format!("4096 -> 8191 : 10    |{:<40}|", "*".repeat(10))
+        );
+    }
+
+    #[test]
+    fn bars_show_at_least_one_star_and_open_last_bucket() {
+        let last = HIST_BUCKETS - 1;
+        let h = hist_with(&[(0, 1_000_000), (last, 1)]);
+        let text = render_bars(&h, 20);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[1].contains(&format!("|{}|", "*".repeat(20))),
+            "{text}"
+        );
+        let last_line = lines.last().unwrap();
+        assert!(last_line.contains("549755813888 -> inf"), "{text}");
+        assert!(
+            last_line.ends_with(&format!("|*{}|", " ".repeat(19))),
+            "{text}"
+        );
+    }
+}
