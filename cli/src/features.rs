@@ -21,25 +21,34 @@ pub struct Features {
     /// perf_event_open is available (perf_event_paranoid exists).
     pub perf_events: bool,
     pub kallsyms_readable: bool,
+    /// BPF raw tracepoints (BPF_RAW_TRACEPOINT_OPEN, Linux 4.17+); needs no tracefs.
+    pub raw_tracepoints: bool,
 }
 
 impl Features {
     pub fn detect() -> Features {
         let tracefs = tracefs_dir();
         let tp = |cat: &str, name: &str| {
-            tracefs.as_ref().is_some_and(|t| t.join("events").join(cat).join(name).join("id").exists())
+            tracefs
+                .as_ref()
+                .is_some_and(|t| t.join("events").join(cat).join(name).join("id").exists())
         };
         Features {
             btf: Path::new("/sys/kernel/btf/vmlinux").exists(),
             kprobes: Path::new("/sys/bus/event_source/devices/kprobe/type").exists(),
-            raw_syscalls_tracepoints: tp("raw_syscalls", "sys_enter") && tp("raw_syscalls", "sys_exit"),
-            syscalls_tracepoints: tp("syscalls", "sys_enter_close") && tp("syscalls", "sys_exit_close"),
+            raw_syscalls_tracepoints: tp("raw_syscalls", "sys_enter")
+                && tp("raw_syscalls", "sys_exit"),
+            syscalls_tracepoints: tp("syscalls", "sys_enter_close")
+                && tp("syscalls", "sys_exit_close"),
             sched_tracepoints: tp("sched", "sched_switch")
                 && tp("sched", "sched_wakeup")
                 && tp("sched", "sched_wakeup_new"),
             lock_tracepoints: tp("lock", "contention_begin") && tp("lock", "contention_end"),
             perf_events: Path::new("/proc/sys/kernel/perf_event_paranoid").exists(),
             kallsyms_readable: kallsyms_has_addresses(),
+            // No cheap probe short of loading a program; every kernel kpath supports (4.18+)
+            // has them, and the loader falls back if attaching fails.
+            raw_tracepoints: true,
             tracefs,
         }
     }
@@ -47,7 +56,10 @@ impl Features {
 
 /// The mounted tracefs directory, if any.
 pub fn tracefs_dir() -> Option<PathBuf> {
-    TRACEFS_PATHS.iter().map(PathBuf::from).find(|p| p.join("events").is_dir())
+    TRACEFS_PATHS
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("events").is_dir())
 }
 
 /// Mounts tracefs at /sys/kernel/tracing when no tracefs is mounted. Returns whether it mounted.
@@ -57,7 +69,13 @@ pub fn mount_tracefs() -> std::io::Result<bool> {
     }
     let target = c"/sys/kernel/tracing";
     let ret = unsafe {
-        libc::mount(c"tracefs".as_ptr(), target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            c"tracefs".as_ptr(),
+            target.as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if ret != 0 {
         return Err(std::io::Error::last_os_error());
@@ -75,7 +93,11 @@ fn kallsyms_has_addresses() -> bool {
         .lines()
         .take(10)
         .map_while(Result::ok)
-        .any(|l| l.split_whitespace().next().is_some_and(|a| a.chars().any(|c| c != '0')))
+        .any(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|a| a.chars().any(|c| c != '0'))
+        })
 }
 
 pub fn is_root() -> bool {
@@ -89,7 +111,11 @@ pub fn uname() -> crate::run::KernelInfo {
         return Default::default();
     }
     let s = |f: &[libc::c_char]| {
-        let bytes: Vec<u8> = f.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+        let bytes: Vec<u8> = f
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
         String::from_utf8_lossy(&bytes).into_owned()
     };
     crate::run::KernelInfo {

@@ -8,11 +8,13 @@ use std::collections::BTreeMap;
 use aya::{
     programs::{
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
-        FEntry, FExit, KProbe, PerfEvent, ProgramError, TracePoint,
+        FEntry, FExit, KProbe, PerfEvent, ProgramError, RawTracePoint, TracePoint,
     },
     Btf, Ebpf, EbpfLoader,
 };
-use probe_common::{kpaths::KpathFn, Family, GLOBAL_FILTER, GLOBAL_OFFCPU_MIN_NS, GLOBAL_SELF_TGID, MAP_TARGETS};
+use probe_common::{
+    kpaths::KpathFn, Family, GLOBAL_FILTER, GLOBAL_OFFCPU_MIN_NS, GLOBAL_SELF_TGID, MAP_TARGETS,
+};
 use serde::Serialize;
 
 use crate::features::Features;
@@ -27,6 +29,8 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
+    /// BPF raw tracepoints sys_enter/sys_exit.
+    RawTp,
     /// raw_syscalls:sys_enter/sys_exit.
     RawSyscalls,
     /// syscalls:sys_enter_*/sys_exit_*, one attachment per syscall.
@@ -51,6 +55,7 @@ impl Method {
     /// The name used in run.json and on the command line.
     pub const fn name(self) -> &'static str {
         match self {
+            Method::RawTp => "raw_tp",
             Method::RawSyscalls => "raw_syscalls",
             Method::SyscallTracepoints => "syscall_tracepoints",
             Method::Fentry => "fentry",
@@ -70,12 +75,15 @@ impl Method {
     /// What the method needs, for messages.
     pub const fn describe(self) -> &'static str {
         match self {
+            Method::RawTp => "BPF raw tracepoints sys_enter/sys_exit",
             Method::RawSyscalls => "raw_syscalls:sys_enter/sys_exit tracepoints",
             Method::SyscallTracepoints => "syscalls:sys_enter_*/sys_exit_* tracepoints",
             Method::Fentry => "fentry/fexit (BTF trampolines)",
             Method::Kprobe => "kprobe/kretprobe",
             Method::Sampled => "on-CPU stack samples (inclusive share)",
-            Method::SchedTracepoints => "sched:sched_switch/sched_wakeup/sched_wakeup_new tracepoints",
+            Method::SchedTracepoints => {
+                "sched:sched_switch/sched_wakeup/sched_wakeup_new tracepoints"
+            }
             Method::LockTracepoints => "lock:contention_begin/end tracepoints",
             Method::MutexKprobe => "kprobe on __mutex_lock_slowpath",
             Method::PerfEvent => "perf_event cpu-clock sampling",
@@ -83,7 +91,8 @@ impl Method {
     }
 }
 
-const ALL_METHODS: [Method; 9] = [
+const ALL_METHODS: [Method; 10] = [
+    Method::RawTp,
     Method::RawSyscalls,
     Method::SyscallTracepoints,
     Method::Fentry,
@@ -98,7 +107,11 @@ const ALL_METHODS: [Method; 9] = [
 /// The fallback order of each family, preferred first (design.md, "Probe families").
 pub const fn candidates(family: Family) -> &'static [Method] {
     match family {
-        Family::Syscalls => &[Method::RawSyscalls, Method::SyscallTracepoints],
+        Family::Syscalls => &[
+            Method::RawTp,
+            Method::RawSyscalls,
+            Method::SyscallTracepoints,
+        ],
         Family::Kpaths => &[Method::Fentry, Method::Kprobe, Method::Sampled],
         Family::Sched => &[Method::SchedTracepoints],
         Family::Locks => &[Method::LockTracepoints, Method::MutexKprobe],
@@ -110,12 +123,16 @@ pub const fn candidates(family: Family) -> &'static [Method] {
 pub fn unmet(method: Method, f: &Features) -> Option<&'static str> {
     let no_tracefs = "tracefs is not mounted (mount -t tracefs tracefs /sys/kernel/tracing)";
     match method {
-        Method::RawSyscalls | Method::SyscallTracepoints | Method::SchedTracepoints | Method::LockTracepoints
+        Method::RawSyscalls
+        | Method::SyscallTracepoints
+        | Method::SchedTracepoints
+        | Method::LockTracepoints
             if f.tracefs.is_none() =>
         {
             Some(no_tracefs)
         }
         Method::RawSyscalls if !f.raw_syscalls_tracepoints => Some("no raw_syscalls tracepoints"),
+        Method::RawTp if !f.raw_tracepoints => Some("no BPF raw tracepoints (Linux 4.17+)"),
         Method::SyscallTracepoints if !f.syscalls_tracepoints => {
             Some("no syscalls:* tracepoints (CONFIG_FTRACE_SYSCALLS off)")
         }
@@ -127,10 +144,12 @@ pub fn unmet(method: Method, f: &Features) -> Option<&'static str> {
         Method::Kprobe | Method::MutexKprobe if !f.kprobes => {
             Some("kprobes are not available (no kprobe PMU: CONFIG_KPROBES off)")
         }
-        Method::Sampled | Method::PerfEvent if !f.perf_events => Some("perf events are not available"),
-        Method::Sampled if !f.kallsyms_readable => {
-            Some("/proc/kallsyms shows no addresses (kernel.kptr_restrict), so stacks cannot be named")
+        Method::Sampled | Method::PerfEvent if !f.perf_events => {
+            Some("perf events are not available")
         }
+        Method::Sampled if !f.kallsyms_readable => Some(
+            "/proc/kallsyms shows no addresses (kernel.kptr_restrict), so stacks cannot be named",
+        ),
         _ => None,
     }
 }
@@ -144,7 +163,10 @@ pub struct Plan {
 
 /// Prunes [`candidates`] with the detected features; `forced` keeps only that method.
 pub fn plan(family: Family, f: &Features, forced: Option<Method>) -> Plan {
-    let mut p = Plan { usable: Vec::new(), skipped: Vec::new() };
+    let mut p = Plan {
+        usable: Vec::new(),
+        skipped: Vec::new(),
+    };
     for &m in candidates(family) {
         if forced.is_some_and(|want| want != m) {
             p.skipped.push((m, "not the forced method"));
@@ -164,17 +186,31 @@ pub enum LoadError {
     #[error("BPF program {name} is missing from the object")]
     MissingProgram { name: String },
     #[error("BPF program {name} has an unexpected type")]
-    ProgramType { name: String, #[source] source: ProgramError },
+    ProgramType {
+        name: String,
+        #[source]
+        source: ProgramError,
+    },
     #[error("BPF map {name} is missing or has an unexpected type")]
     Map { name: &'static str },
     #[error("adding pid {pid} to the target filter failed")]
-    Target { pid: u32, #[source] source: aya::maps::MapError },
+    Target {
+        pid: u32,
+        #[source]
+        source: aya::maps::MapError,
+    },
     #[error("{family}: no attach method works on this kernel: {reasons}")]
-    NoMethod { family: &'static str, reasons: String },
-    #[error("following fork children needs sched:sched_process_fork/exit")]
+    NoMethod {
+        family: &'static str,
+        reasons: String,
+    },
+    #[error("following fork children and thread exits needs sched:sched_process_fork/exit")]
     FollowForks(#[source] ProgramError),
     #[error("--method {family}={method}: {family} cannot use {method}")]
-    BadForce { family: &'static str, method: &'static str },
+    BadForce {
+        family: &'static str,
+        method: &'static str,
+    },
 }
 
 /// What to load.
@@ -252,32 +288,56 @@ pub fn load(opts: &LoadOptions, features: &Features) -> Result<Probes, LoadError
                 .map_err(|source| LoadError::Target { pid, source })?;
         }
     }
-    if filter != 0 {
-        attach_tracepoint(&mut p, TARGET, "target_sched_process_fork", "sched", "sched_process_fork")
-            .and_then(|_| {
-                attach_tracepoint(&mut p, TARGET, "target_sched_process_exit", "sched", "sched_process_exit")
-            })
-            .map_err(LoadError::FollowForks)?;
+    // Always: the exit hook also frees per-thread syscall slots in system-wide mode.
+    {
+        attach_tracepoint(
+            &mut p,
+            TARGET,
+            "target_sched_process_fork",
+            "sched",
+            "sched_process_fork",
+        )
+        .and_then(|_| {
+            attach_tracepoint(
+                &mut p,
+                TARGET,
+                "target_sched_process_exit",
+                "sched",
+                "sched_process_exit",
+            )
+        })
+        .map_err(LoadError::FollowForks)?;
     }
 
     for &family in &opts.families {
         let forced = opts.forced.get(family.name()).copied();
         if let Some(m) = forced {
             if !candidates(family).contains(&m) {
-                return Err(LoadError::BadForce { family: family.name(), method: m.name() });
+                return Err(LoadError::BadForce {
+                    family: family.name(),
+                    method: m.name(),
+                });
             }
         }
         let plan = plan(family, features, forced);
         for (m, why) in &plan.skipped {
             if forced.is_none() {
-                p.warnings.push(format!("{}: {} skipped: {why}", family.name(), m.describe()));
+                p.warnings.push(format!(
+                    "{}: {} skipped: {why}",
+                    family.name(),
+                    m.describe()
+                ));
             }
         }
         if family == Family::Kpaths {
             attach_kpaths(&mut p, &plan, features)?;
             continue;
         }
-        let mut reasons: Vec<String> = plan.skipped.iter().map(|(m, why)| format!("{}: {why}", m.name())).collect();
+        let mut reasons: Vec<String> = plan
+            .skipped
+            .iter()
+            .map(|(m, why)| format!("{}: {why}", m.name()))
+            .collect();
         let mut done = false;
         for &m in &plan.usable {
             match attach_method(&mut p, family, m) {
@@ -287,21 +347,31 @@ pub fn load(opts: &LoadOptions, features: &Features) -> Result<Probes, LoadError
                     break;
                 }
                 Err(e) => {
-                    let msg = format!("{}: {} failed: {}", family.name(), m.describe(), error_chain(&e));
+                    let msg = format!(
+                        "{}: {} failed: {}",
+                        family.name(),
+                        m.describe(),
+                        error_chain(&e)
+                    );
                     reasons.push(msg.clone());
                     p.warnings.push(msg);
                 }
             }
         }
         if !done {
-            return Err(LoadError::NoMethod { family: family.name(), reasons: reasons.join("; ") });
+            return Err(LoadError::NoMethod {
+                family: family.name(),
+                reasons: reasons.join("; "),
+            });
         }
     }
     // The kpaths fallback reads the on-CPU sampler's stacks: make sure it runs.
     if p.kpath_methods.iter().any(|&(_, m)| m == Method::Sampled) && !p.has(Family::Oncpu) {
-        attach_method(&mut p, Family::Oncpu, Method::PerfEvent).map_err(|e| LoadError::NoMethod {
-            family: "kpaths",
-            reasons: format!("sampling fallback: {}", error_chain(&e)),
+        attach_method(&mut p, Family::Oncpu, Method::PerfEvent).map_err(|e| {
+            LoadError::NoMethod {
+                family: "kpaths",
+                reasons: format!("sampling fallback: {}", error_chain(&e)),
+            }
         })?;
         p.methods.insert(Family::Oncpu.name(), Method::PerfEvent);
     }
@@ -314,7 +384,9 @@ fn attach_kpaths(p: &mut Probes, plan: &Plan, features: &Features) -> Result<(),
         match Btf::from_sys_fs() {
             Ok(b) => Some(b),
             Err(e) => {
-                p.warnings.push(format!("kpaths: fentry skipped: reading kernel BTF failed: {e}"));
+                p.warnings.push(format!(
+                    "kpaths: fentry skipped: reading kernel BTF failed: {e}"
+                ));
                 None
             }
         }
@@ -410,7 +482,12 @@ fn attach_kpath_kprobe(p: &mut Probes, f: KpathFn) -> Result<(), ProgramError> {
     Ok(())
 }
 
-fn attach_kprobe(p: &mut Probes, family: &'static str, name: &str, symbol: &str) -> Result<(), ProgramError> {
+fn attach_kprobe(
+    p: &mut Probes,
+    family: &'static str,
+    name: &str,
+    symbol: &str,
+) -> Result<(), ProgramError> {
     let prog: &mut KProbe = program(&mut p.ebpf, name)?;
     prog.load()?;
     prog.attach(symbol, 0)?;
@@ -418,7 +495,13 @@ fn attach_kprobe(p: &mut Probes, family: &'static str, name: &str, symbol: &str)
     Ok(())
 }
 
-fn attach_tracepoint(p: &mut Probes, family: &'static str, name: &str, cat: &str, event: &str) -> Result<(), ProgramError> {
+fn attach_tracepoint(
+    p: &mut Probes,
+    family: &'static str,
+    name: &str,
+    cat: &str,
+    event: &str,
+) -> Result<(), ProgramError> {
     let prog: &mut TracePoint = program(&mut p.ebpf, name)?;
     if prog.fd().is_err() {
         prog.load()?;
@@ -434,6 +517,18 @@ fn attach_tracepoint(p: &mut Probes, family: &'static str, name: &str, cat: &str
 fn attach_method(p: &mut Probes, family: Family, method: Method) -> Result<(), ProgramError> {
     let family = family.name();
     match method {
+        Method::RawTp => {
+            for (name, tp) in [
+                ("syscalls_raw_sys_enter", "sys_enter"),
+                ("syscalls_raw_sys_exit", "sys_exit"),
+            ] {
+                let prog: &mut RawTracePoint = program(&mut p.ebpf, name)?;
+                prog.load()?;
+                prog.attach(tp)?;
+                p.programs.push((family, name.to_string()));
+            }
+            Ok(())
+        }
         Method::RawSyscalls => {
             attach_tracepoint(p, family, "syscalls_sys_enter", "raw_syscalls", "sys_enter")?;
             attach_tracepoint(p, family, "syscalls_sys_exit", "raw_syscalls", "sys_exit")
@@ -443,23 +538,57 @@ fn attach_method(p: &mut Probes, family: Family, method: Method) -> Result<(), P
                 .map(|t| list_syscall_events(&t.join("events/syscalls")))
                 .unwrap_or_default();
             for ev in &events {
-                attach_tracepoint(p, family, "syscalls_sys_enter_each", "syscalls", &format!("sys_enter_{ev}"))?;
-                attach_tracepoint(p, family, "syscalls_sys_exit_each", "syscalls", &format!("sys_exit_{ev}"))?;
+                attach_tracepoint(
+                    p,
+                    family,
+                    "syscalls_sys_enter_each",
+                    "syscalls",
+                    &format!("sys_enter_{ev}"),
+                )?;
+                attach_tracepoint(
+                    p,
+                    family,
+                    "syscalls_sys_exit_each",
+                    "syscalls",
+                    &format!("sys_exit_{ev}"),
+                )?;
             }
             Ok(())
         }
         Method::SchedTracepoints => {
             attach_tracepoint(p, family, "sched_sched_switch", "sched", "sched_switch")?;
             attach_tracepoint(p, family, "sched_sched_wakeup", "sched", "sched_wakeup")?;
-            attach_tracepoint(p, family, "sched_sched_wakeup_new", "sched", "sched_wakeup_new")
+            attach_tracepoint(
+                p,
+                family,
+                "sched_sched_wakeup_new",
+                "sched",
+                "sched_wakeup_new",
+            )
         }
         Method::LockTracepoints => {
-            attach_tracepoint(p, family, "locks_contention_begin", "lock", "contention_begin")?;
+            attach_tracepoint(
+                p,
+                family,
+                "locks_contention_begin",
+                "lock",
+                "contention_begin",
+            )?;
             attach_tracepoint(p, family, "locks_contention_end", "lock", "contention_end")
         }
         Method::MutexKprobe => {
-            attach_kprobe(p, family, "locks_mutex_slowpath_kprobe", "__mutex_lock_slowpath")?;
-            attach_kprobe(p, family, "locks_mutex_slowpath_kretprobe", "__mutex_lock_slowpath")
+            attach_kprobe(
+                p,
+                family,
+                "locks_mutex_slowpath_kprobe",
+                "__mutex_lock_slowpath",
+            )?;
+            attach_kprobe(
+                p,
+                family,
+                "locks_mutex_slowpath_kretprobe",
+                "__mutex_lock_slowpath",
+            )
         }
         Method::PerfEvent => {
             let cpus = aya::util::online_cpus().map_err(|(_, e)| ProgramError::IOError(e))?;
@@ -474,7 +603,8 @@ fn attach_method(p: &mut Probes, family: Family, method: Method) -> Result<(), P
                     false,
                 )?;
             }
-            p.programs.push((Family::Oncpu.name(), "oncpu_sample".to_string()));
+            p.programs
+                .push((Family::Oncpu.name(), "oncpu_sample".to_string()));
             Ok(())
         }
         Method::Fentry | Method::Kprobe | Method::Sampled => Ok(()),
@@ -483,7 +613,9 @@ fn attach_method(p: &mut Probes, family: Family, method: Method) -> Result<(), P
 
 /// Syscall names with both enter and exit events under `events/syscalls`.
 fn list_syscall_events(dir: &std::path::Path) -> Vec<String> {
-    let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
     let mut v: Vec<String> = rd
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter_map(|n| n.strip_prefix("sys_enter_").map(str::to_string))
@@ -530,12 +662,16 @@ mod tests {
             lock_tracepoints: true,
             perf_events: true,
             kallsyms_readable: true,
+            raw_tracepoints: true,
         }
     }
 
     #[test]
     fn every_family_prefers_its_first_candidate() {
-        let f = Features { kprobes: true, ..host() };
+        let f = Features {
+            kprobes: true,
+            ..host()
+        };
         for fam in Family::ALL {
             assert_eq!(plan(fam, &f, None).usable[0], candidates(fam)[0], "{fam:?}");
         }
@@ -552,13 +688,23 @@ mod tests {
 
     #[test]
     fn stock_kernel_with_kprobes_keeps_all_three_kpaths_methods_in_order() {
-        let f = Features { kprobes: true, ..host() };
-        assert_eq!(plan(Family::Kpaths, &f, None).usable, vec![Method::Fentry, Method::Kprobe, Method::Sampled]);
+        let f = Features {
+            kprobes: true,
+            ..host()
+        };
+        assert_eq!(
+            plan(Family::Kpaths, &f, None).usable,
+            vec![Method::Fentry, Method::Kprobe, Method::Sampled]
+        );
     }
 
     #[test]
     fn no_btf_skips_fentry() {
-        let f = Features { btf: false, kprobes: true, ..host() };
+        let f = Features {
+            btf: false,
+            kprobes: true,
+            ..host()
+        };
         let p = plan(Family::Kpaths, &f, None);
         assert_eq!(p.usable, vec![Method::Kprobe, Method::Sampled]);
         assert!(p.skipped[0].1.contains("BTF"));
@@ -566,7 +712,11 @@ mod tests {
 
     #[test]
     fn old_kernel_locks_fall_back_to_the_mutex_kprobe() {
-        let f = Features { lock_tracepoints: false, kprobes: true, ..host() };
+        let f = Features {
+            lock_tracepoints: false,
+            kprobes: true,
+            ..host()
+        };
         let p = plan(Family::Locks, &f, None);
         assert_eq!(p.usable, vec![Method::MutexKprobe]);
         assert!(p.skipped[0].1.contains("5.19"));
@@ -574,41 +724,70 @@ mod tests {
 
     #[test]
     fn locks_have_no_method_without_tracepoints_or_kprobes() {
-        let f = Features { lock_tracepoints: false, ..host() };
+        let f = Features {
+            lock_tracepoints: false,
+            ..host()
+        };
         assert!(plan(Family::Locks, &f, None).usable.is_empty());
     }
 
     #[test]
     fn missing_raw_syscalls_falls_back_to_per_syscall_tracepoints() {
-        let f = Features { raw_syscalls_tracepoints: false, ..host() };
-        assert_eq!(plan(Family::Syscalls, &f, None).usable, vec![Method::SyscallTracepoints]);
+        let f = Features {
+            raw_tracepoints: false,
+            raw_syscalls_tracepoints: false,
+            ..host()
+        };
+        assert_eq!(
+            plan(Family::Syscalls, &f, None).usable,
+            vec![Method::SyscallTracepoints]
+        );
     }
 
     #[test]
     fn unmounted_tracefs_blocks_every_tracepoint_method_with_the_mount_command() {
-        let f = Features { tracefs: None, ..host() };
-        for fam in [Family::Syscalls, Family::Sched] {
+        let f = Features {
+            tracefs: None,
+            ..host()
+        };
+        // Raw tracepoints attach by name, without tracefs.
+        assert_eq!(plan(Family::Syscalls, &f, None).usable, vec![Method::RawTp]);
+        for fam in [Family::Sched] {
             let p = plan(fam, &f, None);
             assert!(p.usable.is_empty(), "{fam:?}");
-            assert!(p.skipped.iter().all(|(_, why)| why.contains("mount -t tracefs")));
+            assert!(p
+                .skipped
+                .iter()
+                .all(|(_, why)| why.contains("mount -t tracefs")));
         }
         // Perf events do not need tracefs.
-        assert_eq!(plan(Family::Oncpu, &f, None).usable, vec![Method::PerfEvent]);
+        assert_eq!(
+            plan(Family::Oncpu, &f, None).usable,
+            vec![Method::PerfEvent]
+        );
     }
 
     #[test]
     fn forcing_a_method_keeps_only_it() {
-        let f = Features { kprobes: true, ..host() };
+        let f = Features {
+            kprobes: true,
+            ..host()
+        };
         let p = plan(Family::Kpaths, &f, Some(Method::Kprobe));
         assert_eq!(p.usable, vec![Method::Kprobe]);
         assert_eq!(p.skipped.len(), 2);
         // Forcing what the kernel lacks leaves nothing: the loader reports that, not a fallback.
-        assert!(plan(Family::Kpaths, &host(), Some(Method::Kprobe)).usable.is_empty());
+        assert!(plan(Family::Kpaths, &host(), Some(Method::Kprobe))
+            .usable
+            .is_empty());
     }
 
     #[test]
     fn sampling_needs_readable_kallsyms() {
-        let f = Features { kallsyms_readable: false, ..host() };
+        let f = Features {
+            kallsyms_readable: false,
+            ..host()
+        };
         assert_eq!(plan(Family::Kpaths, &f, None).usable, vec![Method::Fentry]);
     }
 

@@ -32,7 +32,11 @@ pub struct RecordArgs {
     #[arg(short, long)]
     pub duration: Option<f64>,
     /// Probe families, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "syscalls,kpaths,sched,locks,oncpu")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "syscalls,kpaths,sched,locks,oncpu"
+    )]
     pub probes: Vec<String>,
     /// On-CPU sampling frequency (Hz) per CPU.
     #[arg(short = 'F', long, default_value_t = 99)]
@@ -64,7 +68,9 @@ pub fn parse_families(names: &[String]) -> anyhow::Result<Vec<Family>> {
         let f = Family::ALL
             .into_iter()
             .find(|f| f.name() == n)
-            .with_context(|| format!("unknown probe family {n:?} (known: syscalls, kpaths, sched, locks, oncpu)"))?;
+            .with_context(|| {
+                format!("unknown probe family {n:?} (known: syscalls, kpaths, sched, locks, oncpu)")
+            })?;
         if !out.contains(&f) {
             out.push(f);
         }
@@ -79,18 +85,31 @@ pub fn parse_families(names: &[String]) -> anyhow::Result<Vec<Family>> {
 pub fn parse_forced(specs: &[String]) -> anyhow::Result<BTreeMap<&'static str, Method>> {
     let mut out = BTreeMap::new();
     for s in specs {
-        let (fam, m) = s.split_once('=').with_context(|| format!("--method {s:?}: expected FAMILY=METHOD"))?;
+        let (fam, m) = s
+            .split_once('=')
+            .with_context(|| format!("--method {s:?}: expected FAMILY=METHOD"))?;
         let family = Family::ALL
             .into_iter()
             .find(|f| f.name() == fam)
             .with_context(|| format!("--method {s:?}: unknown family {fam:?}"))?;
         let method = Method::from_name(m).with_context(|| {
-            let names: Vec<&str> = loader::candidates(family).iter().map(|m| m.name()).collect();
-            format!("--method {s:?}: unknown method {m:?} (for {fam}: {})", names.join(", "))
+            let names: Vec<&str> = loader::candidates(family)
+                .iter()
+                .map(|m| m.name())
+                .collect();
+            format!(
+                "--method {s:?}: unknown method {m:?} (for {fam}: {})",
+                names.join(", ")
+            )
         })?;
         out.insert(family.name(), method);
     }
     Ok(out)
+}
+
+/// `KPATH_NO_BPF_STATS=1` leaves run-time statistics off (the probe-cost benchmark compares both).
+fn opts_no_stats() -> bool {
+    std::env::var_os("KPATH_NO_BPF_STATS").is_some_and(|v| v == "1")
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -117,7 +136,10 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     let families = parse_families(&args.probes)?;
     let forced = parse_forced(&args.methods)?;
     if args.frequency == 0 || args.frequency > 100_000 {
-        bail!("-F {}: the sampling frequency must be between 1 and 100000 Hz", args.frequency);
+        bail!(
+            "-F {}: the sampling frequency must be between 1 and 100000 Hz",
+            args.frequency
+        );
     }
     if let Some(d) = args.duration {
         if !(d > 0.0 && d.is_finite()) {
@@ -133,13 +155,20 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
 
     let mut warnings = Vec::new();
     match features::mount_tracefs() {
-        Ok(true) => warnings.push("tracefs was not mounted: kpath mounted it at /sys/kernel/tracing".to_string()),
+        Ok(true) => warnings
+            .push("tracefs was not mounted: kpath mounted it at /sys/kernel/tracing".to_string()),
         Ok(false) => {}
-        Err(e) => warnings.push(format!("mounting tracefs at /sys/kernel/tracing failed: {e}")),
+        Err(e) => warnings.push(format!(
+            "mounting tracefs at /sys/kernel/tracing failed: {e}"
+        )),
     }
     let feats = Features::detect();
 
-    let mut child = if args.command.is_empty() { None } else { Some(Child::spawn(&args.command)?) };
+    let mut child = if args.command.is_empty() {
+        None
+    } else {
+        Some(Child::spawn(&args.command)?)
+    };
     let target_pid = args.pid.or(child.as_ref().map(|c| c.pid));
     let opts = LoadOptions {
         families: families.clone(),
@@ -150,17 +179,24 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     };
     let mut probes = loader::load(&opts, &feats).context("attaching probes")?;
     for w in &probes.warnings {
-        log::warn!("{w}");
+        log::info!("{w}");
     }
     warnings.append(&mut probes.warnings);
     // Keep the stats fd open while recording: the kernel measures BPF run time only then.
-    let stats_fd = aya::sys::enable_stats(aya::sys::Stats::RunTime);
+    let stats_fd = if opts_no_stats() {
+        Err("disabled by KPATH_NO_BPF_STATS".to_string())
+    } else {
+        aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| loader::error_chain(&e))
+    };
     if let Err(e) = &stats_fd {
         warnings.push(format!("BPF run-time statistics unavailable: {e}"));
     }
 
     install_signal_handlers();
-    let started_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let started_unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
     let start = Instant::now();
     if let Some(c) = child.as_mut() {
         c.release()?;
@@ -171,7 +207,9 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     if let Some(c) = child.as_mut() {
         exit_code = c.try_wait();
         if exit_code.is_none() {
-            warnings.push(format!("recording ended ({stop:?}) before the command: kpath terminated it"));
+            warnings.push(format!(
+                "recording ended ({stop:?}) before the command: kpath terminated it"
+            ));
             exit_code = c.terminate(Duration::from_secs(1));
         }
     }
@@ -184,22 +222,39 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     run.started_unix_ms = started_unix_ms;
     run.overhead = overhead;
     run.target = Target {
-        kind: if child.is_some() { "command" } else if args.pid.is_some() { "pid" } else { "system" }.into(),
+        kind: if child.is_some() {
+            "command"
+        } else if args.pid.is_some() {
+            "pid"
+        } else {
+            "system"
+        }
+        .into(),
         pid: target_pid,
         command: (!args.command.is_empty()).then(|| args.command.clone()),
         exit_code,
         tgids_seen: 0,
     };
 
-    let dir = args.output.clone().unwrap_or_else(|| PathBuf::from(format!("runs/run-{}", started_unix_ms / 1000)));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating run directory {}", dir.display()))?;
+    let dir = args
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/run-{}", started_unix_ms / 1000)));
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating run directory {}", dir.display()))?;
     let json = serde_json::to_string_pretty(&run)?;
     let path = dir.join("run.json");
     std::fs::write(&path, &json).with_context(|| format!("writing {}", path.display()))?;
     if args.json {
         println!("{json}");
     } else {
-        print!("{}", crate::render::table::render(&run, &crate::render::table::TableOptions { top: args.top }));
+        print!(
+            "{}",
+            crate::render::table::render(
+                &run,
+                &crate::render::table::TableOptions { top: args.top }
+            )
+        );
     }
     eprintln!("kpath: run written to {}", dir.display());
     Ok(())
@@ -209,7 +264,9 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
 fn wait(args: &RecordArgs, probes: &Probes, mut child: Option<&mut Child>, start: Instant) -> Stop {
     let limit = args.duration.map(Duration::from_secs_f64);
     let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg}").expect("static template"));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg}").expect("static template"),
+    );
     let mut last = (Instant::now(), program_runs(probes));
     let mut rate = 0.0;
     loop {
@@ -231,13 +288,16 @@ fn wait(args: &RecordArgs, probes: &Probes, mut child: Option<&mut Child>, start
         }
         if !bar.is_hidden() && last.0.elapsed() >= Duration::from_millis(500) {
             let now = (Instant::now(), program_runs(probes));
-            rate = (now.1.saturating_sub(last.1)) as f64 / now.0.duration_since(last.0).as_secs_f64();
+            rate =
+                (now.1.saturating_sub(last.1)) as f64 / now.0.duration_since(last.0).as_secs_f64();
             last = now;
         }
         bar.set_message(format!(
             "recording {:.1}s{} · {:.0} BPF events/s · Ctrl-C to stop",
             start.elapsed().as_secs_f64(),
-            limit.map(|l| format!(" of {:.0}s", l.as_secs_f64())).unwrap_or_default(),
+            limit
+                .map(|l| format!(" of {:.0}s", l.as_secs_f64()))
+                .unwrap_or_default(),
             rate
         ));
         bar.tick();
@@ -258,7 +318,9 @@ fn program_runs(probes: &Probes) -> u64 {
 fn overhead(probes: &Probes, duration: Duration, stats: bool) -> Overhead {
     let mut families: BTreeMap<String, FamilyOverhead> = BTreeMap::new();
     for (fam, name) in &probes.programs {
-        let Some(info) = probes.ebpf.program(name).and_then(|p| p.info().ok()) else { continue };
+        let Some(info) = probes.ebpf.program(name).and_then(|p| p.info().ok()) else {
+            continue;
+        };
         let o = families.entry(fam.to_string()).or_default();
         o.events += info.run_count();
         o.bpf_run_ns += info.run_time().as_nanos() as u64;
@@ -266,9 +328,16 @@ fn overhead(probes: &Probes, duration: Duration, stats: bool) -> Overhead {
     let secs = duration.as_secs_f64().max(1e-9);
     for o in families.values_mut() {
         o.events_per_sec = o.events as f64 / secs;
-        o.ns_per_event = if o.events > 0 { o.bpf_run_ns as f64 / o.events as f64 } else { 0.0 };
+        o.ns_per_event = if o.events > 0 {
+            o.bpf_run_ns as f64 / o.events as f64
+        } else {
+            0.0
+        };
     }
-    Overhead { bpf_stats_enabled: stats, families }
+    Overhead {
+        bpf_stats_enabled: stats,
+        families,
+    }
 }
 
 /// Reads every attached family's maps into a [`Run`].
@@ -286,9 +355,16 @@ pub fn collect_run(probes: &Probes, feats: &Features, duration: Duration) -> any
         run.methods.insert(fam.to_string(), m.name().to_string());
     }
     let (lost, lost_stacks) = collect::lost(ebpf)?;
-    run.lost = lost.into_iter().filter(|(f, _)| probes.methods.contains_key(f.as_str())).collect();
+    run.lost = lost
+        .into_iter()
+        .filter(|(f, _)| probes.methods.contains_key(f.as_str()))
+        .collect();
     let needs_ksyms = probes.has(Family::Locks) || probes.has(Family::Oncpu);
-    let ksyms = if needs_ksyms { Kallsyms::load().context("reading /proc/kallsyms")? } else { Kallsyms::default() };
+    let ksyms = if needs_ksyms {
+        Kallsyms::load().context("reading /proc/kallsyms")?
+    } else {
+        Kallsyms::default()
+    };
     let mut stacks = Stacks::new(ebpf);
 
     if probes.has(Family::Syscalls) {
@@ -302,20 +378,30 @@ pub fn collect_run(probes: &Probes, feats: &Features, duration: Duration) -> any
     }
     let oncpu = if probes.has(Family::Oncpu) {
         let stacks_lost = lost_stacks.get(Family::Oncpu.name()).copied().unwrap_or(0);
-        Some(collect::oncpu::collect(ebpf, probes.sample_hz, stacks_lost)?)
+        Some(collect::oncpu::collect(
+            ebpf,
+            probes.sample_hz,
+            stacks_lost,
+        )?)
     } else {
         None
     };
     if probes.has(Family::Kpaths) {
         let (under, total) = match &oncpu {
-            Some(o) => (collect::kpaths::samples_under(o, &mut stacks, &ksyms), o.summary.samples),
+            Some(o) => (
+                collect::kpaths::samples_under(o, &mut stacks, &ksyms),
+                o.summary.samples,
+            ),
             None => ([0; 4], 0),
         };
-        run.kpaths = collect::kpaths::collect(ebpf, &probes.kpath_methods, under, total, &run.syscalls)?;
+        run.kpaths =
+            collect::kpaths::collect(ebpf, &probes.kpath_methods, under, total, &run.syscalls)?;
     }
     for (fam, n) in &lost_stacks {
         if *n > 0 && probes.methods.contains_key(fam.as_str()) {
-            run.warnings.push(format!("{fam}: {n} stacks could not be stored (stack map full or hash collision)"));
+            run.warnings.push(format!(
+                "{fam}: {n} stacks could not be stored (stack map full or hash collision)"
+            ));
         }
     }
     run.oncpu = oncpu.map(|o| o.summary);
@@ -338,7 +424,9 @@ mod tests {
     fn forced_methods_parse_and_list_alternatives_on_error() {
         let m = parse_forced(&["kpaths=kprobe".into()]).unwrap();
         assert_eq!(m.get("kpaths"), Some(&Method::Kprobe));
-        let e = parse_forced(&["kpaths=kprob".into()]).unwrap_err().to_string();
+        let e = parse_forced(&["kpaths=kprob".into()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("fentry, kprobe, sampled"), "{e}");
         assert!(parse_forced(&["kpaths".into()]).is_err());
     }

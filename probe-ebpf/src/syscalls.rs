@@ -1,13 +1,14 @@
 //! `syscalls`: count, errors and latency per syscall number.
 //!
-//! Preferred: raw_syscalls:sys_enter/sys_exit (two programs for all syscalls). Fallback: the same
-//! bodies attached to every syscalls:sys_enter_*/sys_exit_* tracepoint, whose number field is an
-//! `int` rather than a `long`.
+//! Preferred: BPF raw tracepoints on sys_enter/sys_exit, which get the tracepoint's arguments
+//! directly (no trace-event record is built: the cheapest hook, and no tracefs needed). Then the
+//! raw_syscalls:sys_enter/sys_exit trace events. Last, the same bodies attached to every
+//! syscalls:sys_enter_*/sys_exit_* event, whose number field is an `int` rather than a `long`.
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
-    macros::{map, tracepoint},
-    maps::{LruHashMap, PerCpuArray},
-    programs::TracePointContext,
+    macros::{map, raw_tracepoint, tracepoint},
+    maps::{HashMap, PerCpuArray},
+    programs::{RawTracePointContext, TracePointContext},
 };
 use probe_common::{
     syscalls::{SyscallStart, SyscallStats, MAX_SYSCALLS},
@@ -19,14 +20,27 @@ use crate::{count_lost, current_ids, hist_add, is_traced};
 #[map]
 static SYSCALLS_STATS: PerCpuArray<SyscallStats> = PerCpuArray::with_max_entries(MAX_SYSCALLS, 0);
 
-/// LRU: a thread that never returns (exit_group, a killed task) must not leak its entry.
+/// Per-thread start, updated in place (ts 0 = no syscall in flight); entries of exited threads
+/// are removed by `target_sched_process_exit`.
 #[map]
-static SYSCALLS_START: LruHashMap<u32, SyscallStart> = LruHashMap::with_max_entries(16384, 0);
+pub(crate) static SYSCALLS_START: HashMap<u32, SyscallStart> = HashMap::with_max_entries(16384, 0);
 
 // raw_syscalls:sys_enter: long id @8; sys_exit: long id @8, long ret @16.
 // syscalls:sys_enter_*: int __syscall_nr @8; syscalls:sys_exit_*: int __syscall_nr @8, long ret @16.
 const NR_OFFSET: usize = 8;
 const RET_OFFSET: usize = 16;
+
+/// raw_tp sys_enter(struct pt_regs *regs, long id).
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn syscalls_raw_sys_enter(ctx: RawTracePointContext) -> i32 {
+    enter(ctx.arg::<i64>(1)) as i32
+}
+
+/// raw_tp sys_exit(struct pt_regs *regs, long ret).
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn syscalls_raw_sys_exit(ctx: RawTracePointContext) -> i32 {
+    exit(ctx.arg::<i64>(1)) as i32
+}
 
 #[tracepoint]
 pub fn syscalls_sys_enter(ctx: TracePointContext) -> u32 {
@@ -36,7 +50,7 @@ pub fn syscalls_sys_enter(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn syscalls_sys_exit(ctx: TracePointContext) -> u32 {
-    exit(&ctx)
+    exit(unsafe { ctx.read_at::<i64>(RET_OFFSET) }.unwrap_or(0))
 }
 
 #[tracepoint]
@@ -49,21 +63,31 @@ pub fn syscalls_sys_enter_each(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn syscalls_sys_exit_each(ctx: TracePointContext) -> u32 {
-    exit(&ctx)
+    exit(unsafe { ctx.read_at::<i64>(RET_OFFSET) }.unwrap_or(0))
 }
 
 #[inline(always)]
 fn enter(nr: i64) -> u32 {
     let (tgid, tid) = current_ids();
+    if nr < 0 || nr >= MAX_SYSCALLS as i64 {
+        return 0;
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    // A slot exists only for threads found traced before: one lookup on the hot path.
+    if let Some(slot) = SYSCALLS_START.get_ptr_mut(&tid) {
+        unsafe {
+            *slot = SyscallStart {
+                ts_ns: now,
+                nr: nr as u64,
+            }
+        };
+        return 0;
+    }
     if !is_traced(tgid) {
         return 0;
     }
-    if nr < 0 || nr >= MAX_SYSCALLS as i64 {
-        count_lost(Family::Syscalls);
-        return 0;
-    }
     let start = SyscallStart {
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+        ts_ns: now,
         nr: nr as u64,
     };
     if SYSCALLS_START.insert(&tid, &start, 0).is_err() {
@@ -73,16 +97,19 @@ fn enter(nr: i64) -> u32 {
 }
 
 #[inline(always)]
-fn exit(ctx: &TracePointContext) -> u32 {
+fn exit(ret: i64) -> u32 {
     let (_, tid) = current_ids();
     // Only threads whose entry we saw have a start: that lookup is the target filter here.
-    let Some(start) = (unsafe { SYSCALLS_START.get(&tid) }).copied() else {
+    let Some(slot) = SYSCALLS_START.get_ptr_mut(&tid) else {
         return 0;
     };
-    let _ = SYSCALLS_START.remove(&tid);
+    let start = unsafe { *slot };
+    if start.ts_ns == 0 {
+        return 0;
+    }
+    unsafe { (*slot).ts_ns = 0 };
     let now = unsafe { bpf_ktime_get_ns() };
     let ns = now.saturating_sub(start.ts_ns);
-    let ret = unsafe { ctx.read_at::<i64>(RET_OFFSET) }.unwrap_or(0);
     let Some(stats) = SYSCALLS_STATS.get_ptr_mut(start.nr as u32) else {
         count_lost(Family::Syscalls);
         return 0;

@@ -2,7 +2,7 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use probe_common::target_flags;
 
-use crate::{current_ids, read_global, FILTER_ENABLED, TARGETS};
+use crate::{current_ids, read_global, syscalls::SYSCALLS_START, FILTER_ENABLED, TARGETS};
 
 // sched:sched_process_fork: parent_comm[16] @8, parent_pid @24, child_comm[16] @28, child_pid @44.
 const FORK_CHILD_PID: usize = 44;
@@ -32,14 +32,14 @@ fn try_fork(ctx: &TracePointContext) -> Result<u32, i64> {
     Ok(0)
 }
 
-/// A thread of a traced process exited: drop its thread-id entry (a no-op for others).
+/// A thread exited: drop its per-thread syscall slot, and its thread-id entry in `TARGETS`
+/// (no-ops for threads that have none).
 #[tracepoint]
 pub fn target_sched_process_exit(_ctx: TracePointContext) -> u32 {
-    if read_global(&FILTER_ENABLED) != 0 {
-        let (tgid, tid) = current_ids();
-        if tid != tgid {
-            let _ = TARGETS.remove(&tid);
-        }
+    let (tgid, tid) = current_ids();
+    let _ = SYSCALLS_START.remove(&tid);
+    if read_global(&FILTER_ENABLED) != 0 && tid != tgid {
+        let _ = TARGETS.remove(&tid);
     }
     0
 }
