@@ -26,6 +26,10 @@ enum Command {
     Record(record::RecordArgs),
     /// Re-render a recorded run.
     Report(report::ReportArgs),
+    /// Run the reference HTTP server (io and threading strategies are switches).
+    Serve(servers::serve::ServeArgs),
+    /// Drive an HTTP server with load (closed loop, or constant rate with --rate).
+    Load(servers::load::LoadArgs),
     /// A built-in workload that opens, maps and closes files and connections (for demos).
     Workload(workload::WorkloadArgs),
 }
@@ -39,6 +43,8 @@ fn main() {
         Command::Doctor(a) => doctor::run(a),
         Command::Record(a) => record::run(a),
         Command::Report(a) => report::run(a),
+        Command::Serve(a) => servers::serve::run(a),
+        Command::Load(a) => servers::load::run(a),
         Command::Workload(a) => workload::run(&a),
     };
     if let Err(e) = r {

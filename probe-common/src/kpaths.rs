@@ -36,12 +36,12 @@ impl KpathFn {
         }
     }
 
-    /// The syscall that usually contains the function.
-    pub const fn syscall(self) -> &'static str {
+    /// The syscalls that reach the function on the paths kpath is about.
+    pub const fn syscalls(self) -> &'static [&'static str] {
         match self {
-            KpathFn::EventpollReleaseFile | KpathFn::TcpClose => "close",
-            KpathFn::DoSysOpenat2 => "openat",
-            KpathFn::VmMunmap => "munmap",
+            KpathFn::EventpollReleaseFile | KpathFn::TcpClose => &["close"],
+            KpathFn::DoSysOpenat2 => &["openat", "openat2", "open", "creat"],
+            KpathFn::VmMunmap => &["munmap"],
         }
     }
 
