@@ -18,7 +18,6 @@ pub fn serve(stream: TcpStream, srv: &Server, stop: &AtomicBool) {
     {
         return;
     }
-    let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
     let mut conn = Connection::new(Instant::now());
     while !stop.load(Ordering::Relaxed) {
