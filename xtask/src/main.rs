@@ -1,6 +1,7 @@
 //! `cargo xtask`: set up, build, test, lint and demo kpath. This file only parses and dispatches;
 //! each subcommand lives in its own module.
 
+mod bench_servers;
 mod build;
 mod demo;
 mod lint;
@@ -34,6 +35,8 @@ enum Cmd {
     Demo,
     /// rustfmt check, clippy on the workspace, clippy on the eBPF crate.
     Lint,
+    /// Set up, then compare kpath's server strategies and load generator with nginx and wrk.
+    BenchServers(bench_servers::Args),
 }
 
 fn main() {
@@ -44,6 +47,8 @@ fn main() {
         Cmd::Test(args) => test::run(args),
         Cmd::Demo => demo::run(),
         Cmd::Lint => lint::run(),
+        // Setup first: the comparison needs nginx and wrk.
+        Cmd::BenchServers(args) => setup::for_run().and_then(|()| bench_servers::run(args)),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
