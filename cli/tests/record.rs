@@ -8,8 +8,16 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-/// Kernel program name prefixes (`<family>_<hook>`, see house-style.md).
-const PREFIXES: &[&str] = &["syscalls_", "kpaths_", "sched_", "locks_", "oncpu_"];
+/// Kernel program name prefixes (`<family>_<hook>`, see house-style.md), plus `target_` for the
+/// programs that follow the target into its fork children.
+const PREFIXES: &[&str] = &[
+    "syscalls_",
+    "kpaths_",
+    "sched_",
+    "locks_",
+    "oncpu_",
+    "target_",
+];
 
 /// Keys every run.json has (cli/src/run.rs).
 const RUN_KEYS: &[&str] = &[

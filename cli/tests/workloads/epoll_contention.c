@@ -9,9 +9,14 @@
  * MMAP_THREADS threads mmap a few pages, touch them and munmap them in a loop: both calls take the
  * shared mm's mmap_lock for writing, so they contend with each other (and with the page faults).
  * Runs for SECS seconds of wall time, then prints what it did to stderr. Exit code 0 on success.
+ *
+ * Threads of each kind are pinned round-robin to the online CPUs: contention needs two of them
+ * running at once, and without pinning a busy 2-CPU machine sometimes stacked both epoll threads on
+ * one CPU for a whole run (156000 fds through epoll, zero ep->mtx contention).
  */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +30,7 @@
 #define PAGES 4
 
 static int ep;
+static long ncpu = 1;
 static volatile int stop;
 
 static void die(const char *what)
@@ -33,9 +39,24 @@ static void die(const char *what)
     exit(1);
 }
 
+struct worker {
+    int cpu;
+    long ops;
+};
+
+static void pin(int cpu)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    pthread_setaffinity_np(pthread_self(), sizeof(set), &set); /* best effort */
+}
+
 static void *epoll_worker(void *arg)
 {
-    long *ops = arg;
+    struct worker *w = arg;
+    long *ops = &w->ops;
+    pin(w->cpu);
     int fds[BATCH];
     while (!stop) {
         for (int i = 0; i < BATCH; i++) {
@@ -64,7 +85,9 @@ static void *epoll_worker(void *arg)
 
 static void *mmap_worker(void *arg)
 {
-    long *ops = arg;
+    struct worker *w = arg;
+    long *ops = &w->ops;
+    pin(w->cpu);
     long pg = sysconf(_SC_PAGESIZE);
     while (!stop) {
         char *p = mmap(NULL, PAGES * pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -91,12 +114,17 @@ int main(int argc, char **argv)
     ep = epoll_create1(0);
     if (ep < 0)
         die("epoll_create1");
+    ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if (ncpu < 1)
+        ncpu = 1;
     pthread_t th[256];
-    long ops[256];
-    memset(ops, 0, sizeof(ops));
-    for (int i = 0; i < ne + nm; i++)
-        if (pthread_create(&th[i], NULL, i < ne ? epoll_worker : mmap_worker, &ops[i]) != 0)
+    struct worker w[256];
+    memset(w, 0, sizeof(w));
+    for (int i = 0; i < ne + nm; i++) {
+        w[i].cpu = (i < ne ? i : i - ne) % ncpu;
+        if (pthread_create(&th[i], NULL, i < ne ? epoll_worker : mmap_worker, &w[i]) != 0)
             die("pthread_create");
+    }
     struct timespec ts = {.tv_sec = (time_t)secs, .tv_nsec = (long)((secs - (time_t)secs) * 1e9)};
     nanosleep(&ts, NULL);
     stop = 1;
@@ -104,9 +132,9 @@ int main(int argc, char **argv)
     for (int i = 0; i < ne + nm; i++) {
         pthread_join(th[i], NULL);
         if (i < ne)
-            eops += ops[i];
+            eops += w[i].ops;
         else
-            mops += ops[i];
+            mops += w[i].ops;
     }
     fprintf(stderr, "epoll_contention: %.1f s, %d epoll threads: %ld fds through epoll; %d mmap threads: %ld mmap+munmap\n",
             secs, ne, eops, nm, mops);
