@@ -13,7 +13,6 @@ use std::time::Instant;
 
 use super::{Spawned, TICK};
 use crate::conn::{Connection, Next};
-use crate::net;
 use crate::send::cvt;
 use crate::serve::Launch;
 use crate::session::Server;
@@ -22,28 +21,17 @@ const LISTENER: u64 = u64::MAX;
 const CONN_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
 
 pub fn spawn(l: Launch) -> Spawned {
-    let listeners = net::listen_many(l.addr, l.threads.max(1))?;
-    let addr = listeners[0].local_addr()?;
-    let mut threads = Vec::new();
-    for (i, listener) in listeners.into_iter().enumerate() {
-        let (srv, stop) = (l.srv.clone(), l.stop.clone());
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("kpath-epoll-{i}"))
-                .spawn(move || {
-                    let mut ev = match EventLoop::new(listener, &srv) {
-                        Ok(ev) => ev,
-                        Err(e) => return log::error!("epoll loop: {e}"),
-                    };
-                    while !stop.load(Ordering::Relaxed) {
-                        if let Err(e) = ev.turn() {
-                            return log::error!("epoll loop: {e}");
-                        }
-                    }
-                })?,
-        );
-    }
-    Ok((addr, threads))
+    super::spawn_loops(l, "epoll", Ok, |listener, srv, stop| {
+        let mut ev = match EventLoop::new(listener, srv) {
+            Ok(ev) => ev,
+            Err(e) => return log::error!("epoll loop: {e}"),
+        };
+        while !stop.load(Ordering::Relaxed) {
+            if let Err(e) = ev.turn() {
+                return log::error!("epoll loop: {e}");
+            }
+        }
+    })
 }
 
 struct Slot {

@@ -12,6 +12,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -47,4 +48,27 @@ pub fn accept_until_stopped(
             Err(_) => std::thread::sleep(TICK),
         }
     }
+}
+
+/// Binds one SO_REUSEPORT listener per event loop and runs `run` on a thread for each.
+/// `prepare` runs on the calling thread, so a setup failure (no io_uring, say) fails `start`.
+pub fn spawn_loops<T: Send + 'static>(
+    l: crate::serve::Launch,
+    name: &str,
+    prepare: impl Fn(TcpListener) -> io::Result<T>,
+    run: fn(T, &crate::session::Server, &AtomicBool),
+) -> Spawned {
+    let listeners = crate::net::listen_many(l.addr, l.threads.max(1))?;
+    let addr = listeners[0].local_addr()?;
+    let mut threads = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let (srv, stop) = (Arc::clone(&l.srv), Arc::clone(&l.stop));
+        let state = prepare(listener)?;
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("kpath-{name}-{i}"))
+                .spawn(move || run(state, &srv, &stop))?,
+        );
+    }
+    Ok((addr, threads))
 }

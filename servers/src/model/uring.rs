@@ -17,7 +17,6 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use super::{Spawned, TICK};
 use crate::conn::Connection;
 use crate::io::Body;
-use crate::net;
 use crate::send::write_reply;
 use crate::serve::Launch;
 use crate::session::Server;
@@ -33,24 +32,12 @@ const CLOSE: u64 = 3;
 const DRAIN: Duration = Duration::from_secs(2);
 
 pub fn spawn(l: Launch) -> Spawned {
-    let listeners = net::listen_many(l.addr, l.threads.max(1))?;
-    let addr = listeners[0].local_addr()?;
-    let mut threads = Vec::new();
-    for (i, listener) in listeners.into_iter().enumerate() {
-        let (srv, stop) = (l.srv.clone(), l.stop.clone());
-        let ring = IoUring::new(1024)?;
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("kpath-uring-{i}"))
-                .spawn(move || {
-                    let mut lp = Loop::new(ring, listener, &srv);
-                    if let Err(e) = lp.run(&stop) {
-                        log::error!("uring loop: {e}");
-                    }
-                })?,
-        );
-    }
-    Ok((addr, threads))
+    let prepare = |listener| Ok((IoUring::new(1024)?, listener));
+    super::spawn_loops(l, "uring", prepare, |(ring, listener), srv, stop| {
+        if let Err(e) = Loop::new(ring, listener, srv).run(stop) {
+            log::error!("uring loop: {e}");
+        }
+    })
 }
 
 struct Slot {
