@@ -8,6 +8,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::process::Command;
+use std::sync::OnceLock;
 
 use common::*;
 
@@ -89,23 +90,45 @@ fn strace_summary_parses() {
     assert_eq!(rows["access"], (1, 1));
 }
 
+/// strace's and kpath's view of one fileconn run each, shared by the tests of this file.
+struct Both {
+    strace: BTreeMap<String, (u64, u64)>,
+    run: serde_json::Value,
+    stderr: String,
+}
+
+fn both() -> &'static Both {
+    static BOTH: OnceLock<Both> = OnceLock::new();
+    BOTH.get_or_init(|| {
+        let bin = workload("fileconn");
+        let strace = strace_counts(&bin);
+        for (name, least) in EXACT {
+            let calls = strace.get(*name).map_or(0, |r| r.0);
+            assert!(
+                calls >= *least,
+                "workload check: strace saw {calls} {name}, expected >= {least}"
+            );
+        }
+        let (run, stderr) = record(&["--probes", "syscalls"], &[bin.to_str().unwrap()]);
+        Both {
+            strace,
+            run,
+            stderr,
+        }
+    })
+}
+
 #[test]
 fn syscall_counts_match_strace_exactly() {
     if !require_root() {
         return;
     }
-    let bin = workload("fileconn");
-    let strace = strace_counts(&bin);
-    for (name, least) in EXACT {
-        let calls = strace.get(*name).map_or(0, |r| r.0);
-        assert!(
-            calls >= *least,
-            "workload check: strace saw {calls} {name}, expected >= {least}"
-        );
-    }
-
-    let (run, stderr) = record(&["--probes", "syscalls"], &[bin.to_str().unwrap()]);
-    let context = || format!("kpath stderr:\n{stderr}\nrun:\n{}", summary(&run));
+    let Both {
+        strace,
+        run,
+        stderr,
+    } = both();
+    let context = || format!("kpath stderr:\n{stderr}\nrun:\n{}", summary(run));
     assert!(
         run.get("methods").and_then(|m| m.get("syscalls")).is_some(),
         "methods has no syscalls entry\n{}",
@@ -115,7 +138,7 @@ fn syscall_counts_match_strace_exactly() {
     let mut mismatches = Vec::new();
     for (name, _) in EXACT {
         let want = strace[*name].0;
-        let got = syscall_row(&run, name).map_or(0, |r| u64_of(r, "count"));
+        let got = syscall_row(run, name).map_or(0, |r| u64_of(r, "count"));
         if got != want {
             mismatches.push(format!("{name}: kpath {got}, strace {want}"));
         }
@@ -128,8 +151,8 @@ fn syscall_counts_match_strace_exactly() {
 
     // Errors: strace's error column for every syscall kpath also reports (fileconn's own calls
     // never fail; the loader's access("/etc/ld.so.preload") does).
-    for (name, (_, errors)) in &strace {
-        if let Some(row) = syscall_row(&run, name) {
+    for (name, (_, errors)) in strace {
+        if let Some(row) = syscall_row(run, name) {
             assert_eq!(
                 u64_of(row, "errors"),
                 *errors,
@@ -169,4 +192,37 @@ fn syscall_counts_match_strace_exactly() {
             "{name}: histogram holds {hist} of {count} calls"
         );
     }
+}
+
+/// Counting starts at the command's exec and covers nothing kpath itself does in the forked child
+/// before it (strace starts at the same exec): every row must match strace, not only `EXACT`.
+#[test]
+fn no_syscall_outside_the_command() {
+    if !require_root() {
+        return;
+    }
+    let Both {
+        strace,
+        run,
+        stderr,
+    } = both();
+    let mut mismatches = Vec::new();
+    for row in run["syscalls"].as_array().expect("syscalls array") {
+        let name = str_of(row, "name");
+        let got = u64_of(row, "count");
+        let want = strace.get(name).map_or(0, |r| r.0);
+        if got != want {
+            mismatches.push(format!("{name}: kpath {got}, strace {want}"));
+        }
+    }
+    for (name, (calls, _)) in strace {
+        if syscall_row(run, name).is_none() {
+            mismatches.push(format!("{name}: kpath none, strace {calls}"));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "rows differ from strace: {mismatches:?}\nkpath stderr:\n{stderr}\nrun:\n{}",
+        summary(run)
+    );
 }
