@@ -66,23 +66,37 @@ pub fn diagnose() -> Report {
     }
     let feats = Features::detect();
     let ksyms = Kallsyms::load().ok();
-    let epoll_close = ksyms.as_ref().and_then(|k| epoll_close_era(|s| k.has_symbol(s)));
+    let epoll_close = ksyms
+        .as_ref()
+        .and_then(|k| epoll_close_era(|s| k.has_symbol(s)));
 
     let mut methods = BTreeMap::new();
     let mut fentry = Err("not tried: needs root".to_string());
     if root {
         // Load for real: some refusals (fentry's EPERM here) only show at load time.
-        let opts = LoadOptions { targets: vec![std::process::id()], ..Default::default() };
+        let opts = LoadOptions {
+            targets: vec![std::process::id()],
+            ..Default::default()
+        };
         match loader::load(&opts, &feats) {
             Ok(p) => {
                 for f in Family::ALL {
-                    let m = p.methods.get(f.name()).map(|m| m.name()).ok_or_else(|| "not attached".to_string());
+                    let m = p
+                        .methods
+                        .get(f.name())
+                        .map(|m| m.name())
+                        .ok_or_else(|| "not attached".to_string());
                     methods.insert(f.name(), m);
                 }
                 fentry = if p.kpath_methods.iter().any(|&(_, m)| m == Method::Fentry) {
                     Ok(())
                 } else {
-                    Err(p.warnings.iter().find(|w| w.contains("fentry")).cloned().unwrap_or_else(|| "not used".into()))
+                    Err(p
+                        .warnings
+                        .iter()
+                        .find(|w| w.contains("fentry"))
+                        .cloned()
+                        .unwrap_or_else(|| "not used".into()))
                 };
                 warnings.extend(p.warnings.iter().cloned());
             }
@@ -94,12 +108,17 @@ pub fn diagnose() -> Report {
         for f in Family::ALL {
             let plan = loader::plan(f, &feats, None);
             let m = plan.usable.first().map(|m| m.name()).ok_or_else(|| {
-                plan.skipped.iter().map(|(m, why)| format!("{}: {why}", m.name())).collect::<Vec<_>>().join("; ")
+                plan.skipped
+                    .iter()
+                    .map(|(m, why)| format!("{}: {why}", m.name()))
+                    .collect::<Vec<_>>()
+                    .join("; ")
             });
             methods.insert(f.name(), m);
         }
     }
-    let ready = root && methods.values().filter(|m| m.is_ok()).count() > 0 && feats.tracefs.is_some();
+    let ready =
+        root && methods.values().filter(|m| m.is_ok()).count() > 0 && feats.tracefs.is_some();
     Report {
         kernel: features::uname(),
         root,
@@ -127,29 +146,78 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
 }
 
 fn mark(ok: bool) -> &'static str {
-    if ok { "ok  " } else { "MISS" }
+    if ok {
+        "ok  "
+    } else {
+        "MISS"
+    }
 }
 
 pub fn render(r: &Report) -> String {
     use std::fmt::Write as _;
     let f = &r.features;
     let mut s = String::new();
-    let _ = writeln!(s, "kernel {} ({}) {}", r.kernel.release, r.kernel.machine, r.kernel.version);
+    let _ = writeln!(
+        s,
+        "kernel {} ({}) {}",
+        r.kernel.release, r.kernel.machine, r.kernel.version
+    );
     let _ = writeln!(s, "\nkernel features");
     let rows: [(bool, &str, String); 9] = [
-        (r.root, "root", if r.root { "running as root".into() } else { "not root: loading BPF needs CAP_BPF and CAP_PERFMON (run with sudo)".into() }),
-        (f.tracefs.is_some(), "tracefs", match &f.tracefs {
-            Some(p) if r.tracefs_mounted_by_doctor => format!("was not mounted; mounted at {}", p.display()),
-            Some(p) => format!("mounted at {}", p.display()),
-            None => "not mounted: mount -t tracefs tracefs /sys/kernel/tracing".into(),
-        }),
+        (
+            r.root,
+            "root",
+            if r.root {
+                "running as root".into()
+            } else {
+                "not root: loading BPF needs CAP_BPF and CAP_PERFMON (run with sudo)".into()
+            },
+        ),
+        (
+            f.tracefs.is_some(),
+            "tracefs",
+            match &f.tracefs {
+                Some(p) if r.tracefs_mounted_by_doctor => {
+                    format!("was not mounted; mounted at {}", p.display())
+                }
+                Some(p) => format!("mounted at {}", p.display()),
+                None => "not mounted: mount -t tracefs tracefs /sys/kernel/tracing".into(),
+            },
+        ),
         (f.btf, "BTF", "/sys/kernel/btf/vmlinux".into()),
-        (f.kprobes, "kprobes", if f.kprobes { "kprobe PMU present".into() } else { "no kprobe PMU (CONFIG_KPROBES off)".into() }),
-        (r.fentry.is_ok(), "fentry", match &r.fentry { Ok(()) => "fentry/fexit attach".into(), Err(e) => e.clone() }),
-        (f.raw_syscalls_tracepoints, "raw_syscalls", "raw_syscalls:sys_enter/sys_exit".into()),
-        (f.lock_tracepoints, "lock tracepoints", "lock:contention_begin/end (Linux 5.19+)".into()),
+        (
+            f.kprobes,
+            "kprobes",
+            if f.kprobes {
+                "kprobe PMU present".into()
+            } else {
+                "no kprobe PMU (CONFIG_KPROBES off)".into()
+            },
+        ),
+        (
+            r.fentry.is_ok(),
+            "fentry",
+            match &r.fentry {
+                Ok(()) => "fentry/fexit attach".into(),
+                Err(e) => e.clone(),
+            },
+        ),
+        (
+            f.raw_syscalls_tracepoints,
+            "raw_syscalls",
+            "raw_syscalls:sys_enter/sys_exit".into(),
+        ),
+        (
+            f.lock_tracepoints,
+            "lock tracepoints",
+            "lock:contention_begin/end (Linux 5.19+)".into(),
+        ),
         (f.perf_events, "perf events", "cpu-clock sampling".into()),
-        (f.kallsyms_readable, "kallsyms", "/proc/kallsyms addresses readable".into()),
+        (
+            f.kallsyms_readable,
+            "kallsyms",
+            "/proc/kallsyms addresses readable".into(),
+        ),
     ];
     for (ok, name, detail) in rows {
         let _ = writeln!(s, "  [{}] {name:<17} {detail}", mark(ok));
@@ -158,7 +226,9 @@ pub fn render(r: &Report) -> String {
     for (fam, m) in &r.methods {
         match m {
             Ok(m) => {
-                let d = Method::from_name(m).map(|m| m.describe()).unwrap_or_default();
+                let d = Method::from_name(m)
+                    .map(|m| m.describe())
+                    .unwrap_or_default();
                 let _ = writeln!(s, "  {fam:<9} {m:<18} {d}");
             }
             Err(e) => {
@@ -178,7 +248,15 @@ pub fn render(r: &Report) -> String {
         Some(EpollClose::Refcounted) => "refcounted epoll (ep_clear_and_put): no global mutex when closing epoll-watched files",
         None => "unknown (kallsyms unreadable or unfamiliar symbols)",
     });
-    let _ = writeln!(s, "\n{}", if r.ready { "ready: kpath record can run here" } else { "NOT ready: see above" });
+    let _ = writeln!(
+        s,
+        "\n{}",
+        if r.ready {
+            "ready: kpath record can run here"
+        } else {
+            "NOT ready: see above"
+        }
+    );
     s
 }
 
@@ -190,11 +268,20 @@ mod tests {
     fn epoll_era_comes_from_symbols() {
         let has = |set: &'static [&'static str]| move |s: &str| set.contains(&s);
         // 5.10: ep_free and epmutex, no refcount rework.
-        assert_eq!(epoll_close_era(has(&["ep_free", "epmutex"])), Some(EpollClose::GlobalEpmutex));
+        assert_eq!(
+            epoll_close_era(has(&["ep_free", "epmutex"])),
+            Some(EpollClose::GlobalEpmutex)
+        );
         // 6.1 with the backport: epmutex symbol remains, but ep_clear_and_put exists.
-        assert_eq!(epoll_close_era(has(&["ep_free", "epmutex", "ep_clear_and_put"])), Some(EpollClose::Refcounted));
+        assert_eq!(
+            epoll_close_era(has(&["ep_free", "epmutex", "ep_clear_and_put"])),
+            Some(EpollClose::Refcounted)
+        );
         // 6.18: epnested_mutex, ep_clear_and_put.
-        assert_eq!(epoll_close_era(has(&["ep_clear_and_put", "epnested_mutex"])), Some(EpollClose::Refcounted));
+        assert_eq!(
+            epoll_close_era(has(&["ep_clear_and_put", "epnested_mutex"])),
+            Some(EpollClose::Refcounted)
+        );
         assert_eq!(epoll_close_era(has(&[])), None);
     }
 }

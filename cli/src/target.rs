@@ -15,15 +15,27 @@ pub enum TargetError {
     #[error("no process with pid {pid}")]
     NoSuchPid { pid: u32 },
     #[error("pid {pid}: {source}")]
-    Pid { pid: u32, #[source] source: io::Error },
+    Pid {
+        pid: u32,
+        #[source]
+        source: io::Error,
+    },
     #[error("empty command")]
     EmptyCommand,
     #[error("command argument contains a NUL byte: {arg:?}")]
     NulInArgument { arg: String },
     #[error("cannot run {program:?}: {source}")]
-    Exec { program: String, #[source] source: io::Error },
+    Exec {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("{call} failed")]
-    Sys { call: &'static str, #[source] source: io::Error },
+    Sys {
+        call: &'static str,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// Checks that `pid` names a live process (threads' ids are not accepted: use the tgid).
@@ -58,7 +70,9 @@ pub fn pid_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
             // The state follows the parenthesised comm, which may itself contain ')'.
-            let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next());
             !matches!(state, Some('Z') | Some('X') | None)
         }
         Err(_) => false,
@@ -77,7 +91,10 @@ pub struct Child {
 fn pipe(flags: libc::c_int) -> Result<(OwnedFd, OwnedFd), TargetError> {
     let mut fds = [0; 2];
     if unsafe { libc::pipe2(fds.as_mut_ptr(), flags) } != 0 {
-        return Err(TargetError::Sys { call: "pipe2", source: io::Error::last_os_error() });
+        return Err(TargetError::Sys {
+            call: "pipe2",
+            source: io::Error::last_os_error(),
+        });
     }
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
@@ -88,7 +105,10 @@ impl Child {
         let program = argv.first().ok_or(TargetError::EmptyCommand)?.clone();
         let args: Vec<CString> = argv
             .iter()
-            .map(|a| CString::new(a.as_bytes()).map_err(|_| TargetError::NulInArgument { arg: a.clone() }))
+            .map(|a| {
+                CString::new(a.as_bytes())
+                    .map_err(|_| TargetError::NulInArgument { arg: a.clone() })
+            })
             .collect::<Result<_, _>>()?;
         let mut ptrs: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
         ptrs.push(std::ptr::null());
@@ -97,7 +117,10 @@ impl Child {
 
         let pid = unsafe { libc::fork() };
         if pid < 0 {
-            return Err(TargetError::Sys { call: "fork", source: io::Error::last_os_error() });
+            return Err(TargetError::Sys {
+                call: "fork",
+                source: io::Error::last_os_error(),
+            });
         }
         if pid == 0 {
             // Child: only async-signal-safe calls from here on.
@@ -119,7 +142,13 @@ impl Child {
         }
         drop(go_r);
         drop(err_w);
-        Ok(Child { pid: pid as u32, go: Some(go_w), exec_err: Some(err_r), program, status: None })
+        Ok(Child {
+            pid: pid as u32,
+            go: Some(go_w),
+            exec_err: Some(err_r),
+            program,
+            status: None,
+        })
     }
 
     /// Lets the child exec; reports exec failure (e.g. command not found).
@@ -201,7 +230,8 @@ impl Drop for Child {
 /// Whether `path` exists and is executable, to fail early with a clear message.
 pub fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 #[cfg(test)]
@@ -212,7 +242,10 @@ mod tests {
     fn missing_pid_is_named() {
         let e = check_pid(999_999_999).unwrap_err();
         assert!(e.to_string().contains("999999999"), "{e}");
-        assert!(matches!(check_pid(0), Err(TargetError::NoSuchPid { pid: 0 })));
+        assert!(matches!(
+            check_pid(0),
+            Err(TargetError::NoSuchPid { pid: 0 })
+        ));
     }
 
     #[test]

@@ -33,7 +33,7 @@ fn entry(func: KpathFn) -> u32 {
         func: func as u32,
     };
     if KPATHS_START
-        .insert(&key, &unsafe { bpf_ktime_get_ns() }, 0)
+        .insert(key, unsafe { bpf_ktime_get_ns() }, 0)
         .is_err()
     {
         count_lost(Family::Kpaths);
@@ -48,10 +48,10 @@ fn exit(func: KpathFn) -> u32 {
         tid,
         func: func as u32,
     };
-    let Some(start) = (unsafe { KPATHS_START.get(&key) }).copied() else {
+    let Some(start) = (unsafe { KPATHS_START.get(key) }).copied() else {
         return 0;
     };
-    let _ = KPATHS_START.remove(&key);
+    let _ = KPATHS_START.remove(key);
     let ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(start);
     let Some(stats) = KPATHS_STATS.get_ptr_mut(func as u32) else {
         count_lost(Family::Kpaths);

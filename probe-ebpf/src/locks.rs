@@ -45,7 +45,7 @@ fn begin<C: StackIdContext>(ctx: &C, lock_addr: u64, key_addr: u64, flags: u32) 
         tid,
         _reserved: 0,
     };
-    if LOCKS_START.insert(&key, &start, 0).is_err() {
+    if LOCKS_START.insert(key, start, 0).is_err() {
         count_lost(Family::Locks);
     }
     0
@@ -59,10 +59,10 @@ fn end(key_addr: u64) -> u32 {
         tid,
         _reserved: 0,
     };
-    let Some(start) = (unsafe { LOCKS_START.get(&key) }).copied() else {
+    let Some(start) = (unsafe { LOCKS_START.get(key) }).copied() else {
         return 0;
     };
-    let _ = LOCKS_START.remove(&key);
+    let _ = LOCKS_START.remove(key);
     let ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(start.ts_ns);
     let key = LockKey {
         lock_addr: start.lock_addr,
@@ -71,7 +71,7 @@ fn end(key_addr: u64) -> u32 {
         tgid,
         _reserved: 0,
     };
-    if let Some(s) = LOCKS_STATS.get_ptr_mut(&key) {
+    if let Some(s) = LOCKS_STATS.get_ptr_mut(key) {
         let s = unsafe { &mut *s };
         s.count += 1;
         s.wait_ns += ns;
@@ -84,7 +84,7 @@ fn end(key_addr: u64) -> u32 {
             wait_ns: ns,
             max_ns: ns,
         };
-        if LOCKS_STATS.insert(&key, &s, 0).is_err() {
+        if LOCKS_STATS.insert(key, s, 0).is_err() {
             count_lost(Family::Locks);
         }
     }

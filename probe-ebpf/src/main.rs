@@ -51,7 +51,7 @@ fn read_global<T: Copy>(g: &T) -> T {
 #[inline(always)]
 fn is_traced(tgid: u32) -> bool {
     if read_global(&FILTER_ENABLED) != 0 {
-        unsafe { TARGETS.get(&tgid).is_some() }
+        unsafe { TARGETS.get(tgid).is_some() }
     } else {
         tgid != 0 && tgid != read_global(&SELF_TGID)
     }

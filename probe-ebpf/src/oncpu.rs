@@ -33,9 +33,9 @@ pub fn oncpu_sample(ctx: PerfEventContext) -> u32 {
         _reserved: 0,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    if let Some(v) = ONCPU_COUNTS.get_ptr_mut(&key) {
+    if let Some(v) = ONCPU_COUNTS.get_ptr_mut(key) {
         unsafe { *v += 1 };
-    } else if ONCPU_COUNTS.insert(&key, &1, 0).is_err() {
+    } else if ONCPU_COUNTS.insert(key, 1, 0).is_err() {
         count_lost(Family::Oncpu);
     }
     0

@@ -61,7 +61,7 @@ fn try_switch(ctx: &TracePointContext) -> Result<u32, i64> {
                 s.voluntary_switches += 1;
             }
         }
-        if preempted && SCHED_RUNNABLE.insert(&prev_tid, &now, 0).is_err() {
+        if preempted && SCHED_RUNNABLE.insert(prev_tid, now, 0).is_err() {
             count_lost(Family::Sched);
         }
         let key = StackKey {
@@ -72,7 +72,7 @@ fn try_switch(ctx: &TracePointContext) -> Result<u32, i64> {
             comm: bpf_get_current_comm().unwrap_or([0; 16]),
         };
         let out = OffcpuStart { ts_ns: now, key };
-        if SCHED_SWITCHED_OUT.insert(&prev_tid, &out, 0).is_err() {
+        if SCHED_SWITCHED_OUT.insert(prev_tid, out, 0).is_err() {
             count_lost(Family::Sched);
         }
     }
@@ -82,8 +82,8 @@ fn try_switch(ctx: &TracePointContext) -> Result<u32, i64> {
     if next == 0 {
         return Ok(0);
     }
-    if let Some(out) = unsafe { SCHED_SWITCHED_OUT.get(&next) }.copied() {
-        let _ = SCHED_SWITCHED_OUT.remove(&next);
+    if let Some(out) = unsafe { SCHED_SWITCHED_OUT.get(next) }.copied() {
+        let _ = SCHED_SWITCHED_OUT.remove(next);
         let ns = now.saturating_sub(out.ts_ns);
         if let Some(s) = stats() {
             s.offcpu_ns += ns;
@@ -92,8 +92,8 @@ fn try_switch(ctx: &TracePointContext) -> Result<u32, i64> {
             add_offcpu(&out.key, ns);
         }
     }
-    if let Some(t) = unsafe { SCHED_RUNNABLE.get(&next) }.copied() {
-        let _ = SCHED_RUNNABLE.remove(&next);
+    if let Some(t) = unsafe { SCHED_RUNNABLE.get(next) }.copied() {
+        let _ = SCHED_RUNNABLE.remove(next);
         let ns = now.saturating_sub(t);
         if let Some(s) = stats() {
             s.runq_count += 1;
@@ -111,7 +111,7 @@ fn try_switch(ctx: &TracePointContext) -> Result<u32, i64> {
 fn add_offcpu(key: &StackKey, ns: u64) {
     if let Some(v) = SCHED_OFFCPU.get_ptr_mut(key) {
         unsafe { *v += ns };
-    } else if SCHED_OFFCPU.insert(key, &ns, 0).is_err() {
+    } else if SCHED_OFFCPU.insert(key, ns, 0).is_err() {
         count_lost(Family::Sched);
     }
 }
@@ -123,14 +123,14 @@ pub fn sched_sched_wakeup(ctx: TracePointContext) -> u32 {
         return 1;
     };
     let pid = pid as u32;
-    if unsafe { SCHED_SWITCHED_OUT.get(&pid) }.is_none() {
+    if unsafe { SCHED_SWITCHED_OUT.get(pid) }.is_none() {
         return 0;
     }
     if let Some(s) = stats() {
         s.wakeups += 1;
     }
     if SCHED_RUNNABLE
-        .insert(&pid, &unsafe { bpf_ktime_get_ns() }, 0)
+        .insert(pid, unsafe { bpf_ktime_get_ns() }, 0)
         .is_err()
     {
         count_lost(Family::Sched);
@@ -152,7 +152,7 @@ pub fn sched_sched_wakeup_new(ctx: TracePointContext) -> u32 {
         s.wakeups += 1;
     }
     if SCHED_RUNNABLE
-        .insert(&(pid as u32), &unsafe { bpf_ktime_get_ns() }, 0)
+        .insert(pid as u32, unsafe { bpf_ktime_get_ns() }, 0)
         .is_err()
     {
         count_lost(Family::Sched);

@@ -74,7 +74,7 @@ fn enter(nr: i64) -> u32 {
     }
     let now = unsafe { bpf_ktime_get_ns() };
     // A slot exists only for threads found traced before: one lookup on the hot path.
-    if let Some(slot) = SYSCALLS_START.get_ptr_mut(&tid) {
+    if let Some(slot) = SYSCALLS_START.get_ptr_mut(tid) {
         unsafe {
             *slot = SyscallStart {
                 ts_ns: now,
@@ -90,7 +90,7 @@ fn enter(nr: i64) -> u32 {
         ts_ns: now,
         nr: nr as u64,
     };
-    if SYSCALLS_START.insert(&tid, &start, 0).is_err() {
+    if SYSCALLS_START.insert(tid, start, 0).is_err() {
         count_lost(Family::Syscalls);
     }
     0
@@ -100,7 +100,7 @@ fn enter(nr: i64) -> u32 {
 fn exit(ret: i64) -> u32 {
     let (_, tid) = current_ids();
     // Only threads whose entry we saw have a start: that lookup is the target filter here.
-    let Some(slot) = SYSCALLS_START.get_ptr_mut(&tid) else {
+    let Some(slot) = SYSCALLS_START.get_ptr_mut(tid) else {
         return 0;
     };
     let start = unsafe { *slot };

@@ -19,15 +19,13 @@ fn try_fork(ctx: &TracePointContext) -> Result<u32, i64> {
         return Ok(0);
     }
     let (tgid, _) = current_ids();
-    if unsafe { TARGETS.get(&tgid) }.is_none() {
+    if unsafe { TARGETS.get(tgid) }.is_none() {
         return Ok(0);
     }
     let child: i32 = unsafe { ctx.read_at(FORK_CHILD_PID) }.map_err(|e| e as i64)?;
     let child = child as u32;
-    if child != tgid {
-        if TARGETS.insert(&child, &target_flags::CHILD, 0).is_err() {
-            crate::count_lost(probe_common::Family::Syscalls);
-        }
+    if child != tgid && TARGETS.insert(child, target_flags::CHILD, 0).is_err() {
+        crate::count_lost(probe_common::Family::Syscalls);
     }
     Ok(0)
 }
@@ -37,9 +35,9 @@ fn try_fork(ctx: &TracePointContext) -> Result<u32, i64> {
 #[tracepoint]
 pub fn target_sched_process_exit(_ctx: TracePointContext) -> u32 {
     let (tgid, tid) = current_ids();
-    let _ = SYSCALLS_START.remove(&tid);
+    let _ = SYSCALLS_START.remove(tid);
     if read_global(&FILTER_ENABLED) != 0 && tid != tgid {
-        let _ = TARGETS.remove(&tid);
+        let _ = TARGETS.remove(tid);
     }
     0
 }

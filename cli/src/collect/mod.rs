@@ -23,14 +23,21 @@ pub enum CollectError {
     #[error("BPF map {name} is missing or has an unexpected type")]
     MissingMap { name: &'static str },
     #[error("reading BPF map {name} failed")]
-    Read { name: &'static str, #[source] source: aya::maps::MapError },
+    Read {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
 }
 
 /// Sums a per-CPU array of u64 per index.
 pub(crate) fn per_cpu_u64s(ebpf: &Ebpf, name: &'static str) -> Result<Vec<u64>, CollectError> {
     let map: PerCpuArray<&MapData, u64> = per_cpu_array(ebpf, name)?;
     map.iter()
-        .map(|v| v.map(|vals| vals.iter().sum()).map_err(|source| CollectError::Read { name, source }))
+        .map(|v| {
+            v.map(|vals| vals.iter().sum())
+                .map_err(|source| CollectError::Read { name, source })
+        })
         .collect()
 }
 
@@ -70,13 +77,19 @@ pub(crate) fn fold_per_cpu_hash<K: Pod + Eq + std::hash::Hash, V: Pod, A: Defaul
     Ok(out)
 }
 
+/// Family name -> count.
+pub type PerFamily = BTreeMap<String, u64>;
+
 /// Lost events and lost stacks per family name.
-pub fn lost(ebpf: &Ebpf) -> Result<(BTreeMap<String, u64>, BTreeMap<String, u64>), CollectError> {
+pub fn lost(ebpf: &Ebpf) -> Result<(PerFamily, PerFamily), CollectError> {
     let v = per_cpu_u64s(ebpf, MAP_LOST)?;
     let mut events = BTreeMap::new();
     let mut stacks = BTreeMap::new();
     for f in Family::ALL {
-        events.insert(f.name().to_string(), v.get(f as usize).copied().unwrap_or(0));
+        events.insert(
+            f.name().to_string(),
+            v.get(f as usize).copied().unwrap_or(0),
+        );
         let si = (LOST_STACKS_BASE + f as u32) as usize;
         stacks.insert(f.name().to_string(), v.get(si).copied().unwrap_or(0));
     }
@@ -91,7 +104,12 @@ pub struct Stacks<'a> {
 
 impl<'a> Stacks<'a> {
     pub fn new(ebpf: &'a Ebpf) -> Stacks<'a> {
-        Stacks { map: ebpf.map(MAP_STACKS).and_then(|m| StackTraceMap::try_from(m).ok()), cache: HashMap::new() }
+        Stacks {
+            map: ebpf
+                .map(MAP_STACKS)
+                .and_then(|m| StackTraceMap::try_from(m).ok()),
+            cache: HashMap::new(),
+        }
     }
 
     /// Instruction pointers, innermost first; empty for a negative id or a missing stack.
@@ -110,12 +128,19 @@ impl<'a> Stacks<'a> {
 
     /// Kernel frames as `symbol+0xoff`, innermost first.
     pub fn kernel_frames(&mut self, id: i32, ksyms: &Kallsyms) -> Vec<String> {
-        self.ips(id).iter().map(|&ip| ksyms.format_frame(ip)).collect()
+        self.ips(id)
+            .iter()
+            .map(|&ip| ksyms.format_frame(ip))
+            .collect()
     }
 }
 
 /// The thread name of a stack key.
 pub fn comm(key: &StackKey) -> String {
-    let end = key.comm.iter().position(|&b| b == 0).unwrap_or(key.comm.len());
+    let end = key
+        .comm
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(key.comm.len());
     String::from_utf8_lossy(&key.comm[..end]).into_owned()
 }

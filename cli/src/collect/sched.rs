@@ -6,7 +6,10 @@ use crate::{hist, run::SchedRow};
 
 pub fn collect(ebpf: &aya::Ebpf) -> Result<SchedRow, CollectError> {
     let map = per_cpu_array::<SchedStats>(ebpf, MAP_STATS)?;
-    let vals = map.get(&0, 0).map_err(|source| CollectError::Read { name: MAP_STATS, source })?;
+    let vals = map.get(&0, 0).map_err(|source| CollectError::Read {
+        name: MAP_STATS,
+        source,
+    })?;
     Ok(row(vals.iter()))
 }
 
