@@ -1,6 +1,7 @@
 //! `cargo xtask`: set up, build, test, lint and demo kpath. This file only parses and dispatches;
 //! each subcommand lives in its own module.
 
+mod bench_probes;
 mod bench_servers;
 mod build;
 mod demo;
@@ -37,6 +38,8 @@ enum Cmd {
     Lint,
     /// Set up, then compare kpath's server strategies and load generator with nginx and wrk.
     BenchServers(bench_servers::Args),
+    /// Set up, then measure the cost of kpath's syscall probes per traced syscall (getpid loop).
+    BenchProbes(bench_probes::Args),
 }
 
 fn main() {
@@ -49,6 +52,7 @@ fn main() {
         Cmd::Lint => lint::run(),
         // Setup first: the comparison needs nginx and wrk.
         Cmd::BenchServers(args) => setup::for_run().and_then(|()| bench_servers::run(args)),
+        Cmd::BenchProbes(args) => setup::for_run().and_then(|()| bench_probes::run(args)),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

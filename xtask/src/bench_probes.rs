@@ -1,0 +1,226 @@
+//! `cargo xtask bench-probes`: what kpath's syscall tracing costs, per traced enter+exit pair.
+//!
+//! A getpid loop (one raw syscall per iteration, glibc's cache bypassed) runs side by side, in
+//! interleaved rounds, in four conditions: untraced; as a bystander while kpath traces another
+//! process (every task pays for the syscall tracepoints being on, the filter rejects it); traced
+//! through BPF raw tracepoints (kpath's default); traced through the raw_syscalls trace events
+//! (the fallback). The loop reports its own ns per call; the difference to the untraced median
+//! is the cost per enter+exit pair. A fifth run with BPF run-time statistics on reports the time
+//! spent inside kpath's programs per event, as `kpath record` prints in its footer.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::util;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// getpid calls per measurement.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub calls: u64,
+    /// Interleaved rounds; the median of each condition is reported.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+}
+
+/// The goal from the foundation issue.
+const GOAL_NS_PER_PAIR: f64 = 60.0;
+
+const GETPID_C: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+int main(int argc, char **argv) {
+    long n = argc > 1 ? atol(argv[1]) : 1000000;
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (long i = 0; i < n; i++) syscall(SYS_getpid);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    printf("%.2f\n", ((b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec)) / n);
+    return 0;
+}
+"#;
+
+pub fn run(args: &Args) -> Result<()> {
+    if !util::is_root() {
+        bail!("bench-probes loads BPF programs: run it as root");
+    }
+    util::run(util::cargo().args(["build", "--release", "-p", "kpath"]))?;
+    let kpath = util::target_dir().join("release/kpath");
+    let dir = util::target_dir().join("bench-probes");
+    std::fs::create_dir_all(&dir)?;
+    let getpid = build_getpid(&dir)?;
+    let calls = args.calls.to_string();
+
+    let names = [
+        "untraced",
+        "bystander",
+        "traced raw_tp",
+        "traced raw_syscalls",
+    ];
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    let mut bpf_ns_per_event = Vec::new();
+    for round in 1..=args.rounds {
+        eprintln!("round {round}/{}", args.rounds);
+        samples[0].push(loop_ns(Command::new(&getpid).arg(&calls))?);
+        samples[1].push(bystander(&kpath, &getpid, &calls, &dir)?);
+        for (i, method) in [(2, "raw_tp"), (3, "raw_syscalls")] {
+            let mut cmd = record(&kpath, &dir, method, &getpid, &calls);
+            cmd.env("KPATH_NO_BPF_STATS", "1");
+            samples[i].push(loop_ns(&mut cmd)?);
+        }
+        let mut cmd = record(&kpath, &dir, "raw_tp", &getpid, &calls);
+        loop_ns(&mut cmd)?;
+        bpf_ns_per_event.push(bpf_ns(&dir.join("run/run.json"))?);
+    }
+
+    let medians: Vec<f64> = samples.iter().map(|v| median(v)).collect();
+    println!(
+        "\ngetpid loop, {} calls x {} interleaved rounds (median ns per call)",
+        args.calls, args.rounds
+    );
+    println!(
+        "{:<22} {:>10} {:>16} {:>12}",
+        "condition", "ns/call", "ns/pair added", "vs goal"
+    );
+    for (name, m) in names.iter().zip(&medians) {
+        let added = m - medians[0];
+        let vs = if name == &"untraced" {
+            "-".to_string()
+        } else {
+            format!("{:.1}x", added / GOAL_NS_PER_PAIR)
+        };
+        println!("{name:<22} {m:>10.1} {added:>16.1} {vs:>12}");
+    }
+    println!(
+        "BPF program time per event (bpf_stats, raw_tp): {:.1} ns (x2 per pair = {:.1} ns)",
+        median(&bpf_ns_per_event),
+        2.0 * median(&bpf_ns_per_event)
+    );
+    println!(
+        "goal: <= {GOAL_NS_PER_PAIR} ns per enter+exit pair; 'bystander' is the floor any syscall \
+         tracing imposes on this kernel, before kpath's filter runs."
+    );
+    Ok(())
+}
+
+fn build_getpid(dir: &Path) -> Result<PathBuf> {
+    let src = dir.join("getpid.c");
+    let bin = dir.join("getpid");
+    std::fs::write(&src, GETPID_C)?;
+    util::run(Command::new("cc").args(["-O2", "-o"]).arg(&bin).arg(&src))?;
+    Ok(bin)
+}
+
+fn record(kpath: &Path, dir: &Path, method: &str, getpid: &Path, calls: &str) -> Command {
+    let mut cmd = Command::new(kpath);
+    cmd.args(["record", "--probes", "syscalls", "--method"])
+        .arg(format!("syscalls={method}"))
+        .arg("-o")
+        .arg(dir.join("run"))
+        .arg("--")
+        .arg(getpid)
+        .arg(calls);
+    cmd
+}
+
+/// Runs a command whose stdout's first line is the loop's ns per call.
+fn loop_ns(cmd: &mut Command) -> Result<f64> {
+    let out = cmd.stderr(Stdio::null()).output()?;
+    if !out.status.success() {
+        bail!("{} failed: {}", util::display(cmd), out.status);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first = text.lines().next().unwrap_or_default();
+    first
+        .trim()
+        .parse()
+        .with_context(|| format!("{}: unexpected output {first:?}", util::display(cmd)))
+}
+
+/// The loop's cost while kpath traces a sleeping process: tracing is on, the filter says no.
+fn bystander(kpath: &Path, getpid: &Path, calls: &str, dir: &Path) -> Result<f64> {
+    let mut sleeper = Command::new("sleep").arg("600").spawn()?;
+    let mut rec = Command::new(kpath)
+        .args(["record", "--probes", "syscalls", "-d", "600", "-p"])
+        .arg(sleeper.id().to_string())
+        .arg("-o")
+        .arg(dir.join("bystander"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let result = wait_attached(&mut rec).and_then(|()| loop_ns(Command::new(getpid).arg(calls)));
+    unsafe { libc_kill(rec.id() as i32, 2) };
+    let _ = rec.wait();
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    result
+}
+
+/// kpath opens its bpf-stats fd right after attaching: that is the signal it is recording.
+fn wait_attached(rec: &mut Child) -> Result<()> {
+    let start = Instant::now();
+    let fd_dir = format!("/proc/{}/fd", rec.id());
+    while start.elapsed() < Duration::from_secs(20) {
+        if let Some(status) = rec.try_wait()? {
+            bail!("kpath record exited early: {status}");
+        }
+        let attached = std::fs::read_dir(&fd_dir)
+            .map(|rd| {
+                rd.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                    .any(|l| l.to_string_lossy().contains("bpf-stats"))
+            })
+            .unwrap_or(false);
+        if attached {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("kpath record did not attach within 20 s")
+}
+
+fn bpf_ns(run_json: &Path) -> Result<f64> {
+    let text = std::fs::read_to_string(run_json)
+        .with_context(|| format!("reading {}", run_json.display()))?;
+    // "ns_per_event" of the syscalls family, without pulling serde into xtask.
+    let at = text
+        .find("\"syscalls\": {")
+        .and_then(|i| text[i..].find("\"ns_per_event\": ").map(|j| i + j + 16))
+        .context("run.json has no syscalls overhead")?;
+    let end = text[at..]
+        .find(|c: char| c != '.' && !c.is_ascii_digit())
+        .map_or(text.len(), |e| at + e);
+    text[at..end].parse().context("parsing ns_per_event")
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+}
