@@ -226,3 +226,42 @@ fn no_syscall_outside_the_command() {
         summary(run)
     );
 }
+
+/// A forked child is counted too: `pingpong 500` makes 500 one-byte round trips with its child, so
+/// each side writes 500 bytes and reads 500 (strace -f: 1000 write, 1003 read with the loader's).
+#[test]
+fn fork_children_are_counted() {
+    if !require_root() {
+        return;
+    }
+    let bin = workload("pingpong");
+    let dir = tmpdir("strace-fork");
+    let out = dir.join("strace.txt");
+    let f = run_with_timeout(
+        Command::new("strace")
+            .args(["-f", "-c", "-o"])
+            .arg(&out)
+            .arg(&bin)
+            .arg("500"),
+        std::time::Duration::from_secs(30),
+    );
+    assert!(f.status.success(), "strace pingpong failed: {}", f.stderr);
+    let strace = parse_strace_summary(&std::fs::read_to_string(&out).expect("strace summary"));
+    assert_eq!(
+        strace.get("write").map(|r| r.0),
+        Some(1000),
+        "workload check: {strace:?}"
+    );
+
+    let (run, stderr) = record(&["--probes", "syscalls"], &[bin.to_str().unwrap(), "500"]);
+    for name in ["read", "write"] {
+        let got = syscall_row(&run, name).map_or(0, |r| u64_of(r, "count"));
+        assert_eq!(
+            got,
+            strace[name].0,
+            "{name}: kpath {got}, strace -f {} (the parent alone makes half)\nkpath stderr:\n{stderr}\nrun:\n{}",
+            strace[name].0,
+            summary(&run)
+        );
+    }
+}
