@@ -261,12 +261,27 @@ impl Probes {
 pub fn load(opts: &LoadOptions, features: &Features) -> Result<Probes, LoadError> {
     let filter = u32::from(!opts.targets.is_empty());
     let self_tgid = std::process::id();
-    let ebpf = EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    loader
         .override_global(GLOBAL_FILTER, &filter, true)
         .override_global(GLOBAL_SELF_TGID, &self_tgid, true)
-        .override_global(GLOBAL_OFFCPU_MIN_NS, &opts.offcpu_min_ns, true)
-        .load(EBPF_OBJECT)
-        .map_err(LoadError::Object)?;
+        .override_global(GLOBAL_OFFCPU_MIN_NS, &opts.offcpu_min_ns, true);
+    // Trace-event layouts differ between kernels: take field offsets from the format files.
+    let offsets: Vec<(&'static str, u32)> = probe_common::offsets::ALL
+        .iter()
+        .map(|&(global, cat, ev, field, default)| {
+            let off = features
+                .tracefs
+                .as_deref()
+                .and_then(|t| crate::features::field_offset(t, cat, ev, field))
+                .unwrap_or(default);
+            (global, off)
+        })
+        .collect();
+    for (global, off) in &offsets {
+        loader.override_global(global, off, true);
+    }
+    let ebpf = loader.load(EBPF_OBJECT).map_err(LoadError::Object)?;
     let mut p = Probes {
         ebpf,
         methods: BTreeMap::new(),

@@ -132,8 +132,8 @@ impl Child {
                 if b != 1 {
                     libc::_exit(126);
                 }
-                libc::signal(libc::SIGINT, libc::SIG_DFL);
-                libc::signal(libc::SIGTERM, libc::SIG_DFL);
+                // No other syscall between release and exec: counting starts at execve.
+                // (exec itself resets kpath's signal handlers to the default.)
                 libc::execvp(ptrs[0], ptrs.as_ptr());
                 let errno = *libc::__errno_location();
                 libc::write(err_w.as_raw_fd(), (&errno as *const i32).cast(), 4);

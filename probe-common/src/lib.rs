@@ -59,6 +59,39 @@ pub const GLOBAL_SELF_TGID: &str = "SELF_TGID";
 /// Global (set at load time): minimum off-CPU time (ns) for a stack to be recorded.
 pub const GLOBAL_OFFCPU_MIN_NS: &str = "OFFCPU_MIN_NS";
 
+/// Globals (set at load time) holding trace-event field offsets read from the running kernel's
+/// tracefs `format` files: layouts differ between kernels (6.18's sched_process_fork uses
+/// `__data_loc` comms, so `child_pid` moved from 44 to 20). Defaults are the 5.10-6.x layouts.
+pub mod offsets {
+    /// (global name, category, event, field, default offset)
+    pub const ALL: [(&str, &str, &str, &str, u32); 6] = [
+        (
+            "OFF_FORK_CHILD_PID",
+            "sched",
+            "sched_process_fork",
+            "child_pid",
+            44,
+        ),
+        (
+            "OFF_SWITCH_PREV_STATE",
+            "sched",
+            "sched_switch",
+            "prev_state",
+            32,
+        ),
+        (
+            "OFF_SWITCH_NEXT_PID",
+            "sched",
+            "sched_switch",
+            "next_pid",
+            56,
+        ),
+        ("OFF_WAKEUP_PID", "sched", "sched_wakeup", "pid", 24),
+        ("OFF_LOCK_ADDR", "lock", "contention_begin", "lock_addr", 8),
+        ("OFF_LOCK_FLAGS", "lock", "contention_begin", "flags", 16),
+    ];
+}
+
 /// Bits stored as values of [`MAP_TARGETS`].
 pub mod target_flags {
     /// The process was named by the user (`-p`) or started by kpath.

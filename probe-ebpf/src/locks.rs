@@ -14,7 +14,7 @@ use probe_common::{
     Family,
 };
 
-use crate::{count_lost, current_ids, is_traced, stack_id};
+use crate::{count_lost, current_ids, is_traced, offset, stack_id, OFF_LOCK_ADDR, OFF_LOCK_FLAGS};
 
 #[map]
 static LOCKS_STATS: PerCpuHashMap<LockKey, LockStats> =
@@ -22,10 +22,6 @@ static LOCKS_STATS: PerCpuHashMap<LockKey, LockStats> =
 
 #[map]
 static LOCKS_START: LruHashMap<LockStartKey, LockStart> = LruHashMap::with_max_entries(16384, 0);
-
-// lock:contention_begin: void *lock_addr @8, unsigned int flags @16; contention_end: lock_addr @8.
-const LOCK_ADDR: usize = 8;
-const LOCK_FLAGS: usize = 16;
 
 #[inline(always)]
 fn begin<C: StackIdContext>(ctx: &C, lock_addr: u64, key_addr: u64, flags: u32) -> u32 {
@@ -93,9 +89,10 @@ fn end(key_addr: u64) -> u32 {
 
 #[tracepoint]
 pub fn locks_contention_begin(ctx: TracePointContext) -> u32 {
-    let (Ok(addr), Ok(flags)) = (unsafe { ctx.read_at::<u64>(LOCK_ADDR) }, unsafe {
-        ctx.read_at::<u32>(LOCK_FLAGS)
-    }) else {
+    let (Ok(addr), Ok(flags)) = (
+        unsafe { ctx.read_at::<u64>(offset(&OFF_LOCK_ADDR)) },
+        unsafe { ctx.read_at::<u32>(offset(&OFF_LOCK_FLAGS)) },
+    ) else {
         return 1;
     };
     begin(&ctx, addr, addr, flags)
@@ -103,7 +100,7 @@ pub fn locks_contention_begin(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn locks_contention_end(ctx: TracePointContext) -> u32 {
-    let Ok(addr) = (unsafe { ctx.read_at::<u64>(LOCK_ADDR) }) else {
+    let Ok(addr) = (unsafe { ctx.read_at::<u64>(offset(&OFF_LOCK_ADDR)) }) else {
         return 1;
     };
     end(addr)

@@ -28,6 +28,27 @@ static SELF_TGID: u32 = 0;
 #[no_mangle]
 static OFFCPU_MIN_NS: u64 = 0;
 
+// Trace-event field offsets, patched at load from the kernel's format files
+// (probe_common::offsets); the initial values are the 5.10-6.x layouts.
+#[no_mangle]
+static OFF_FORK_CHILD_PID: u32 = 44;
+#[no_mangle]
+static OFF_SWITCH_PREV_STATE: u32 = 32;
+#[no_mangle]
+static OFF_SWITCH_NEXT_PID: u32 = 56;
+#[no_mangle]
+static OFF_WAKEUP_PID: u32 = 24;
+#[no_mangle]
+static OFF_LOCK_ADDR: u32 = 8;
+#[no_mangle]
+static OFF_LOCK_FLAGS: u32 = 16;
+
+/// Reads an offset global.
+#[inline(always)]
+fn offset(g: &u32) -> usize {
+    read_global(g) as usize
+}
+
 /// Traced thread-group ids (and briefly, thread ids of traced processes: see `target`).
 #[map]
 static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(TARGETS_CAPACITY, 0);

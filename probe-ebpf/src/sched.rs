@@ -11,7 +11,10 @@ use probe_common::{
     Family, StackKey,
 };
 
-use crate::{count_lost, current_ids, hist_add, is_traced, read_global, stack_id, OFFCPU_MIN_NS};
+use crate::{
+    count_lost, current_ids, hist_add, is_traced, offset, read_global, stack_id, OFFCPU_MIN_NS,
+    OFF_SWITCH_NEXT_PID, OFF_SWITCH_PREV_STATE, OFF_WAKEUP_PID,
+};
 
 #[map]
 static SCHED_STATS: PerCpuArray<SchedStats> = PerCpuArray::with_max_entries(1, 0);
@@ -29,11 +32,6 @@ static SCHED_SWITCHED_OUT: LruHashMap<u32, OffcpuStart> = LruHashMap::with_max_e
 #[map]
 static SCHED_RUNNABLE: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384, 0);
 
-// sched:sched_switch: prev_comm[16] @8, prev_pid @24, prev_prio @28, long prev_state @32,
-// next_comm[16] @40, next_pid @56. sched:sched_wakeup(_new): comm[16] @8, pid @24.
-const SWITCH_PREV_STATE: usize = 32;
-const SWITCH_NEXT_PID: usize = 56;
-const WAKEUP_PID: usize = 24;
 /// prev_state bits below TASK_REPORT_MAX; zero means the task was still runnable (preempted).
 const TASK_REPORT_MASK: i64 = 0xff;
 
@@ -52,7 +50,8 @@ fn try_switch(ctx: &TracePointContext) -> Result<u32, i64> {
     // The tracepoint runs on the outgoing task.
     let (tgid, prev_tid) = current_ids();
     if prev_tid != 0 && is_traced(tgid) {
-        let state: i64 = unsafe { ctx.read_at(SWITCH_PREV_STATE) }.map_err(|e| e as i64)?;
+        let state: i64 =
+            unsafe { ctx.read_at(offset(&OFF_SWITCH_PREV_STATE)) }.map_err(|e| e as i64)?;
         let preempted = state & TASK_REPORT_MASK == 0;
         if let Some(s) = stats() {
             if preempted {
@@ -77,7 +76,7 @@ fn try_switch(ctx: &TracePointContext) -> Result<u32, i64> {
         }
     }
 
-    let next: i32 = unsafe { ctx.read_at(SWITCH_NEXT_PID) }.map_err(|e| e as i64)?;
+    let next: i32 = unsafe { ctx.read_at(offset(&OFF_SWITCH_NEXT_PID)) }.map_err(|e| e as i64)?;
     let next = next as u32;
     if next == 0 {
         return Ok(0);
@@ -119,7 +118,7 @@ fn add_offcpu(key: &StackKey, ns: u64) {
 /// A sleeping traced thread (it has a switch-out record) became runnable.
 #[tracepoint]
 pub fn sched_sched_wakeup(ctx: TracePointContext) -> u32 {
-    let Ok(pid) = (unsafe { ctx.read_at::<i32>(WAKEUP_PID) }) else {
+    let Ok(pid) = (unsafe { ctx.read_at::<i32>(offset(&OFF_WAKEUP_PID)) }) else {
         return 1;
     };
     let pid = pid as u32;
@@ -145,7 +144,7 @@ pub fn sched_sched_wakeup_new(ctx: TracePointContext) -> u32 {
     if !is_traced(tgid) {
         return 0;
     }
-    let Ok(pid) = (unsafe { ctx.read_at::<i32>(WAKEUP_PID) }) else {
+    let Ok(pid) = (unsafe { ctx.read_at::<i32>(offset(&OFF_WAKEUP_PID)) }) else {
         return 1;
     };
     if let Some(s) = stats() {

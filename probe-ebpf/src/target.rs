@@ -2,10 +2,10 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use probe_common::target_flags;
 
-use crate::{current_ids, read_global, syscalls::SYSCALLS_START, FILTER_ENABLED, TARGETS};
-
-// sched:sched_process_fork: parent_comm[16] @8, parent_pid @24, child_comm[16] @28, child_pid @44.
-const FORK_CHILD_PID: usize = 44;
+use crate::{
+    current_ids, offset, read_global, syscalls::SYSCALLS_START, FILTER_ENABLED, OFF_FORK_CHILD_PID,
+    TARGETS,
+};
 
 /// A traced task forked: trace the child too. Thread creation also lands here (the child id is
 /// then a thread id); `target_sched_process_exit` removes those entries again.
@@ -22,7 +22,7 @@ fn try_fork(ctx: &TracePointContext) -> Result<u32, i64> {
     if unsafe { TARGETS.get(tgid) }.is_none() {
         return Ok(0);
     }
-    let child: i32 = unsafe { ctx.read_at(FORK_CHILD_PID) }.map_err(|e| e as i64)?;
+    let child: i32 = unsafe { ctx.read_at(offset(&OFF_FORK_CHILD_PID)) }.map_err(|e| e as i64)?;
     let child = child as u32;
     if child != tgid && TARGETS.insert(child, target_flags::CHILD, 0).is_err() {
         crate::count_lost(probe_common::Family::Syscalls);
