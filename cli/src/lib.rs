@@ -5,8 +5,10 @@
 //! after the collectors is pure and tested without root.
 
 pub mod collect;
+pub mod diff;
 pub mod doctor;
 pub mod features;
+pub mod flame;
 pub mod hist;
 pub mod kallsyms;
 pub mod loader;
@@ -14,6 +16,7 @@ pub mod record;
 pub mod render;
 pub mod report;
 pub mod run;
+pub mod stacks;
 pub mod syscall_names;
 pub mod target;
 pub mod workload;

@@ -1,6 +1,6 @@
 //! The `kpath` binary: parses and dispatches; each subcommand lives in its own module.
 use clap::{Parser, Subcommand};
-use kpath::{doctor, record, report, workload};
+use kpath::{diff, doctor, flame, record, report, workload};
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +26,10 @@ enum Command {
     Record(record::RecordArgs),
     /// Re-render a recorded run.
     Report(report::ReportArgs),
+    /// Re-render a run's flame graph (on-CPU, or off-CPU with --offcpu) from its folded stacks.
+    Flame(flame::FlameArgs),
+    /// Differential flame graph of two runs (normalized to the second run's total).
+    Diff(diff::DiffArgs),
     /// Run the reference HTTP server (io and threading strategies are switches).
     Serve(servers::serve::ServeArgs),
     /// Drive an HTTP server with load (closed loop, or constant rate with --rate).
@@ -43,6 +47,8 @@ fn main() {
         Command::Doctor(a) => doctor::run(a),
         Command::Record(a) => record::run(a),
         Command::Report(a) => report::run(a),
+        Command::Flame(a) => flame::run(a),
+        Command::Diff(a) => diff::run(a),
         Command::Serve(a) => servers::serve::run(a),
         Command::Load(a) => servers::load::run(a),
         Command::Workload(a) => workload::run(&a),

@@ -15,6 +15,7 @@ use crate::{
     kallsyms::Kallsyms,
     loader::{self, LoadOptions, Method, Probes},
     run::{FamilyOverhead, Overhead, Run, Target, RUN_FORMAT_VERSION},
+    stacks::{self, maps::MapsRecorder},
     target::{self, Child},
 };
 
@@ -201,7 +202,10 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     if let Some(c) = child.as_mut() {
         c.release()?;
     }
-    let stop = wait(&args, &probes, child.as_mut(), start);
+    // Stacks are symbolized from maps snapshots taken while the targets live.
+    let mut maps =
+        (probes.has(Family::Oncpu) || probes.has(Family::Sched)).then(MapsRecorder::default);
+    let stop = wait(&args, &probes, child.as_mut(), start, maps.as_mut());
     let duration = start.elapsed();
     let mut exit_code = None;
     if let Some(c) = child.as_mut() {
@@ -217,6 +221,11 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     drop(stats_fd);
 
     let mut run = collect_run(&probes, &feats, duration)?;
+    let profiles = maps.as_mut().and_then(|m| {
+        stacks::collect(&probes, m, opts.offcpu_min_ns)
+            .map_err(|e| run.warnings.push(format!("flame graphs: {e:#}")))
+            .ok()
+    });
     drop(probes);
     run.warnings.splice(0..0, warnings);
     run.started_unix_ms = started_unix_ms;
@@ -242,6 +251,10 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from(format!("runs/run-{}", started_unix_ms / 1000)));
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("creating run directory {}", dir.display()))?;
+    if let Some(p) = &profiles {
+        run.offcpu = p.offcpu_summary.clone();
+        run.artifacts = Some(stacks::write_artifacts(&dir, p, &run)?);
+    }
     let json = serde_json::to_string_pretty(&run)?;
     let path = dir.join("run.json");
     std::fs::write(&path, &json).with_context(|| format!("writing {}", path.display()))?;
@@ -261,7 +274,13 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
 }
 
 /// Waits for the first stop condition, showing progress on a terminal.
-fn wait(args: &RecordArgs, probes: &Probes, mut child: Option<&mut Child>, start: Instant) -> Stop {
+fn wait(
+    args: &RecordArgs,
+    probes: &Probes,
+    mut child: Option<&mut Child>,
+    start: Instant,
+    mut maps: Option<&mut MapsRecorder>,
+) -> Stop {
     let limit = args.duration.map(Duration::from_secs_f64);
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(
@@ -301,8 +320,21 @@ fn wait(args: &RecordArgs, probes: &Probes, mut child: Option<&mut Child>, start
             rate
         ));
         bar.tick();
+        if let Some(m) = maps.as_deref_mut() {
+            m.poll(traced_ids(probes));
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Ids in the kernel's target filter (tgids, and thread ids passing through).
+fn traced_ids(probes: &Probes) -> Vec<u32> {
+    probes
+        .ebpf
+        .map(probe_common::MAP_TARGETS)
+        .and_then(|m| aya::maps::HashMap::<_, u32, u32>::try_from(m).ok())
+        .map(|t| t.keys().filter_map(Result::ok).collect())
+        .unwrap_or_default()
 }
 
 /// Total BPF program invocations so far (needs run-time stats enabled).

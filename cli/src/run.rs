@@ -32,6 +32,12 @@ pub struct Run {
     pub sched: Option<SchedRow>,
     pub locks: Vec<LockRow>,
     pub oncpu: Option<OncpuSummary>,
+    /// Off-CPU stacks (from the `sched` family); absent when it was not recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offcpu: Option<OffcpuSummary>,
+    /// Files written next to run.json (folded stacks, flame graphs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifacts: Option<Artifacts>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -151,4 +157,25 @@ pub struct OncpuSummary {
     pub unique_stacks: u64,
     /// Samples whose kernel or user stack could not be stored.
     pub lost_stacks: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct OffcpuSummary {
+    /// Blocked time charged to stacks (periods of at least `min_block_ns`).
+    pub total_ns: u64,
+    /// Distinct (process, thread name, kernel stack, user stack) keys.
+    pub stacks: u64,
+    /// Switches whose kernel or user stack could not be stored.
+    pub lost_stacks: u64,
+    /// `--offcpu-min-us` in ns: shorter periods count in `sched.offcpu_ns` only.
+    pub min_block_ns: u64,
+}
+
+/// File names, relative to the run directory; `None` when not written.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Artifacts {
+    pub oncpu_folded: Option<String>,
+    pub offcpu_folded: Option<String>,
+    pub oncpu_svg: Option<String>,
+    pub offcpu_svg: Option<String>,
 }

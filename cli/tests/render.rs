@@ -302,6 +302,7 @@ fn sample_run() -> Run {
             unique_stacks: 412,
             lost_stacks: 3,
         }),
+        ..Default::default()
     }
 }
 

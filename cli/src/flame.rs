@@ -1,0 +1,237 @@
+//! Flame graph SVGs from folded stacks (inferno), and `kpath flame DIR` to re-render a run's.
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context as _;
+use inferno::flamegraph::{
+    self,
+    color::{BasicPalette, MultiPalette, Palette},
+};
+
+use crate::{render::json, run::Run, stacks::folded};
+
+/// Which profile a flame graph shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlameKind {
+    OnCpu,
+    OffCpu,
+}
+
+impl FlameKind {
+    pub fn new(offcpu: bool) -> Self {
+        if offcpu {
+            FlameKind::OffCpu
+        } else {
+            FlameKind::OnCpu
+        }
+    }
+
+    pub fn folded_name(self) -> &'static str {
+        match self {
+            FlameKind::OnCpu => "oncpu.folded",
+            FlameKind::OffCpu => "offcpu.folded",
+        }
+    }
+
+    pub fn svg_name(self) -> &'static str {
+        match self {
+            FlameKind::OnCpu => "oncpu.svg",
+            FlameKind::OffCpu => "offcpu.svg",
+        }
+    }
+
+    pub fn count_name(self) -> &'static str {
+        match self {
+            FlameKind::OnCpu => "samples",
+            FlameKind::OffCpu => "ns",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FlameError {
+    #[error("bad folded input")]
+    Folded(#[from] folded::FoldedError),
+    #[error("rendering the SVG failed")]
+    Render(#[source] std::io::Error),
+    #[error("writing {path} failed")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What the flame graph says about itself: title, subtitle, units, palette.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlameOptions {
+    pub kind: FlameKind,
+    pub title: String,
+    pub subtitle: Option<String>,
+    /// Two-count (before, after) input from differential folding.
+    pub differential: bool,
+}
+
+impl FlameOptions {
+    /// Titles that say what was measured and how, from the run's metadata.
+    pub fn for_run(kind: FlameKind, run: &Run) -> Self {
+        let who = match run.target.pid {
+            Some(p) => format!("pid {p}"),
+            None => "all processes".to_string(),
+        };
+        let (title, subtitle) = match kind {
+            FlameKind::OnCpu => {
+                let hz = run.oncpu.as_ref().map_or(99, |o| o.frequency_hz);
+                (format!("On-CPU, {hz} Hz cpu-clock samples, {who}"), None)
+            }
+            FlameKind::OffCpu => {
+                let min = run.offcpu.as_ref().map_or(0, |o| o.min_block_ns);
+                (
+                    format!("Off-CPU time (ns), sched_switch, {who}"),
+                    (min > 0).then(|| format!("blocks shorter than {} µs not charged", min / 1000)),
+                )
+            }
+        };
+        FlameOptions {
+            kind,
+            title,
+            subtitle,
+            differential: false,
+        }
+    }
+
+    fn inferno(&self) -> flamegraph::Options<'static> {
+        let mut o = flamegraph::Options::default();
+        o.title = self.title.clone();
+        o.subtitle = self.subtitle.clone();
+        o.count_name = self.kind.count_name().to_string();
+        // Stable colors: the same function gets the same color in every graph (and golden files).
+        o.hash = true;
+        o.colors = match (self.differential, self.kind) {
+            // Kernel frames (`_[k]`) orange, inlined (`_[i]`) aqua, user frames red.
+            (_, FlameKind::OnCpu) | (true, _) => Palette::Multi(MultiPalette::Java),
+            (false, FlameKind::OffCpu) => Palette::Basic(BasicPalette::Blue),
+        };
+        o
+    }
+}
+
+/// Renders folded text as an SVG. An empty profile still yields an SVG (inferno's "no valid
+/// input" page) so a run always has both files.
+pub fn render(text: &str, opts: &FlameOptions, out: impl Write) -> Result<(), FlameError> {
+    let empty = text.lines().all(|l| l.trim().is_empty());
+    if !empty && !opts.differential {
+        folded::parse(text)?;
+    }
+    let mut o = opts.inferno();
+    match flamegraph::from_lines(&mut o, text.lines(), out) {
+        Err(e) if empty && e.kind() == std::io::ErrorKind::InvalidData => Ok(()),
+        r => r.map_err(FlameError::Render),
+    }
+}
+
+/// [`render`] into a file.
+pub fn render_file(text: &str, opts: &FlameOptions, path: &Path) -> Result<(), FlameError> {
+    let mut buf = Vec::new();
+    render(text, opts, &mut buf)?;
+    std::fs::write(path, buf).map_err(|source| FlameError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+#[derive(clap::Args, Debug, Clone)]
+#[command(after_help = "Examples:
+  kpath flame runs/run-1700000000                 rewrite runs/run-1700000000/oncpu.svg
+  kpath flame runs/run-1700000000 --offcpu -o off.svg")]
+pub struct FlameArgs {
+    /// Run directory written by `kpath record`.
+    pub dir: PathBuf,
+    /// Off-CPU time instead of on-CPU samples.
+    #[arg(long)]
+    pub offcpu: bool,
+    /// SVG to write (default: oncpu.svg or offcpu.svg in DIR).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+}
+
+pub fn run(args: FlameArgs) -> anyhow::Result<()> {
+    let kind = FlameKind::new(args.offcpu);
+    let src = args.dir.join(kind.folded_name());
+    let text = std::fs::read_to_string(&src).with_context(|| {
+        format!(
+            "reading {} (was the run recorded with the {} probes?)",
+            src.display(),
+            if args.offcpu { "sched" } else { "oncpu" }
+        )
+    })?;
+    let run = read_run(&args.dir);
+    let out = args
+        .output
+        .unwrap_or_else(|| args.dir.join(kind.svg_name()));
+    render_file(&text, &FlameOptions::for_run(kind, &run), &out)
+        .with_context(|| format!("rendering {}", src.display()))?;
+    if folded::total(&text) == 0 {
+        eprintln!("kpath: {} holds no stacks", src.display());
+    }
+    eprintln!("kpath: wrote {}", out.display());
+    Ok(())
+}
+
+/// The run's metadata for titles; a directory holding only folded files still renders.
+pub(crate) fn read_run(dir: &Path) -> Run {
+    json::from_file(&dir.join("run.json")).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::{OffcpuSummary, OncpuSummary, Target};
+
+    #[test]
+    fn titles_say_what_and_how() {
+        let mut run = Run {
+            target: Target {
+                pid: Some(42),
+                ..Default::default()
+            },
+            oncpu: Some(OncpuSummary {
+                frequency_hz: 999,
+                ..Default::default()
+            }),
+            offcpu: Some(OffcpuSummary {
+                min_block_ns: 50_000,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let on = FlameOptions::for_run(FlameKind::OnCpu, &run);
+        assert_eq!(on.title, "On-CPU, 999 Hz cpu-clock samples, pid 42");
+        let off = FlameOptions::for_run(FlameKind::OffCpu, &run);
+        assert_eq!(off.title, "Off-CPU time (ns), sched_switch, pid 42");
+        assert_eq!(
+            off.subtitle.as_deref(),
+            Some("blocks shorter than 50 µs not charged")
+        );
+        run.target.pid = None;
+        assert!(FlameOptions::for_run(FlameKind::OnCpu, &run)
+            .title
+            .ends_with("all processes"));
+    }
+
+    #[test]
+    fn renders_and_rejects_malformed_input() {
+        let opts = FlameOptions::for_run(FlameKind::OffCpu, &Run::default());
+        let mut svg = Vec::new();
+        render("nginx;ngx_x;schedule_[k] 1500\n", &opts, &mut svg).unwrap();
+        let svg = String::from_utf8(svg).unwrap();
+        assert!(svg.contains("schedule"), "frame missing");
+        assert!(svg.contains("1,500 ns"), "count name missing");
+        let mut empty = Vec::new();
+        render("", &opts, &mut empty).unwrap();
+        assert!(!empty.is_empty());
+        assert!(render("no count here\n", &opts, Vec::new()).is_err());
+    }
+}
