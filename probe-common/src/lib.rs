@@ -143,8 +143,13 @@ pub struct StackKey {
     pub _reserved: u32,
     /// Thread name (`comm`), NUL padded.
     pub comm: [u8; 16],
+    /// The word at the user stack pointer when the task entered the kernel, 0 when not taken.
+    /// In a frameless syscall wrapper (most of libc's) it is the wrapper's return address, the
+    /// caller frame-pointer unwinding skips, and the only caller left when the program was built
+    /// without frame pointers (Debian's nginx). User space keeps it only if it follows a call.
+    pub user_ret: u64,
 }
-const _: () = assert!(core::mem::size_of::<StackKey>() == 32);
+const _: () = assert!(core::mem::size_of::<StackKey>() == 40);
 
 #[cfg(feature = "user")]
 mod pod {

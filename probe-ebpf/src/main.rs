@@ -115,6 +115,30 @@ fn stack_id<C: StackIdContext>(ctx: &C, flags: u64, family: Family) -> i32 {
     }
 }
 
+/// The word at the user stack pointer of the current task (see `StackKey::user_ret`); 0 if
+/// unreadable. Call only while the task is in the kernel: in user mode its registers are live.
+#[inline(always)]
+fn user_stack_word() -> u64 {
+    use aya_ebpf::helpers::{
+        bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs,
+    };
+    // x86_64 `struct pt_regs`: sp is the 20th u64.
+    const PT_REGS_SP: usize = 19 * 8;
+    unsafe {
+        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as usize;
+        if regs == 0 {
+            return 0;
+        }
+        let Ok(sp) = bpf_probe_read_kernel((regs + PT_REGS_SP) as *const u64) else {
+            return 0;
+        };
+        if sp == 0 {
+            return 0;
+        }
+        bpf_probe_read_user(sp as *const u64).unwrap_or(0)
+    }
+}
+
 /// Adds `ns` to a log2 histogram.
 #[inline(always)]
 fn hist_add(hist: &mut probe_common::HistLog2, ns: u64) {

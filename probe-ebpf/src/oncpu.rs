@@ -17,6 +17,16 @@ static ONCPU_COUNTS: PerCpuHashMap<StackKey, u64> =
 #[map]
 static ONCPU_SAMPLES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// Whether the sample interrupted kernel code (the privilege level in the saved CS is 0).
+#[inline(always)]
+fn in_kernel(ctx: &PerfEventContext) -> bool {
+    // `bpf_perf_event_data` starts with x86_64 `struct pt_regs`; cs is its 18th u64.
+    const PT_REGS_CS: usize = 17 * 8;
+    let cs =
+        unsafe { core::ptr::read_volatile((ctx.ctx as *const u8).add(PT_REGS_CS) as *const u64) };
+    cs & 3 == 0
+}
+
 #[perf_event]
 pub fn oncpu_sample(ctx: PerfEventContext) -> u32 {
     let (tgid, tid) = current_ids();
@@ -32,6 +42,11 @@ pub fn oncpu_sample(ctx: PerfEventContext) -> u32 {
         ustack_id: stack_id(&ctx, BPF_F_USER_STACK as u64, Family::Oncpu),
         _reserved: 0,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        user_ret: if in_kernel(&ctx) {
+            crate::user_stack_word()
+        } else {
+            0
+        },
     };
     if let Some(v) = ONCPU_COUNTS.get_ptr_mut(key) {
         unsafe { *v += 1 };

@@ -69,6 +69,7 @@ fn try_switch(ctx: &TracePointContext) -> Result<u32, i64> {
             ustack_id: stack_id(ctx, BPF_F_USER_STACK as u64, Family::Sched),
             _reserved: 0,
             comm: bpf_get_current_comm().unwrap_or([0; 16]),
+            user_ret: crate::user_stack_word(),
         };
         let out = OffcpuStart { ts_ns: now, key };
         if SCHED_SWITCHED_OUT.insert(prev_tid, out, 0).is_err() {

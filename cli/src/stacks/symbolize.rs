@@ -18,6 +18,8 @@ pub struct RawStack {
     pub comm: String,
     pub kernel: Vec<u64>,
     pub user: Vec<u64>,
+    /// The word at the user stack pointer at kernel entry (`StackKey::user_ret`), 0 if none.
+    pub user_ret: u64,
     /// Samples (on-CPU) or nanoseconds (off-CPU).
     pub weight: u64,
 }
@@ -65,14 +67,13 @@ impl<'a> StackSymbolizer<'a> {
         let mut modules: Vec<String> = Vec::new();
         let mut module_idx: HashMap<String, usize> = HashMap::new();
         let mut offsets: Vec<Vec<u64>> = Vec::new();
+        let mut code = CodeReader::default();
         let locs: Vec<Vec<UserLoc>> = stacks
             .iter()
             .map(|s| {
-                s.user
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &ip)| {
-                        let addr = caller_adjusted(i, ip);
+                self.user_addrs(s, &mut code)
+                    .into_iter()
+                    .map(|addr| {
                         let Some(m) = self.maps.find(s.tgid, addr) else {
                             return UserLoc::Unmapped;
                         };
@@ -160,6 +161,32 @@ impl<'a> StackSymbolizer<'a> {
             .collect()
     }
 
+    /// User addresses to look up, innermost first: return addresses moved into their call, the
+    /// frameless caller from `user_ret` spliced in, and a frame-pointer walk that left the
+    /// mapped code (a binary without frame pointers) cut at its first unmapped address.
+    fn user_addrs(&self, s: &RawStack, code: &mut CodeReader) -> Vec<u64> {
+        let mut ips: Vec<u64> = s.user.clone();
+        if s.user_ret != 0 && !ips.is_empty() && ips.get(1) != Some(&s.user_ret) {
+            let follows_call = self.maps.find(s.tgid, s.user_ret).is_some_and(|m| {
+                m.open_path()
+                    .is_some_and(|p| code.after_call(&p, s.user_ret - m.start + m.offset))
+            });
+            if follows_call {
+                ips.insert(1, s.user_ret);
+            }
+        }
+        let mut out = Vec::with_capacity(ips.len());
+        for (i, &ip) in ips.iter().enumerate() {
+            let addr = caller_adjusted(i, ip);
+            let mapped = self.maps.find(s.tgid, addr).is_some();
+            out.push(addr);
+            if !mapped && i > 0 {
+                break;
+            }
+        }
+        out
+    }
+
     /// File offset -> frames (outer function first, then inlined callees marked `_[i]`).
     fn symbolize_file(&self, path: &str, offs: &[u64]) -> HashMap<u64, Vec<String>> {
         let src = Source::Elf(Elf::new(path));
@@ -180,6 +207,43 @@ impl<'a> StackSymbolizer<'a> {
             })
             .collect()
     }
+}
+
+/// Reads code bytes of mapped files to tell return addresses from other stack words.
+#[derive(Default)]
+struct CodeReader {
+    files: HashMap<String, Option<std::fs::File>>,
+}
+
+impl CodeReader {
+    /// Whether the bytes before file offset `off` end with an x86-64 call instruction.
+    fn after_call(&mut self, path: &str, off: u64) -> bool {
+        use std::os::unix::fs::FileExt;
+        let Some(Some(f)) = self
+            .files
+            .entry(path.to_string())
+            .or_insert_with(|| std::fs::File::open(path).ok())
+            .as_ref()
+            .map(Some)
+        else {
+            return false;
+        };
+        let mut b = [0u8; 8];
+        off >= 8 && f.read_exact_at(&mut b, off - 8).is_ok() && ends_with_call(&b)
+    }
+}
+
+/// Whether `b` (the 8 bytes before a return address) ends with a call: `E8 rel32`, or `FF /2`
+/// (indirect call) of 2 to 7 bytes, optionally after a REX prefix.
+fn ends_with_call(b: &[u8; 8]) -> bool {
+    if b[3] == 0xe8 {
+        return true;
+    }
+    // Instruction length -> index of the FF opcode; ModRM follows with reg field 2.
+    [2usize, 3, 4, 6, 7].iter().any(|&len| {
+        let at = 8 - len;
+        b[at] == 0xff && (b[at + 1] >> 3) & 7 == 2
+    })
 }
 
 /// Return addresses point after the call: look up the call itself for every frame but the
@@ -246,6 +310,7 @@ mod tests {
             // Innermost first: tcp_sendmsg called from do_syscall_64 (return address + 0x10).
             kernel: vec![0xffffffff81002010, 0xffffffff81001010],
             user: vec![f + 1, 0x10],
+            user_ret: 0,
             weight: 3,
         }];
         let out = sym.symbolize(&stacks);
@@ -259,6 +324,75 @@ mod tests {
         assert!(fr[3..n - 2].iter().all(|f| f.ends_with("_[i]")), "{fr:?}");
         assert_eq!(&fr[n - 2..], ["do_syscall_64_[k]", "tcp_sendmsg_[k]"]);
         assert_eq!(out[0].weight, 3);
+    }
+
+    #[test]
+    fn recognizes_call_instructions_before_return_addresses() {
+        // call rel32
+        assert!(ends_with_call(&[0, 0, 0, 0xe8, 1, 2, 3, 4]));
+        // call *%rax; call *0x10(%rbx); call *%r8 (REX); call *0x100(%rip)
+        assert!(ends_with_call(&[0, 0, 0, 0, 0, 0, 0xff, 0xd0]));
+        assert!(ends_with_call(&[0, 0, 0, 0, 0, 0xff, 0x53, 0x10]));
+        assert!(ends_with_call(&[0, 0, 0, 0, 0, 0x41, 0xff, 0xd0]));
+        assert!(ends_with_call(&[0, 0, 0xff, 0x15, 0, 1, 0, 0]));
+        // jmp *%rax (FF /4), plain data
+        assert!(!ends_with_call(&[0, 0, 0, 0, 0, 0, 0xff, 0xe0]));
+        assert!(!ends_with_call(&[1, 2, 3, 4, 5, 6, 7, 8]));
+    }
+
+    #[test]
+    fn frameless_caller_is_spliced_in_and_a_broken_walk_cut() {
+        let mut rec = MapsRecorder::default();
+        let me = std::process::id();
+        rec.poll([me]);
+        // A real return address: right after a call in this test binary.
+        let caller = call_site_return_address();
+        let f = kpath_symbolize_test_marker as *const () as u64;
+        let ks = ksyms();
+        let sym = StackSymbolizer::new(&ks, &rec.snapshots);
+        let stack = |user_ret| RawStack {
+            tgid: me,
+            comm: "t".into(),
+            kernel: vec![],
+            // The leaf, then garbage from a frame-pointer walk without frame pointers.
+            user: vec![f, 0x10, 0x20],
+            user_ret,
+            weight: 1,
+        };
+        let out = sym.symbolize(&[stack(caller), stack(f + 3)]);
+        let with = &out[0].frames;
+        assert_eq!(with[1], "[unknown]", "{with:?}");
+        assert!(
+            with[2].contains("call_site_return_address"),
+            "spliced caller: {with:?}"
+        );
+        // Inline frames (`_[i]`) may follow the functions in this DWARF build.
+        let real = |fr: &[String]| -> Vec<String> {
+            fr.iter()
+                .filter(|f| !f.ends_with("_[i]"))
+                .cloned()
+                .collect()
+        };
+        let with = real(with);
+        assert_eq!(with.len(), 4, "one [unknown] for the broken walk: {with:?}");
+        assert_eq!(with[3], "kpath_symbolize_test_marker");
+        // A word that does not follow a call is ignored.
+        assert_eq!(
+            real(&out[1].frames),
+            ["t", "[unknown]", "kpath_symbolize_test_marker"]
+        );
+    }
+
+    /// The return address of a call made from here.
+    #[inline(never)]
+    fn call_site_return_address() -> u64 {
+        std::hint::black_box(return_address())
+    }
+
+    /// Its own return address: the word at the stack pointer on entry.
+    #[unsafe(naked)]
+    extern "C" fn return_address() -> u64 {
+        core::arch::naked_asm!("mov rax, [rsp]", "ret")
     }
 
     #[test]
@@ -279,6 +413,7 @@ mod tests {
             comm: "x".into(),
             kernel: vec![0x1],
             user: vec![0x1100, 0x3100, 0x5100],
+            user_ret: 0,
             weight: 1,
         }]);
         assert_eq!(
