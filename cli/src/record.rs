@@ -226,6 +226,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
             .map_err(|e| run.warnings.push(format!("flame graphs: {e:#}")))
             .ok()
     });
+    probes.detach();
     drop(probes);
     run.warnings.splice(0..0, warnings);
     run.started_unix_ms = started_unix_ms;

@@ -48,7 +48,10 @@ pub const LOST_ENTRIES: u32 = 10;
 /// Name of the shared stack-trace map (on-CPU, off-CPU and lock stacks).
 pub const MAP_STACKS: &str = "STACKS";
 /// Capacity of [`MAP_STACKS`].
-pub const STACKS_CAPACITY: u32 = 16384;
+/// Stack ids are hashes into this many buckets; a colliding stack is dropped and counted (as
+/// bcc does), so the table is sized for a few thousand distinct stacks at a few % collisions
+/// (32768 x 127 frames x 8 bytes = 32 MiB of kernel memory while recording).
+pub const STACKS_CAPACITY: u32 = 32768;
 /// Capacity of [`MAP_TARGETS`]; thread ids of traced processes pass through it briefly.
 pub const TARGETS_CAPACITY: u32 = 16384;
 
