@@ -144,6 +144,10 @@ impl<'a> StackSymbolizer<'a> {
                         UserLoc::Unmapped => frames.push("[unknown]".to_string()),
                     }
                 }
+                if s.user.is_empty() && s.kernel.is_empty() {
+                    // Both stacks failed (stack map full or hash collision, counted as lost).
+                    frames.push("[stack lost]".to_string());
+                }
                 for (i, &ip) in s.kernel.iter().enumerate().rev() {
                     let addr = caller_adjusted(i, ip);
                     frames.push(
