@@ -68,3 +68,52 @@ fn pingpong_switches_and_delays() {
         "runq delay p50 {p50} p99 {p99} max {max}"
     );
 }
+
+/// The counts are exact, not just plausible: pingpong -v prints both processes' own getrusage
+/// switch counts (parent RUSAGE_SELF, child RUSAGE_CHILDREN after waitpid), which kpath's
+/// sched_switch counting must equal. Measured: 3891 = 1992 + 1899, 3972 = 1984 + 1988,
+/// 3768 = 1769 + 1999 (with 123, 26 and 263 involuntary, also equal). A trip skips a sleep when
+/// its byte is already there or a busy machine preempts one side, which is why 2000 trips alone
+/// do not guarantee 4000 voluntary switches; the sum of both kinds is 2 per trip plus a few.
+#[test]
+fn switches_equal_getrusage() {
+    if !require_root() {
+        return;
+    }
+    let bin = workload("pingpong");
+    let (run, stderr) = record(
+        &["--probes", "sched"],
+        &[bin.to_str().unwrap(), "2000", "-v"],
+    );
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("pingpong: 2000 trips;"))
+        .unwrap_or_else(|| panic!("no getrusage line from pingpong -v\n{stderr}"));
+    let field = |name: &str| -> Vec<u64> {
+        line.split(|c: char| c == ' ' || c == ';')
+            .filter_map(|w| w.strip_prefix(name)?.parse().ok())
+            .collect()
+    };
+    let (nv, niv) = (field("nvcsw="), field("nivcsw="));
+    assert_eq!((nv.len(), niv.len()), (2, 2), "{line}");
+    let sched = &run["sched"];
+    let (vol, invol) = (
+        u64_of(sched, "voluntary_switches"),
+        u64_of(sched, "involuntary_switches"),
+    );
+    // getrusage is read just before exit: the exit path may add a switch or two after it.
+    let want_vol = nv[0] + nv[1];
+    assert!(
+        (want_vol..=want_vol + 3).contains(&vol),
+        "voluntary: kpath {vol}, getrusage {want_vol} ({line})"
+    );
+    let want_invol = niv[0] + niv[1];
+    assert!(
+        (want_invol..=want_invol + 3).contains(&invol),
+        "involuntary: kpath {invol}, getrusage {want_invol} ({line})"
+    );
+    assert!(
+        vol + invol >= 4000,
+        "{vol} + {invol} switches for 2000 trips ({line})"
+    );
+}
