@@ -74,7 +74,7 @@ fn pingpong_switches_and_delays() {
 /// sched_switch counting must equal. Measured: 3891 = 1992 + 1899, 3972 = 1984 + 1988,
 /// 3768 = 1769 + 1999 (with 123, 26 and 263 involuntary, also equal). A trip skips a sleep when
 /// its byte is already there or a busy machine preempts one side, which is why 2000 trips alone
-/// do not guarantee 4000 voluntary switches; the sum of both kinds is 2 per trip plus a few.
+/// do not guarantee 4000 voluntary switches (seen: 3997 voluntary + 2 involuntary = getrusage).
 #[test]
 fn switches_equal_getrusage() {
     if !require_root() {
@@ -111,9 +111,5 @@ fn switches_equal_getrusage() {
     assert!(
         (want_invol..=want_invol + 3).contains(&invol),
         "involuntary: kpath {invol}, getrusage {want_invol} ({line})"
-    );
-    assert!(
-        vol + invol >= 4000,
-        "{vol} + {invol} switches for 2000 trips ({line})"
     );
 }
