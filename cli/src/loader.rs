@@ -459,7 +459,7 @@ fn attach_kpaths(p: &mut Probes, plan: &Plan, features: &Features) -> Result<(),
                             "kpaths: {} for {} failed: {}",
                             m.describe(),
                             f.symbol(),
-                            error_chain(&e)
+                            explain(m, &e)
                         ));
                     }
                     fentry_error_reported |= m == Method::Fentry;
@@ -671,6 +671,19 @@ where
 {
     let prog = ebpf.program_mut(name).ok_or(ProgramError::NotLoaded)?;
     prog.try_into()
+}
+
+/// The error, with what an EPERM on loading a tracing program means (the host kernel of these
+/// machines refuses BPF_PROG_TYPE_TRACING with an empty verifier log).
+fn explain(m: Method, e: &ProgramError) -> String {
+    let chain = error_chain(e);
+    if m == Method::Fentry && chain.contains("Operation not permitted") {
+        "the kernel refused the tracing program (EPERM at load, empty verifier log): \
+         this kernel does not allow fentry/fexit"
+            .to_string()
+    } else {
+        chain
+    }
 }
 
 /// `e: cause: cause` on one line (aya's errors nest the errno two levels down).
