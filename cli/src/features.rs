@@ -21,6 +21,9 @@ pub struct Features {
     /// perf_event_open is available (perf_event_paranoid exists).
     pub perf_events: bool,
     pub kallsyms_readable: bool,
+    /// bpf_get_current_task_btf and bpf_task_pt_regs (Linux 5.15+): lets stacks recover the
+    /// caller of frameless syscall wrappers (`StackKey::user_ret`).
+    pub task_pt_regs: bool,
     /// BPF raw tracepoints (BPF_RAW_TRACEPOINT_OPEN, Linux 4.17+); needs no tracefs.
     pub raw_tracepoints: bool,
 }
@@ -46,6 +49,7 @@ impl Features {
             lock_tracepoints: tp("lock", "contention_begin") && tp("lock", "contention_end"),
             perf_events: Path::new("/proc/sys/kernel/perf_event_paranoid").exists(),
             kallsyms_readable: kallsyms_has_addresses(),
+            task_pt_regs: kallsyms_has_all(&["bpf_task_pt_regs", "bpf_get_current_task_btf"]),
             // No cheap probe short of loading a program; every kernel kpath supports (4.18+)
             // has them, and the loader falls back if attaching fails.
             raw_tracepoints: true,
@@ -109,6 +113,23 @@ pub fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
         rest.split(';')
             .find_map(|kv| kv.trim().strip_prefix("offset:")?.trim().parse().ok())
     })
+}
+
+/// Whether every name is a kernel symbol (BPF helpers are named after their implementation).
+fn kallsyms_has_all(names: &[&str]) -> bool {
+    let Ok(text) = std::fs::read_to_string("/proc/kallsyms") else {
+        return false;
+    };
+    let mut found = vec![false; names.len()];
+    for line in text.lines() {
+        let Some(sym) = line.split_whitespace().nth(2) else {
+            continue;
+        };
+        if let Some(i) = names.iter().position(|n| *n == sym) {
+            found[i] = true;
+        }
+    }
+    found.iter().all(|&f| f)
 }
 
 /// True when /proc/kallsyms shows real addresses (kptr_restrict lets us see them).

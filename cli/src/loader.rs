@@ -13,7 +13,8 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use probe_common::{
-    kpaths::KpathFn, Family, GLOBAL_FILTER, GLOBAL_OFFCPU_MIN_NS, GLOBAL_SELF_TGID, MAP_TARGETS,
+    kpaths::KpathFn, Family, GLOBAL_FILTER, GLOBAL_OFFCPU_MIN_NS, GLOBAL_SELF_TGID,
+    GLOBAL_USER_RET, MAP_TARGETS,
 };
 use serde::Serialize;
 
@@ -154,6 +155,9 @@ pub fn unmet(method: Method, f: &Features) -> Option<&'static str> {
     }
 }
 
+/// The reason recorded for candidates passed over because another method was forced.
+const NOT_FORCED: &str = "not the forced method";
+
 /// The candidates that may work, in order, and the reason for each one skipped.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
@@ -169,7 +173,7 @@ pub fn plan(family: Family, f: &Features, forced: Option<Method>) -> Plan {
     };
     for &m in candidates(family) {
         if forced.is_some_and(|want| want != m) {
-            p.skipped.push((m, "not the forced method"));
+            p.skipped.push((m, NOT_FORCED));
         } else if let Some(why) = unmet(m, f) {
             p.skipped.push((m, why));
         } else {
@@ -286,11 +290,13 @@ fn unload(p: &mut Program) {
 pub fn load(opts: &LoadOptions, features: &Features) -> Result<Probes, LoadError> {
     let filter = u32::from(!opts.targets.is_empty());
     let self_tgid = std::process::id();
+    let user_ret = u32::from(features.task_pt_regs);
     let mut loader = EbpfLoader::new();
     loader
         .override_global(GLOBAL_FILTER, &filter, true)
         .override_global(GLOBAL_SELF_TGID, &self_tgid, true)
-        .override_global(GLOBAL_OFFCPU_MIN_NS, &opts.offcpu_min_ns, true);
+        .override_global(GLOBAL_OFFCPU_MIN_NS, &opts.offcpu_min_ns, true)
+        .override_global(GLOBAL_USER_RET, &user_ret, true);
     // Trace-event layouts differ between kernels: take field offsets from the format files.
     let offsets: Vec<(&'static str, u32)> = probe_common::offsets::ALL
         .iter()
@@ -469,10 +475,22 @@ fn attach_kpaths(p: &mut Probes, plan: &Plan, features: &Features) -> Result<(),
         match chosen {
             Some(m) => p.kpath_methods.push((f, m)),
             None => {
+                let mut reasons: Vec<String> = plan
+                    .skipped
+                    .iter()
+                    .filter(|(_, why)| *why != NOT_FORCED)
+                    .map(|(m, why)| format!("{}: {why}", m.name()))
+                    .collect();
+                reasons.extend(
+                    p.warnings
+                        .iter()
+                        .filter(|w| w.contains(f.symbol()))
+                        .cloned(),
+                );
                 return Err(LoadError::NoMethod {
                     family: "kpaths",
-                    reasons: format!("{}: {:?}", f.symbol(), plan.skipped),
-                })
+                    reasons: format!("{}: {}", f.symbol(), reasons.join("; ")),
+                });
             }
         }
     }
@@ -617,16 +635,21 @@ fn attach_method(p: &mut Probes, family: Family, method: Method) -> Result<(), P
             attach_tracepoint(p, family, "locks_contention_end", "lock", "contention_end")
         }
         Method::MutexKprobe => {
+            // The kretprobe first: handlers on one address run newest first, and the kretprobe's
+            // entry handler replaces the return address with its trampoline, which unwinders
+            // before Linux 5.13 cannot see past. So the kprobe, attached last, runs first and
+            // takes the stack with the real caller (eventpoll_release_file, not
+            // kretprobe_trampoline).
             attach_kprobe(
                 p,
                 family,
-                "locks_mutex_slowpath_kprobe",
+                "locks_mutex_slowpath_kretprobe",
                 "__mutex_lock_slowpath",
             )?;
             attach_kprobe(
                 p,
                 family,
-                "locks_mutex_slowpath_kretprobe",
+                "locks_mutex_slowpath_kprobe",
                 "__mutex_lock_slowpath",
             )
         }
@@ -716,6 +739,7 @@ mod tests {
             perf_events: true,
             kallsyms_readable: true,
             raw_tracepoints: true,
+            task_pt_regs: true,
         }
     }
 

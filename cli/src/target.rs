@@ -14,7 +14,7 @@ use std::{
 pub enum TargetError {
     #[error("no process with pid {pid}")]
     NoSuchPid { pid: u32 },
-    #[error("pid {pid}: {source}")]
+    #[error("pid {pid}")]
     Pid {
         pid: u32,
         #[source]
@@ -24,7 +24,7 @@ pub enum TargetError {
     EmptyCommand,
     #[error("command argument contains a NUL byte: {arg:?}")]
     NulInArgument { arg: String },
-    #[error("cannot run {program:?}: {source}")]
+    #[error("cannot run {program:?}")]
     Exec {
         program: String,
         #[source]

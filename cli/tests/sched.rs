@@ -90,7 +90,7 @@ fn switches_equal_getrusage() {
         .find(|l| l.starts_with("pingpong: 2000 trips;"))
         .unwrap_or_else(|| panic!("no getrusage line from pingpong -v\n{stderr}"));
     let field = |name: &str| -> Vec<u64> {
-        line.split(|c: char| c == ' ' || c == ';')
+        line.split([' ', ';'])
             .filter_map(|w| w.strip_prefix(name)?.parse().ok())
             .collect()
     };

@@ -59,6 +59,8 @@ pub const TARGETS_CAPACITY: u32 = 16384;
 pub const GLOBAL_FILTER: &str = "FILTER_ENABLED";
 /// Global (set at load time): kpath's own tgid, never traced in system-wide mode.
 pub const GLOBAL_SELF_TGID: &str = "SELF_TGID";
+/// Global (set at load time): 1 when bpf_task_pt_regs may be called (Linux 5.15+).
+pub const GLOBAL_USER_RET: &str = "USER_RET_ENABLED";
 /// Global (set at load time): minimum off-CPU time (ns) for a stack to be recorded.
 pub const GLOBAL_OFFCPU_MIN_NS: &str = "OFFCPU_MIN_NS";
 

@@ -49,6 +49,12 @@ fn offset(g: &u32) -> usize {
     read_global(g) as usize
 }
 
+/// 1 when the kernel has bpf_get_current_task_btf and bpf_task_pt_regs (5.15+). The loader
+/// sets it from kallsyms; with 0 the calls below sit in a branch the verifier proves dead (the
+/// global lives in frozen .rodata), so older kernels load the same programs.
+#[no_mangle]
+static USER_RET_ENABLED: u32 = 0;
+
 /// Traced thread-group ids (and briefly, thread ids of traced processes: see `target`).
 #[map]
 static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(TARGETS_CAPACITY, 0);
@@ -124,6 +130,9 @@ fn user_stack_word() -> u64 {
     };
     // x86_64 `struct pt_regs`: sp is the 20th u64.
     const PT_REGS_SP: usize = 19 * 8;
+    if read_global(&USER_RET_ENABLED) == 0 {
+        return 0;
+    }
     unsafe {
         let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as usize;
         if regs == 0 {
