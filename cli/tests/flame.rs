@@ -4,6 +4,10 @@
 //! Run with `BLESS=1` to rewrite the `tests/data/flame_*` goldens after an intended change.
 mod common;
 
+mod golden;
+
+use golden::check_golden;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -14,35 +18,6 @@ use kpath::diff::{diff_folded, diff_options};
 use kpath::flame::{render, FlameKind, FlameOptions};
 use kpath::run::{OffcpuSummary, OncpuSummary, Run, Target};
 use kpath::stacks::{folded, symbolize::Folded};
-
-fn data_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
-}
-
-/// Compares `actual` with the golden file, or rewrites it under `BLESS=1`.
-fn check_golden(name: &str, actual: &str) {
-    let path = data_path(name);
-    if std::env::var_os("BLESS").is_some_and(|v| v != "0") {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with BLESS=1 to create it)", path.display()));
-    if expected != actual {
-        let line = expected
-            .lines()
-            .zip(actual.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or(expected.lines().count().min(actual.lines().count()));
-        panic!(
-            "{} differs from the rendering at line {}; rerun with BLESS=1 if intended",
-            path.display(),
-            line + 1
-        );
-    }
-}
 
 fn stack(frames: &str, weight: u64) -> Folded {
     Folded {

@@ -2,42 +2,14 @@
 //!
 //! Run with `BLESS=1` to rewrite `tests/data/` after an intended change, then review the diff.
 
-use std::path::PathBuf;
+mod golden;
+
+use golden::{check_golden, data_path};
 
 use kpath::hist;
 use kpath::render::{json, table};
 use kpath::run::*;
 use probe_common::HIST_BUCKETS;
-
-fn data_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
-}
-
-/// Compares `actual` with the golden file, or rewrites it under `BLESS=1`.
-fn check_golden(name: &str, actual: &str) {
-    let path = data_path(name);
-    if std::env::var_os("BLESS").is_some_and(|v| v != "0") {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with BLESS=1 to create it)", path.display()));
-    if expected != actual {
-        let first_diff = expected
-            .lines()
-            .zip(actual.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or(expected.lines().count().min(actual.lines().count()));
-        panic!(
-            "{} differs from the rendering at line {}; rerun with BLESS=1 if intended\n\
-             --- expected\n{expected}\n--- actual\n{actual}",
-            path.display(),
-            first_diff + 1
-        );
-    }
-}
 
 /// A log2 histogram from `(bucket, count)` pairs.
 fn hist_of(entries: &[(usize, u64)]) -> Vec<u64> {
