@@ -4,6 +4,7 @@
 //! loader owns load/attach/fallback; collectors turn kernel maps into a [`run::Run`]; everything
 //! after the collectors is pure and tested without root.
 
+pub mod bench;
 pub mod collect;
 pub mod diff;
 pub mod doctor;

@@ -1,6 +1,6 @@
 //! The `kpath` binary: parses and dispatches; each subcommand lives in its own module.
 use clap::{Parser, Subcommand};
-use kpath::{diff, doctor, flame, record, report, workload};
+use kpath::{bench, diff, doctor, flame, record, report, workload};
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +30,8 @@ enum Command {
     Flame(flame::FlameArgs),
     /// Differential flame graph of two runs (normalized to the second run's total).
     Diff(diff::DiffArgs),
+    /// Serve, record and load every strategy combination; compare them side by side.
+    Bench(bench::BenchArgs),
     /// Run the reference HTTP server (io and threading strategies are switches).
     Serve(servers::serve::ServeArgs),
     /// Drive an HTTP server with load (closed loop, or constant rate with --rate).
@@ -49,6 +51,7 @@ fn main() {
         Command::Report(a) => report::run(a),
         Command::Flame(a) => flame::run(a),
         Command::Diff(a) => diff::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Serve(a) => servers::serve::run(a),
         Command::Load(a) => servers::load::run(a),
         Command::Workload(a) => workload::run(&a),

@@ -1,0 +1,274 @@
+//! `bench.json`: one row per strategy, every figure normalized per request so that strategies
+//! that served different request counts compare directly.
+//!
+//! Field names are a contract like `run.json`'s: add freely, never rename.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::run::{KernelInfo, KpathRow, Run};
+
+/// Bumped when a field changes meaning.
+pub const BENCH_FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Bench {
+    pub format_version: u32,
+    pub kpath_version: String,
+    pub kernel: KernelInfo,
+    /// Load per strategy, seconds.
+    pub duration_secs: u64,
+    pub connections: usize,
+    pub file_size: usize,
+    /// Name of the run every other run is compared with (the first).
+    pub baseline: String,
+    pub runs: Vec<BenchRun>,
+}
+
+/// One server strategy, as `kpath serve` takes it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Strategy {
+    pub io: String,
+    pub model: String,
+    /// Requests per connection; `None` is unlimited.
+    pub keepalive: Option<u32>,
+}
+
+impl Strategy {
+    /// `mmap-epoll-ka1`: the run directory name and the table label.
+    pub fn name(&self) -> String {
+        let ka = self
+            .keepalive
+            .map_or_else(|| "inf".to_string(), |n| n.to_string());
+        format!("{}-{}-ka{ka}", self.io, self.model)
+    }
+}
+
+/// The load generator's figures (`kpath load --json`), as far as bench uses them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LoadSummary {
+    pub requests: u64,
+    pub duration_secs: f64,
+    pub requests_per_sec: f64,
+    pub bytes_per_sec: f64,
+    pub errors: LoadErrors,
+    pub latency_ns: LatencyNs,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LoadErrors {
+    pub connect: u64,
+    pub read: u64,
+    pub timeout: u64,
+    pub status: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LatencyNs {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct BenchRun {
+    pub name: String,
+    pub strategy: Strategy,
+    pub requests: u64,
+    pub requests_per_sec: f64,
+    pub latency_ns: LatencyNs,
+    pub errors: LoadErrors,
+    /// Traced syscalls of the server over the whole recording / requests.
+    pub syscalls_per_request: f64,
+    /// Sum of the server's traced syscall time / requests (includes time blocked in epoll_wait,
+    /// accept and the like: it is time inside syscalls, not CPU time).
+    pub kernel_ns_per_request: f64,
+    /// Like `kernel_ns_per_request` without the syscalls that mostly wait ([`WAITING_SYSCALLS`]).
+    #[serde(default)]
+    pub busy_kernel_ns_per_request: f64,
+    /// Syscall name -> calls per request.
+    pub syscall_counts_per_request: BTreeMap<String, f64>,
+    pub kpaths: Vec<KpathRow>,
+    /// Voluntary + involuntary context switches per request; `None` without the sched family.
+    pub ctx_switches_per_request: Option<f64>,
+    /// Lock contention wait per request; `None` without the locks family.
+    pub lock_wait_ns_per_request: Option<f64>,
+    /// Family -> attach method.
+    pub methods: BTreeMap<String, String>,
+    /// Events the kernel side dropped, per family.
+    pub lost: BTreeMap<String, u64>,
+    /// BPF run time of all families per request (`None` without BPF statistics).
+    pub probe_ns_per_request: Option<f64>,
+    /// The run directory, relative to the bench directory.
+    pub run_dir: String,
+    /// Differential on-CPU flame graph against the baseline, relative to the bench directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_oncpu_svg: Option<String>,
+}
+
+/// Syscalls whose time is mostly spent blocked, not working: an idle event loop's epoll_wait
+/// would otherwise dominate every strategy's kernel time.
+pub const WAITING_SYSCALLS: &[&str] = &[
+    "epoll_wait",
+    "epoll_pwait",
+    "epoll_pwait2",
+    "poll",
+    "ppoll",
+    "select",
+    "pselect6",
+    "accept",
+    "accept4",
+    "futex",
+    "nanosleep",
+    "clock_nanosleep",
+    "io_uring_enter",
+    "wait4",
+];
+
+/// `x / n`, NaN (JSON null) when nothing was served.
+fn per(x: f64, n: u64) -> f64 {
+    if n == 0 {
+        f64::NAN
+    } else {
+        x / n as f64
+    }
+}
+
+impl BenchRun {
+    /// Normalizes one recording by the requests the load generator completed during it.
+    pub fn new(strategy: Strategy, load: &LoadSummary, run: &Run, run_dir: &str) -> BenchRun {
+        let n = load.requests;
+        let calls: u64 = run.syscalls.iter().map(|r| r.count).sum();
+        let ns: u64 = run.syscalls.iter().map(|r| r.total_ns).sum();
+        let busy: u64 = run
+            .syscalls
+            .iter()
+            .filter(|r| !WAITING_SYSCALLS.contains(&r.name.as_str()))
+            .map(|r| r.total_ns)
+            .sum();
+        let mut counts = BTreeMap::new();
+        for r in &run.syscalls {
+            *counts.entry(r.name.clone()).or_insert(0.0) += per(r.count as f64, n);
+        }
+        let ctx = run
+            .sched
+            .as_ref()
+            .map(|s| per((s.voluntary_switches + s.involuntary_switches) as f64, n));
+        let locks = run
+            .methods
+            .contains_key("locks")
+            .then(|| per(run.locks.iter().map(|l| l.wait_ns).sum::<u64>() as f64, n));
+        let o = &run.overhead;
+        let probe = o.bpf_stats_enabled.then(|| {
+            per(
+                o.families.values().map(|f| f.bpf_run_ns).sum::<u64>() as f64,
+                n,
+            )
+        });
+        BenchRun {
+            name: strategy.name(),
+            strategy,
+            requests: n,
+            requests_per_sec: load.requests_per_sec,
+            latency_ns: load.latency_ns,
+            errors: load.errors,
+            syscalls_per_request: per(calls as f64, n),
+            kernel_ns_per_request: per(ns as f64, n),
+            busy_kernel_ns_per_request: per(busy as f64, n),
+            syscall_counts_per_request: counts,
+            kpaths: run.kpaths.clone(),
+            ctx_switches_per_request: ctx,
+            lock_wait_ns_per_request: locks,
+            methods: run.methods.clone(),
+            lost: run.lost.clone(),
+            probe_ns_per_request: probe,
+            run_dir: run_dir.to_string(),
+            diff_oncpu_svg: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::{LockRow, SchedRow, SyscallRow};
+
+    fn sc(name: &str, count: u64, total_ns: u64) -> SyscallRow {
+        SyscallRow {
+            name: name.into(),
+            count,
+            total_ns,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn strategy_names() {
+        let s = |ka| Strategy {
+            io: "mmap".into(),
+            model: "epoll".into(),
+            keepalive: ka,
+        };
+        assert_eq!(s(Some(1)).name(), "mmap-epoll-ka1");
+        assert_eq!(s(None).name(), "mmap-epoll-kainf");
+    }
+
+    #[test]
+    fn figures_are_per_request() {
+        let mut run = Run {
+            syscalls: vec![
+                sc("write", 100, 5_000),
+                sc("close", 100, 3_000),
+                sc("munmap", 50, 2_000),
+                sc("epoll_wait", 0, 90_000),
+            ],
+            sched: Some(SchedRow {
+                voluntary_switches: 30,
+                involuntary_switches: 20,
+                ..Default::default()
+            }),
+            locks: vec![LockRow {
+                wait_ns: 400,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        run.methods.insert("locks".into(), "lock_tp".into());
+        let load = LoadSummary {
+            requests: 100,
+            requests_per_sec: 50.0,
+            ..Default::default()
+        };
+        let s = Strategy {
+            io: "mmap".into(),
+            model: "epoll".into(),
+            keepalive: Some(1),
+        };
+        let b = BenchRun::new(s, &load, &run, "runs/mmap-epoll-ka1");
+        assert_eq!(b.name, "mmap-epoll-ka1");
+        assert_eq!(b.syscalls_per_request, 2.5);
+        assert_eq!(b.kernel_ns_per_request, 1000.0);
+        assert_eq!(b.busy_kernel_ns_per_request, 100.0);
+        assert_eq!(b.syscall_counts_per_request["munmap"], 0.5);
+        assert_eq!(b.ctx_switches_per_request, Some(0.5));
+        assert_eq!(b.lock_wait_ns_per_request, Some(4.0));
+        assert_eq!(b.probe_ns_per_request, None);
+        assert_eq!(b.requests_per_sec, 50.0);
+    }
+
+    #[test]
+    fn no_requests_gives_null_not_infinity() {
+        let run = Run {
+            syscalls: vec![sc("epoll_wait", 3, 10)],
+            ..Default::default()
+        };
+        let b = BenchRun::new(Strategy::default(), &LoadSummary::default(), &run, "r");
+        assert!(b.syscalls_per_request.is_nan());
+        assert_eq!(b.ctx_switches_per_request, None, "sched not recorded");
+        assert_eq!(b.lock_wait_ns_per_request, None, "locks not recorded");
+        let v: serde_json::Value = serde_json::to_value(&b).unwrap();
+        assert!(v["syscalls_per_request"].is_null());
+    }
+}
