@@ -38,6 +38,10 @@ enum Command {
     Load(servers::load::LoadArgs),
     /// A built-in workload that opens, maps and closes files and connections (for demos).
     Workload(workload::WorkloadArgs),
+    /// Run a kpath subcommand inside a stock Debian kernel (bookworm, bullseye) under qemu.
+    Vm(kpath::vm::VmArgs),
+    /// A built-in experiment on this kernel and in guests, side by side (epoll-close).
+    Scenario(kpath::scenario::ScenarioArgs),
 }
 
 fn main() {
@@ -55,6 +59,8 @@ fn main() {
         Command::Serve(a) => servers::serve::run(a),
         Command::Load(a) => servers::load::run(a),
         Command::Workload(a) => workload::run(&a),
+        Command::Vm(a) => kpath::vm::run(a),
+        Command::Scenario(a) => kpath::scenario::run(a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

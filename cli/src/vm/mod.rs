@@ -169,7 +169,9 @@ pub fn run_guest(o: &VmOptions) -> anyhow::Result<Outcome> {
     let _cleanup = Cleanup(vec![initrd.clone(), data.clone()]);
 
     let contents = initramfs::Contents {
-        kpath: std::env::current_exe().context("locating the kpath binary")?,
+        // Not current_exe(): a rebuild may have replaced the file since this process started;
+        // /proc/PID/exe still reads (and ldd still resolves) the running binary.
+        kpath: PathBuf::from(format!("/proc/{}/exe", std::process::id())),
         busybox: which("busybox").context("busybox not found (apt-get install busybox-static)")?,
         extra: o
             .add
