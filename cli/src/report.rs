@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use crate::render::{json, table};
+use crate::render::{html, json, table};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReportArgs {
@@ -21,11 +21,13 @@ pub struct ReportArgs {
     pub histograms: bool,
 }
 
-/// Output formats of `kpath report`; more renderers (html) join as variants.
+/// Output formats of `kpath report`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ReportFormat {
     Table,
     Json,
+    /// Writes DIR/report.html (a bench directory's when DIR holds bench.json).
+    Html,
 }
 
 impl ReportArgs {
@@ -47,7 +49,27 @@ fn run_json_path(dir: &Path) -> PathBuf {
     }
 }
 
+/// `--format html`: the report goes to a file next to the data, since it inlines the graphs.
+fn write_html(dir: &Path) -> anyhow::Result<()> {
+    let bench_json = dir.join("bench.json");
+    let out = if bench_json.is_file() {
+        let bench = crate::bench::read_bench(&bench_json)?;
+        html::write_bench_report(dir, &bench)?
+    } else {
+        let path = run_json_path(dir);
+        let run = json::from_file(&path)
+            .with_context(|| format!("cannot report on {}", dir.display()))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        html::write_run_report(dir, &run)?
+    };
+    eprintln!("kpath: wrote {}", out.display());
+    Ok(())
+}
+
 pub fn run(args: ReportArgs) -> anyhow::Result<()> {
+    if args.format == ReportFormat::Html {
+        return write_html(&args.dir);
+    }
     let path = args.run_json();
     let run = json::from_file(&path)
         .with_context(|| format!("cannot report on {}", args.dir.display()))?;
@@ -61,6 +83,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
             text
         }
         ReportFormat::Json => json::to_string_pretty(&run),
+        ReportFormat::Html => unreachable!("written to a file above"),
     };
     let mut stdout = std::io::stdout().lock();
     match stdout
@@ -93,6 +116,12 @@ mod tests {
         assert!(!a.histograms);
         let a = Cli::parse_from(["kpath", "d", "--format", "json", "--top", "5"]).report;
         assert_eq!((a.format, a.top), (ReportFormat::Json, 5));
+        assert_eq!(
+            Cli::parse_from(["kpath", "d", "--format", "html"])
+                .report
+                .format,
+            ReportFormat::Html
+        );
         assert!(Cli::try_parse_from(["kpath", "d", "--format", "xml"]).is_err());
     }
 

@@ -161,6 +161,8 @@ pub enum BenchError {
     LoadOutput(#[source] serde_json::Error),
     #[error(transparent)]
     Run(#[from] run_json::JsonError),
+    #[error(transparent)]
+    Html(#[from] crate::render::html::HtmlError),
     #[error("no strategy to run")]
     Empty,
 }
@@ -457,6 +459,7 @@ pub fn bench(opts: &BenchOptions) -> Result<Bench, BenchError> {
     diffs(opts, &mut bench);
     let text = serde_json::to_string_pretty(&bench).expect("a Bench always serializes") + "\n";
     write(&opts.out_dir.join("bench.json"), text.as_bytes())?;
+    crate::render::html::write_bench_report(&opts.out_dir, &bench)?;
     Ok(bench)
 }
 
@@ -482,7 +485,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let bench = bench(&opts).context("kpath bench")?;
     print!("{}", table::render(&bench));
     eprintln!(
-        "kpath: bench written to {} (bench.json, runs/, diff/)",
+        "kpath: bench written to {} (report.html, bench.json, runs/, diff/)",
         opts.out_dir.display()
     );
     Ok(())

@@ -3,6 +3,7 @@
 //! The number formatting lives here so every renderer (and later the HTML report) prints the
 //! same figure the same way.
 
+pub mod html;
 pub mod json;
 pub mod table;
 
