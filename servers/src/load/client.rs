@@ -104,6 +104,38 @@ pub fn run(plan: &Plan) -> io::Result<Stats> {
     Ok(w.stats)
 }
 
+/// Set once epoll_pwait2 answered ENOSYS (kernels before 5.11): use epoll_wait from then on.
+static NO_PWAIT2: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Waits up to `wait` for events. epoll_pwait2 takes a nanosecond timeout, which the open loop
+/// needs for precise send times; older kernels get epoll_wait with the timeout rounded up to a
+/// millisecond (never 0, which would spin).
+fn epoll_wait_for(ep: libc::c_int, events: &mut [libc::epoll_event], wait: Duration) -> i32 {
+    if !NO_PWAIT2.load(Ordering::Relaxed) {
+        let ts = libc::timespec {
+            tv_sec: wait.as_secs() as libc::time_t,
+            tv_nsec: wait.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: valid epoll fd, buffer and timeout; no signal mask change.
+        let n = unsafe {
+            libc::epoll_pwait2(
+                ep,
+                events.as_mut_ptr(),
+                events.len() as i32,
+                &ts,
+                std::ptr::null(),
+            )
+        };
+        if n >= 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS) {
+            return n;
+        }
+        NO_PWAIT2.store(true, Ordering::Relaxed);
+    }
+    let ms = wait.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
+    // SAFETY: valid epoll fd and buffer.
+    unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, ms) }
+}
+
 struct Worker<'a> {
     plan: &'a Plan,
     ep: OwnedFd,
@@ -121,20 +153,7 @@ impl Worker<'_> {
             let wait = self
                 .next_wake(now)
                 .min(self.plan.deadline.saturating_duration_since(now));
-            let ts = libc::timespec {
-                tv_sec: wait.as_secs() as libc::time_t,
-                tv_nsec: wait.subsec_nanos() as libc::c_long,
-            };
-            // SAFETY: valid epoll fd, buffer and timeout; no signal mask change.
-            let n = unsafe {
-                libc::epoll_pwait2(
-                    self.ep.as_raw_fd(),
-                    events.as_mut_ptr(),
-                    events.len() as i32,
-                    &ts,
-                    std::ptr::null(),
-                )
-            };
+            let n = epoll_wait_for(self.ep.as_raw_fd(), &mut events, wait);
             now = Instant::now();
             for ev in &events[..n.max(0) as usize] {
                 self.on_event(ev.u64 as usize, now);
