@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod collect;
+pub mod costs;
 pub mod diff;
 pub mod doctor;
 pub mod features;

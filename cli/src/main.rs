@@ -1,6 +1,6 @@
 //! The `kpath` binary: parses and dispatches; each subcommand lives in its own module.
 use clap::{Parser, Subcommand};
-use kpath::{bench, diff, doctor, flame, record, report, workload};
+use kpath::{bench, costs, diff, doctor, flame, record, report, workload};
 
 #[derive(Parser)]
 #[command(
@@ -32,6 +32,8 @@ enum Command {
     Diff(diff::DiffArgs),
     /// Serve, record and load every strategy combination; compare them side by side.
     Bench(bench::BenchArgs),
+    /// What kernel paths cost on this machine: syscalls, context switches, mmap, sendfile, ...
+    Costs(costs::CostsArgs),
     /// Run the reference HTTP server (io and threading strategies are switches).
     Serve(servers::serve::ServeArgs),
     /// Drive an HTTP server with load (closed loop, or constant rate with --rate).
@@ -56,6 +58,7 @@ fn main() {
         Command::Flame(a) => flame::run(a),
         Command::Diff(a) => diff::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Costs(a) => costs::run(a),
         Command::Serve(a) => servers::serve::run(a),
         Command::Load(a) => servers::load::run(a),
         Command::Workload(a) => workload::run(&a),

@@ -1,0 +1,63 @@
+//! `kpath costs --json`: every microbenchmark reports a plausible figure (no root needed).
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+#[test]
+fn costs_json_rows_are_plausible() {
+    let f = common::run_with_timeout(
+        Command::new(common::KPATH).args(["costs", "--json", "--reps", "3"]),
+        Duration::from_secs(60),
+    );
+    assert!(
+        !f.timed_out && f.status.success(),
+        "kpath costs failed ({}):\n{}",
+        f.status,
+        f.stderr
+    );
+    let v: Value = serde_json::from_str(&f.stdout).expect("JSON on stdout");
+    let rows = v["costs"].as_array().expect("costs array");
+    let names: Vec<&str> = rows.iter().filter_map(|r| r["name"].as_str()).collect();
+    for want in [
+        "null syscall",
+        "context switch",
+        "open+close",
+        "stat",
+        "mmap+touch+munmap 4 KB",
+        "mmap+touch+munmap 1 MB",
+        "read+write 64 KB",
+        "sendfile 64 KB",
+        "loopback connect+accept+close",
+        "epoll_ctl add+del",
+    ] {
+        assert!(
+            names.iter().any(|n| n.starts_with(want)),
+            "no {want:?} in {names:?}"
+        );
+    }
+    for r in rows {
+        let (min, med, max) = (
+            common::f64_of(r, "min_ns"),
+            common::f64_of(r, "ns_per_op"),
+            common::f64_of(r, "max_ns"),
+        );
+        assert_eq!(common::u64_of(r, "reps"), 3, "{r}");
+        assert!(min > 0.0 && min <= med && med <= max, "{r}");
+        assert!(max < 1_000_000.0, "slower than 1 ms per operation: {r}");
+    }
+    let ns = |prefix: &str| {
+        rows.iter()
+            .find(|r| r["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+            .map(|r| common::f64_of(r, "ns_per_op"))
+            .unwrap()
+    };
+    // A getpid is the floor: every other path does more work in the kernel.
+    assert!(ns("null syscall") < ns("open+close"), "{rows:?}");
+    assert!(
+        ns("mmap+touch+munmap 4 KB") < ns("mmap+touch+munmap 1 MB"),
+        "{rows:?}"
+    );
+}
