@@ -1,94 +1,47 @@
-//! `cargo xtask demo`: build a release kpath and record the reference server under a
-//! close-per-request load into `runs/demo`.
+//! `cargo xtask demo`: build a release kpath and compare three ways of serving a file with
+//! `kpath bench` into `runs/demo`.
 //!
-//! The server (mmap per request, one epoll loop per core, keep-alive 1: the classic small-server
-//! pattern whose close path runs tcp_close and eventpoll_release_file on every request) is started
-//! by `kpath record`, so only it is traced; `kpath load` drives it from its own process.
+//! mmap (open, mmap, write, munmap, close per request), sendfile (open, sendfile, close under
+//! TCP_CORK) and an in-memory cache, each behind one epoll loop per core with keep-alive 1 (the
+//! close path runs tcp_close and eventpoll_release_file on every request). Each server runs in
+//! its own process with every probe family attached; `kpath load` drives it from another.
 
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 
 use crate::{setup, util};
 
-const ADDR: &str = "127.0.0.1:18090";
-const RECORD_SECS: &str = "8";
-const LOAD_SECS: &str = "5";
+const LOAD_SECS: &str = "4";
 
 pub fn run() -> Result<()> {
     setup::for_run()?;
     util::run(util::cargo().args(["build", "--release", "-p", "kpath"]))?;
-    let run_dir = util::repo_root().join("runs/demo");
-    record_demo(&run_dir)?;
+    let bench_dir = util::repo_root().join("runs/demo");
+    record_demo(&bench_dir)?;
     println!(
-        "\ndemo run written to {} (run.json; re-render with: target/release/kpath report {})",
-        run_dir.display(),
-        run_dir.display()
+        "\ndemo written to {dir}:\n  open {dir}/report.html in a browser (tables, flame graphs, \
+         differential graphs against mmap)\n  bench.json holds the numbers; each strategy's run \
+         is under {dir}/runs/ (re-render one with: target/release/kpath report DIR)",
+        dir = bench_dir.display()
     );
     Ok(())
 }
 
-/// The demo itself; the one place to change when it becomes `kpath bench`.
-fn record_demo(run_dir: &Path) -> Result<()> {
+/// The demo itself: one `kpath bench` over the three io strategies.
+fn record_demo(bench_dir: &Path) -> Result<()> {
     let kpath = util::target_dir().join("release/kpath");
-    let www = util::repo_root().join("runs/demo-www");
-    std::fs::create_dir_all(&www)?;
-    // A 1.4 KB page, the size the benchmarks use.
-    std::fs::write(www.join("index.html"), "<p>kpath demo</p>\n".repeat(78))?;
-
+    let _ = std::fs::remove_dir_all(bench_dir);
     println!(
-        "recording `kpath serve --io mmap --model epoll --keepalive 1` for {RECORD_SECS} s \
-         while `kpath load` drives it for {LOAD_SECS} s ..."
+        "benchmarking `kpath serve --io mmap|sendfile|cached --model epoll --keepalive 1`, \
+         {LOAD_SECS} s of load each, all probes attached ..."
     );
-    let mut record = Command::new(&kpath)
-        .current_dir(util::repo_root())
-        .args(["record", "-F", "999", "-d", RECORD_SECS, "-o"])
-        .arg(run_dir)
-        .arg("--")
-        .arg(&kpath)
-        .args([
-            "serve",
-            "--io",
-            "mmap",
-            "--model",
-            "epoll",
-            "--keepalive",
-            "1",
-            "--addr",
-            ADDR,
-        ])
-        .arg("--root")
-        .arg(&www)
-        .spawn()
-        .context("starting kpath record")?;
-    let served = wait_for_port(Duration::from_secs(20)).and_then(|()| {
-        util::run(Command::new(&kpath).args([
-            "load",
-            &format!("http://{ADDR}/index.html"),
-            "-c",
-            "32",
-            "-d",
-            LOAD_SECS,
-        ]))
-    });
-    let status = record.wait()?;
-    served.context("driving the demo server")?;
-    if !status.success() {
-        bail!("the demo recording failed: {status}");
-    }
-    Ok(())
-}
-
-fn wait_for_port(timeout: Duration) -> Result<()> {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if TcpStream::connect(ADDR).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("the demo server did not listen on {ADDR} within {timeout:?}")
+    util::run(
+        Command::new(&kpath)
+            .current_dir(util::repo_root())
+            .args(["bench", "--io", "mmap,sendfile,cached", "--model", "epoll"])
+            .args(["--keepalive", "1", "-d", LOAD_SECS, "-F", "999", "-o"])
+            .arg(bench_dir),
+    )
 }
