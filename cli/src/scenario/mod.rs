@@ -5,6 +5,7 @@
 //! the comparison) and `drive` (the load itself, started by `kpath record` on each target,
 //! so that the recording covers exactly it). Add a scenario by adding a module and a
 //! [`SCENARIOS`] entry.
+pub mod compare;
 pub mod epoll_close;
 
 use std::path::PathBuf;
@@ -13,12 +14,17 @@ use anyhow::bail;
 
 #[derive(clap::Args, Debug, Clone)]
 #[command(after_help = "Examples:
+  kpath scenario --list
+  sudo kpath scenario gulan -d 3                        mmap -> sendfile -> cache -> thread pool
   sudo kpath scenario epoll-close                       on this machine's kernel
-  sudo kpath scenario epoll-close --kernel bullseye --kernel bookworm --host
-Scenarios: epoll-close (close-per-request load over sockets in epoll: the global epmutex era)")]
+  sudo kpath scenario epoll-close --kernel bullseye --kernel bookworm --host")]
 pub struct ScenarioArgs {
-    /// Scenario name.
-    pub name: String,
+    /// Scenario name (see --list).
+    #[arg(required_unless_present = "list")]
+    pub name: Option<String>,
+    /// List the scenarios with what each shows.
+    #[arg(long)]
+    pub list: bool,
     /// Also run in a guest with this kernel (bookworm, bullseye, or a path; repeatable).
     #[arg(long = "kernel")]
     pub kernels: Vec<String>,
@@ -47,21 +53,63 @@ pub struct Scenario {
     pub drive: fn(&ScenarioArgs, &std::path::Path) -> anyhow::Result<()>,
 }
 
-pub const SCENARIOS: &[Scenario] = &[Scenario {
-    name: "epoll-close",
-    about: "close-per-request load over sockets in epoll: which kernels take the global epmutex",
-    run: epoll_close::run,
-    drive: epoll_close::drive,
-}];
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "gulan",
+        about: "mmap+write per request -> sendfile -> in-memory cache -> a thread pool that makes it worse",
+        run: |a| compare::run(&compare::GULAN, a),
+        drive: compare::no_drive,
+    },
+    Scenario {
+        name: "epoll-close",
+        about: "close-per-request load over sockets in epoll: which kernels take the global epmutex",
+        run: epoll_close::run,
+        drive: epoll_close::drive,
+    },
+    Scenario {
+        name: "batching",
+        about: "epoll loop vs io_uring batched submission: syscalls per request",
+        run: |a| compare::run(&compare::BATCHING, a),
+        drive: compare::no_drive,
+    },
+    Scenario {
+        name: "threadpool",
+        about: "event loop vs thread pool vs thread per connection: context switches per request",
+        run: |a| compare::run(&compare::THREADPOOL, a),
+        drive: compare::no_drive,
+    },
+];
+
+/// Scenarios of the design that need server or load-generator features not built yet.
+pub const NOT_YET: &[(&str, &str)] = &[
+    (
+        "cork",
+        "sendfile with TCP_CORK vs header write + sendfile vs writev: needs a header-then-sendfile \
+         io variant in the server",
+    ),
+    (
+        "sendfile-fanout",
+        "one file sent to many connections vs many files: needs a multi-URL load generator",
+    ),
+];
 
 pub fn run(args: ScenarioArgs) -> anyhow::Result<()> {
-    let Some(s) = SCENARIOS.iter().find(|s| s.name == args.name) else {
+    if args.list {
+        for s in SCENARIOS {
+            println!("{:<16} {}", s.name, s.about);
+        }
+        for (name, why) in NOT_YET {
+            println!("{name:<16} not yet available: {why}");
+        }
+        return Ok(());
+    }
+    let name = args.name.as_deref().unwrap_or_default();
+    let Some(s) = SCENARIOS.iter().find(|s| s.name == name) else {
+        if let Some((_, why)) = NOT_YET.iter().find(|(n, _)| *n == name) {
+            bail!("scenario {name} is not yet available: {why}");
+        }
         let names: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
-        bail!(
-            "unknown scenario {:?} (known: {})",
-            args.name,
-            names.join(", ")
-        );
+        bail!("unknown scenario {name:?} (known: {})", names.join(", "));
     };
     match &args.drive {
         Some(result) => (s.drive)(&args, result),

@@ -1,0 +1,300 @@
+//! Scenarios that compare server strategies on this kernel: each is a `kpath bench` of chosen
+//! strategies, printed with what it runs, what to look at, the measured findings and why the
+//! kernel behaves so.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+
+use super::ScenarioArgs;
+use crate::bench::{
+    self,
+    json::{Bench, BenchRun, Strategy},
+    BenchOptions,
+};
+
+/// A strategy comparison with its explanation.
+pub struct Comparison {
+    pub name: &'static str,
+    /// What runs, in one sentence.
+    pub runs: &'static str,
+    /// Which columns tell the story.
+    pub look_at: &'static str,
+    /// Why the kernel behaves so.
+    pub why: &'static str,
+    /// (io, model, keepalive; 0 = unlimited), baseline first.
+    pub strategies: &'static [(&'static str, &'static str, u32)],
+    /// Lines computed from the measured runs.
+    pub findings: fn(&Bench) -> Vec<String>,
+}
+
+pub const GULAN: Comparison = Comparison {
+    name: "gulan",
+    runs: "the same close-per-request load against mmap+write per request, sendfile, an \
+           in-memory cache, and the cache behind a thread pool",
+    look_at: "syscalls/req and busy/req fall from mmap to sendfile to cached; ctx switches/req \
+              rise with the thread pool",
+    why: "mmap+munmap per request changes the process's address space twice per reply: both \
+          take mmap_lock for writing (all threads serialize on it) and munmap flushes the TLB. \
+          sendfile copies page-cache pages to the socket without mapping them; a cache answers \
+          from memory with one writev. A thread pool then adds a hand-off between the acceptor \
+          and a worker per connection: a wakeup and a context switch that the event loop never \
+          pays.",
+    strategies: &[
+        ("mmap", "epoll", 1),
+        ("sendfile", "epoll", 1),
+        ("cached", "epoll", 1),
+        ("cached", "threadpool", 1),
+    ],
+    findings: gulan_findings,
+};
+
+pub const BATCHING: Comparison = Comparison {
+    name: "batching",
+    runs: "keep-alive load against the cached file served by an epoll loop and by io_uring with \
+           batched submission",
+    look_at: "syscalls/req: epoll pays a read and a writev per request plus a share of \
+              epoll_wait; io_uring submits many connections' receives and sends per \
+              io_uring_enter",
+    why: "every syscall crosses into the kernel and back (see `kpath costs`, null syscall); \
+          io_uring queues the operations in shared rings and enters the kernel once per batch, \
+          so syscalls per request fall below one when many connections are busy at once.",
+    strategies: &[("cached", "epoll", 0), ("cached", "uring", 0)],
+    findings: batching_findings,
+};
+
+pub const THREADPOOL: Comparison = Comparison {
+    name: "threadpool",
+    runs: "keep-alive load against the cached file served by an epoll loop per core, a thread \
+           pool, and a thread per connection",
+    look_at: "ctx switches/req: near zero for the event loop under load, about one or more per \
+              request for blocking threads",
+    why: "a blocking thread sleeps in read() until its client's next request and is woken for \
+          it: one voluntary switch per request, plus run-queue delay when threads outnumber \
+          cores. An event loop collects many ready connections per epoll_wait and only sleeps \
+          when none is ready.",
+    strategies: &[
+        ("cached", "epoll", 0),
+        ("cached", "threadpool", 0),
+        ("cached", "thread", 0),
+    ],
+    findings: threadpool_findings,
+};
+
+fn by<'a>(b: &'a Bench, io: &str, model: &str) -> Option<&'a BenchRun> {
+    b.runs
+        .iter()
+        .find(|r| r.strategy.io == io && r.strategy.model == model)
+}
+
+fn per_req(r: &BenchRun, syscall: &str) -> f64 {
+    r.syscall_counts_per_request
+        .get(syscall)
+        .copied()
+        .unwrap_or(0.0)
+}
+
+fn fastest(b: &Bench) -> Option<&BenchRun> {
+    b.runs
+        .iter()
+        .max_by(|x, y| x.requests_per_sec.total_cmp(&y.requests_per_sec))
+}
+
+fn summary(r: &BenchRun) -> String {
+    format!(
+        "{}: {:.0} req/s, {:.2} syscalls/req, {} busy in syscalls/req, {} ctx switches/req",
+        r.name,
+        r.requests_per_sec,
+        r.syscalls_per_request,
+        crate::render::fmt_ns(r.busy_kernel_ns_per_request.round() as u64),
+        r.ctx_switches_per_request
+            .map_or("-".to_string(), |c| format!("{c:.2}"))
+    )
+}
+
+fn gulan_findings(b: &Bench) -> Vec<String> {
+    let mut out: Vec<String> = b.runs.iter().map(summary).collect();
+    if let (Some(m), Some(c)) = (by(b, "mmap", "epoll"), by(b, "cached", "epoll")) {
+        out.push(format!(
+            "mmap costs {:.1}x the syscalls and {:.1}x the busy kernel time per request of the cache \
+             (mmap {:.2} + munmap {:.2} per request)",
+            m.syscalls_per_request / c.syscalls_per_request.max(1e-9),
+            m.busy_kernel_ns_per_request / c.busy_kernel_ns_per_request.max(1e-9),
+            per_req(m, "mmap"),
+            per_req(m, "munmap"),
+        ));
+    }
+    if let (Some(e), Some(t)) = (by(b, "cached", "epoll"), by(b, "cached", "threadpool")) {
+        let verdict = if t.requests_per_sec < e.requests_per_sec {
+            "worse"
+        } else {
+            "not worse here"
+        };
+        out.push(format!(
+            "the thread pool is {verdict}: {:.0} vs {:.0} req/s, {} vs {} ctx switches/req",
+            t.requests_per_sec,
+            e.requests_per_sec,
+            t.ctx_switches_per_request
+                .map_or("-".into(), |c| format!("{c:.2}")),
+            e.ctx_switches_per_request
+                .map_or("-".into(), |c| format!("{c:.2}")),
+        ));
+    }
+    if let Some(f) = fastest(b) {
+        out.push(format!("fastest: {}", f.name));
+    }
+    out
+}
+
+fn batching_findings(b: &Bench) -> Vec<String> {
+    let mut out: Vec<String> = b.runs.iter().map(summary).collect();
+    if let (Some(e), Some(u)) = (by(b, "cached", "epoll"), by(b, "cached", "uring")) {
+        out.push(format!(
+            "syscalls per request: epoll {:.2} (read {:.2}, writev {:.2}, epoll_wait {:.2}) vs \
+             io_uring {:.2} (io_uring_enter {:.2})",
+            e.syscalls_per_request,
+            per_req(e, "read"),
+            per_req(e, "writev"),
+            per_req(e, "epoll_wait"),
+            u.syscalls_per_request,
+            per_req(u, "io_uring_enter"),
+        ));
+        out.push(
+            "io_uring_enter both does a batch's work and waits for completions, so its time is \
+             left out of busy/req like epoll_wait's: compare io_uring by req/s and syscalls/req"
+                .to_string(),
+        );
+    }
+    out
+}
+
+fn threadpool_findings(b: &Bench) -> Vec<String> {
+    let mut out: Vec<String> = b.runs.iter().map(summary).collect();
+    if let Some(f) = fastest(b) {
+        out.push(format!("fastest: {}", f.name));
+    }
+    out
+}
+
+/// Runs a comparison on this kernel and prints its explanation, tables and findings.
+pub fn run(c: &Comparison, args: &ScenarioArgs) -> anyhow::Result<()> {
+    if !args.kernels.is_empty() {
+        bail!(
+            "scenario {} compares server strategies on this kernel; --kernel is for epoll-close",
+            c.name
+        );
+    }
+    if !crate::features::is_root() {
+        bail!("kpath scenario records with BPF and needs root: run it with sudo");
+    }
+    let secs = args.duration.max(1.0).round() as u64;
+    let out_dir = args.out_dir.clone().unwrap_or_else(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        PathBuf::from(format!("runs/scenario-{}-{now}", c.name))
+    });
+    println!("scenario {}\n", c.name);
+    println!("runs:        {}", c.runs);
+    println!("look at:     {}\n", c.look_at);
+    let opts = BenchOptions {
+        strategies: strategies(c),
+        duration: Duration::from_secs(secs),
+        out_dir: out_dir.clone(),
+        kpath: std::env::current_exe().context("locating the kpath binary")?,
+        ..BenchOptions::default()
+    };
+    let b = bench::bench(&opts).with_context(|| format!("scenario {}", c.name))?;
+    print!("{}", bench::table::render(&b));
+    println!("\nmeasured on {}:", b.kernel.release);
+    for line in (c.findings)(&b) {
+        println!("  - {line}");
+    }
+    println!("\nwhy:         {}", c.why);
+    println!(
+        "\nreport:      {} (bench.json, per-strategy runs, differential flame graphs)",
+        out_dir.join("report.html").display()
+    );
+    Ok(())
+}
+
+/// The comparison's strategies as bench takes them.
+pub fn strategies(c: &Comparison) -> Vec<Strategy> {
+    c.strategies
+        .iter()
+        .map(|&(io, model, ka)| Strategy {
+            io: io.to_string(),
+            model: model.to_string(),
+            keepalive: (ka > 0).then_some(ka),
+        })
+        .collect()
+}
+
+/// Comparisons have no separate load process: bench drives `kpath load` itself.
+pub fn no_drive(args: &ScenarioArgs, _: &std::path::Path) -> anyhow::Result<()> {
+    bail!(
+        "scenario {} has no --drive half",
+        args.name.as_deref().unwrap_or("?")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn run(io: &str, model: &str, rps: f64, spr: f64, busy: f64, cs: f64) -> BenchRun {
+        let mut counts = BTreeMap::new();
+        counts.insert("mmap".to_string(), if io == "mmap" { 1.0 } else { 0.0 });
+        counts.insert("munmap".to_string(), if io == "mmap" { 1.0 } else { 0.0 });
+        BenchRun {
+            name: format!("{io}-{model}-ka1"),
+            strategy: Strategy {
+                io: io.into(),
+                model: model.into(),
+                keepalive: Some(1),
+            },
+            requests_per_sec: rps,
+            syscalls_per_request: spr,
+            busy_kernel_ns_per_request: busy,
+            ctx_switches_per_request: Some(cs),
+            syscall_counts_per_request: counts,
+            ..BenchRun::default()
+        }
+    }
+
+    #[test]
+    fn gulan_findings_compare_mmap_with_the_cache_and_judge_the_pool() {
+        let b = Bench {
+            runs: vec![
+                run("mmap", "epoll", 20_000.0, 10.0, 40_000.0, 0.1),
+                run("cached", "epoll", 28_000.0, 5.0, 16_000.0, 0.3),
+                run("cached", "threadpool", 18_000.0, 6.0, 20_000.0, 1.5),
+            ],
+            ..Bench::default()
+        };
+        let f = gulan_findings(&b);
+        assert!(
+            f.iter()
+                .any(|l| l.contains("2.0x the syscalls") && l.contains("2.5x the busy")),
+            "{f:#?}"
+        );
+        assert!(
+            f.iter().any(|l| l.starts_with("the thread pool is worse")),
+            "{f:#?}"
+        );
+        assert_eq!(f.last().unwrap(), "fastest: cached-epoll-ka1");
+    }
+
+    #[test]
+    fn comparisons_name_valid_strategies() {
+        for c in [GULAN, BATCHING, THREADPOOL] {
+            for s in strategies(&c) {
+                assert!(["read", "mmap", "sendfile", "cached"].contains(&s.io.as_str()));
+                assert!(
+                    ["epoll", "threadpool", "thread", "tokio", "uring"].contains(&s.model.as_str())
+                );
+            }
+        }
+    }
+}
