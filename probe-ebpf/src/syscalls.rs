@@ -72,12 +72,13 @@ fn enter(nr: i64) -> u32 {
     if nr < 0 || nr >= MAX_SYSCALLS as i64 {
         return 0;
     }
-    let now = unsafe { bpf_ktime_get_ns() };
-    // A slot exists only for threads found traced before: one lookup on the hot path.
+    // A slot exists only for threads found traced before: one lookup on the hot path. The
+    // clock is read only once the thread is known to be traced: every other task on the machine
+    // passes through here too.
     if let Some(slot) = SYSCALLS_START.get_ptr_mut(tid) {
         unsafe {
             *slot = SyscallStart {
-                ts_ns: now,
+                ts_ns: bpf_ktime_get_ns(),
                 nr: nr as u64,
             }
         };
@@ -87,7 +88,7 @@ fn enter(nr: i64) -> u32 {
         return 0;
     }
     let start = SyscallStart {
-        ts_ns: now,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
         nr: nr as u64,
     };
     if SYSCALLS_START.insert(tid, start, 0).is_err() {

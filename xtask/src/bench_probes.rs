@@ -163,7 +163,7 @@ fn bystander(kpath: &Path, getpid: &Path, calls: &str, dir: &Path) -> Result<f64
 }
 
 /// kpath opens its bpf-stats fd right after attaching: that is the signal it is recording.
-fn wait_attached(rec: &mut Child) -> Result<()> {
+pub(crate) fn wait_attached(rec: &mut Child) -> Result<()> {
     let start = Instant::now();
     let fd_dir = format!("/proc/{}/fd", rec.id());
     while start.elapsed() < Duration::from_secs(20) {
@@ -198,7 +198,7 @@ fn bpf_ns(run_json: &Path) -> Result<f64> {
     text[at..end].parse().context("parsing ns_per_event")
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     match v.len() {

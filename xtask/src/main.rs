@@ -1,6 +1,7 @@
 //! `cargo xtask`: set up, build, test, lint and demo kpath. This file only parses and dispatches;
 //! each subcommand lives in its own module.
 
+mod bench_overhead;
 mod bench_probes;
 mod bench_servers;
 mod build;
@@ -40,6 +41,8 @@ enum Cmd {
     BenchServers(bench_servers::Args),
     /// Set up, then measure the cost of kpath's syscall probes per traced syscall (getpid loop).
     BenchProbes(bench_probes::Args),
+    /// Set up, then measure the reference server's requests/s untraced and with kpath attached.
+    BenchOverhead(bench_overhead::Args),
 }
 
 fn main() {
@@ -53,6 +56,7 @@ fn main() {
         // Setup first: the comparison needs nginx and wrk.
         Cmd::BenchServers(args) => setup::for_run().and_then(|()| bench_servers::run(args)),
         Cmd::BenchProbes(args) => setup::for_run().and_then(|()| bench_probes::run(args)),
+        Cmd::BenchOverhead(args) => setup::for_run().and_then(|()| bench_overhead::run(args)),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
