@@ -38,8 +38,11 @@ pub struct Reply {
     pub sent: u64,
     /// Close the connection once this reply is out.
     pub close: bool,
-    /// TCP_CORK is set on the socket for this reply (sendfile bodies).
+    /// TCP_CORK is set on the socket for this reply (sendfile bodies, and closing replies).
     pub corked: bool,
+    /// A closing reply with nothing received after its request: it is written corked and the
+    /// close that follows sends it with the FIN in the same segment (see [`crate::send`]).
+    pub fin_with_data: bool,
 }
 
 impl Reply {
@@ -50,6 +53,7 @@ impl Reply {
             sent: 0,
             close: conn == Conn::Close,
             corked: false,
+            fin_with_data: false,
         }
     }
 

@@ -44,7 +44,12 @@ impl Session {
                         (true, Version::Http10) => Conn::KeepAlive10,
                     };
                     self.closing = conn == Conn::Close;
-                    out.push_back(srv.files.reply(&req, conn));
+                    let mut reply = srv.files.reply(&req, conn);
+                    // Nothing pipelined behind a closing request: its reply can leave with the
+                    // FIN. (Bytes behind it would make close reset the connection, and corked
+                    // data would be lost with them, so such a reply goes out uncorked.)
+                    reply.fin_with_data = self.closing && used == buf.len();
+                    out.push_back(reply);
                 }
                 Err(e) => {
                     out.push_back(response::error(e.status(), Conn::Close));

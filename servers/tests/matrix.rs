@@ -50,6 +50,18 @@ fn check_combination(io: Io, model: Model) {
     let r = c10.response(false).unwrap();
     assert_eq!((r.status, r.header("connection")), (200, Some("close")));
     assert!(c10.closed_by_server());
+
+    // A lone request asking to close: its reply leaves corked with the FIN (every size, so
+    // large replies that fill the socket buffer resume under the cork), whole, then EOF.
+    for (name, size) in SIZES {
+        let mut c = Client::connect(addr);
+        c.send(format!("GET /{name} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+            .unwrap();
+        let r = c.response(false).unwrap();
+        assert_eq!((r.status, r.header("connection")), (200, Some("close")));
+        assert!(r.body == content(name, size), "{name}: body differs");
+        assert!(c.closed_by_server(), "{name}: not closed");
+    }
     server.shutdown();
 
     // keepalive 1: every reply closes its connection.
