@@ -1,8 +1,9 @@
 //! One load-generating thread: an edge-triggered epoll loop over its share of the connections.
 //!
-//! A connection is registered once and the next request is written as soon as the previous
-//! response completes, so steady state costs a read, a write and a share of one epoll_wait per
-//! request (wrk re-arms EPOLLOUT around every write, two extra epoll_ctl calls).
+//! A connection is registered once, for input only, and the next request is written as soon as
+//! the previous response completes, so steady state costs a read, a write and a share of one
+//! epoll_wait per request (wrk re-arms EPOLLOUT around every write, two extra epoll_ctl calls).
+//! EPOLLOUT joins the registration only while a write is waiting for room.
 
 use std::io;
 use std::net::TcpStream;
@@ -62,6 +63,8 @@ struct Conn {
     origin: Instant,
     /// Whether this socket has ever received a byte (an error before that is a connect error).
     answered: bool,
+    /// EPOLLOUT is in the registration: a write is waiting for room (or for the connect).
+    out_armed: bool,
 }
 
 pub fn run(plan: &Plan) -> io::Result<Stats> {
@@ -98,6 +101,7 @@ pub fn run(plan: &Plan) -> io::Result<Stats> {
             server_closes: false,
             origin,
             answered: false,
+            out_armed: false,
         });
     }
     w.run();
@@ -240,18 +244,43 @@ impl Worker<'_> {
                 return Err(e);
             }
         }
-        let mut ev = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
-            u64: i as u64,
-        };
-        // SAFETY: valid epoll fd, socket fd and event.
-        if unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        // Input only: a socket is nearly always writable, so with EPOLLOUT in the set every
+        // readiness edge would be reported, including the stale one left by data a read has
+        // already taken (then a read finds nothing). Without it the kernel drops those at
+        // epoll_wait. EPOLLOUT is armed only while a write waits (see `write`).
+        self.ctl(libc::EPOLL_CTL_ADD, fd, i, false)?;
         let c = &mut self.conns[i];
         c.stream = Some(stream);
         c.answered = false;
+        c.out_armed = false;
         Ok(())
+    }
+
+    fn ctl(&self, op: i32, fd: i32, i: usize, out: bool) -> io::Result<()> {
+        let mut events = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET;
+        if out {
+            events |= libc::EPOLLOUT;
+        }
+        let mut ev = libc::epoll_event {
+            events: events as u32,
+            u64: i as u64,
+        };
+        // SAFETY: valid epoll fd, socket fd and event.
+        if unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), op, fd, &mut ev) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Adds or drops EPOLLOUT; a failure drops the connection (the request is retried).
+    fn arm_out(&mut self, i: usize, fd: i32, on: bool) {
+        if self.conns[i].out_armed == on {
+            return;
+        }
+        if self.ctl(libc::EPOLL_CTL_MOD, fd, i, on).is_err() {
+            return self.fail(i, true);
+        }
+        self.conns[i].out_armed = on;
     }
 
     fn on_event(&mut self, i: usize, now: Instant) {
@@ -277,22 +306,22 @@ impl Worker<'_> {
         let n = unsafe { libc::write(fd, req.as_ptr().cast(), req.len()) };
         if n < 0 {
             let e = io::Error::last_os_error();
-            // Not connected yet (EAGAIN/ENOTCONN): EPOLLOUT will call again.
-            if !matches!(
-                e.raw_os_error(),
-                Some(libc::EAGAIN | libc::ENOTCONN | libc::EINTR)
-            ) {
-                self.fail(i, true);
+            // Not connected yet (EAGAIN/ENOTCONN) or no room: wait for EPOLLOUT.
+            match e.raw_os_error() {
+                Some(libc::EAGAIN | libc::ENOTCONN | libc::EINTR) => self.arm_out(i, fd, true),
+                _ => self.fail(i, true),
             }
             return;
         }
         c.written += n as usize;
-        if c.written == self.plan.request.len() {
-            c.state = State::Reading;
-            c.received = 0;
-            c.expect = None;
-            c.buf.clear();
+        if c.written < self.plan.request.len() {
+            return self.arm_out(i, fd, true);
         }
+        c.state = State::Reading;
+        c.received = 0;
+        c.expect = None;
+        c.buf.clear();
+        self.arm_out(i, fd, false);
     }
 
     fn read(&mut self, i: usize, now: Instant) {
