@@ -38,10 +38,11 @@ pub struct Reply {
     pub sent: u64,
     /// Close the connection once this reply is out.
     pub close: bool,
-    /// TCP_CORK is set on the socket for this reply (sendfile bodies, and closing replies).
+    /// TCP_CORK is set on the socket for this reply (sendfile bodies).
     pub corked: bool,
-    /// A closing reply with nothing received after its request: it is written corked and the
-    /// close that follows sends it with the FIN in the same segment (see [`crate::send`]).
+    /// A closing reply with nothing received after its request: its tail is held back in the
+    /// socket and the close that follows sends it with the FIN in one segment (see
+    /// [`crate::send::write_reply`]).
     pub fin_with_data: bool,
 }
 
