@@ -26,7 +26,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("make", "builds small C helpers"),
     ("qemu-system-x86", "boots stock kernels with kprobes"),
     ("busybox-static", "userland for those qemu guests"),
-    ("xz-utils", "cuts the vmlinux out of a Debian vmlinuz for qemu's fast qboot path"),
+    (
+        "xz-utils",
+        "cuts the vmlinux out of a Debian vmlinuz for qemu's fast qboot path",
+    ),
     ("chromium", "headless checks of the HTML report"),
 ];
 
