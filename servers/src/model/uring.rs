@@ -45,6 +45,8 @@ struct Slot {
     conn: Connection,
     /// The iovecs of the send in flight; boxed with the slot so the kernel's pointer stays valid.
     iov: [libc::iovec; 2],
+    /// The message header of a MSG_MORE send in flight (see `send_next`), likewise boxed.
+    msg: libc::msghdr,
     closing: bool,
 }
 
@@ -186,6 +188,8 @@ impl<'a> Loop<'a> {
                 iov_base: std::ptr::null_mut(),
                 iov_len: 0,
             }; 2],
+            // SAFETY: all-zero is a valid msghdr (no address, no iovecs, no control data).
+            msg: unsafe { std::mem::zeroed() },
             closing: false,
         });
         let idx = match self.free.pop() {
@@ -271,7 +275,18 @@ impl<'a> Loop<'a> {
                 };
             }
             let count = if second.is_empty() { 1 } else { 2 };
-            let sqe = opcode::Writev::new(types::Fd(slot.fd), slot.iov.as_ptr(), count).build();
+            let fd = types::Fd(slot.fd);
+            let sqe = if reply.fin_with_data {
+                // As write_reply does: MSG_MORE holds the tail back so the close that follows
+                // sends it with the FIN in one segment.
+                slot.msg.msg_iov = slot.iov.as_mut_ptr();
+                slot.msg.msg_iovlen = count as _;
+                opcode::SendMsg::new(fd, &slot.msg)
+                    .flags(libc::MSG_MORE as u32)
+                    .build()
+            } else {
+                opcode::Writev::new(fd, slot.iov.as_ptr(), count).build()
+            };
             return self.push(sqe.user_data((idx as u64) << 2 | SEND));
         }
         if slot.conn.session.is_closing() {
