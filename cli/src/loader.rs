@@ -376,7 +376,7 @@ pub fn load(opts: &LoadOptions, features: &Features) -> Result<Probes, LoadError
             }
         }
         if family == Family::Kpaths {
-            attach_kpaths(&mut p, &plan, features)?;
+            attach_kpaths(&mut p, &plan)?;
             continue;
         }
         let mut reasons: Vec<String> = plan
@@ -425,7 +425,7 @@ pub fn load(opts: &LoadOptions, features: &Features) -> Result<Probes, LoadError
 }
 
 /// Attaches kpaths function by function: each tries fentry, then kprobe, then sampling.
-fn attach_kpaths(p: &mut Probes, plan: &Plan, features: &Features) -> Result<(), LoadError> {
+fn attach_kpaths(p: &mut Probes, plan: &Plan) -> Result<(), LoadError> {
     let btf = if plan.usable.contains(&Method::Fentry) {
         match Btf::from_sys_fs() {
             Ok(b) => Some(b),
@@ -494,7 +494,6 @@ fn attach_kpaths(p: &mut Probes, plan: &Plan, features: &Features) -> Result<(),
             }
         }
     }
-    let _ = features;
     // The family's method is the best one any function got (all agree in practice).
     if let Some(m) = p.kpath_methods.iter().map(|&(_, m)| m).min() {
         p.methods.insert(Family::Kpaths.name(), m);

@@ -220,7 +220,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     let overhead = overhead(&probes, duration, stats_fd.is_ok());
     drop(stats_fd);
 
-    let mut run = collect_run(&probes, &feats, duration)?;
+    let mut run = collect_run(&probes, duration)?;
     let profiles = maps.as_mut().and_then(|m| {
         stacks::collect(&probes, m, opts.offcpu_min_ns)
             .map_err(|e| run.warnings.push(format!("flame graphs: {e:#}")))
@@ -374,7 +374,7 @@ fn overhead(probes: &Probes, duration: Duration, stats: bool) -> Overhead {
 }
 
 /// Reads every attached family's maps into a [`Run`].
-pub fn collect_run(probes: &Probes, feats: &Features, duration: Duration) -> anyhow::Result<Run> {
+pub fn collect_run(probes: &Probes, duration: Duration) -> anyhow::Result<Run> {
     let ebpf = &probes.ebpf;
     let mut run = Run {
         format_version: RUN_FORMAT_VERSION,
@@ -383,7 +383,6 @@ pub fn collect_run(probes: &Probes, feats: &Features, duration: Duration) -> any
         duration_ns: duration.as_nanos() as u64,
         ..Default::default()
     };
-    let _ = feats;
     for (fam, m) in &probes.methods {
         run.methods.insert(fam.to_string(), m.name().to_string());
     }
