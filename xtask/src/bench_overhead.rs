@@ -3,14 +3,13 @@
 //! (every probe family, default sampling), in interleaved rounds; the goal is to keep at least
 //! 0.95 of the untraced requests/s.
 
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
 use crate::bench_probes::{median, wait_attached};
+use crate::bench_servers::{wait_listening, wrk_rps};
 use crate::util;
 
 #[derive(Debug, clap::Args)]
@@ -78,12 +77,12 @@ pub fn run(args: &Args) -> Result<()> {
 }
 
 fn measure(args: &Args, kpath: &Path, work: &Path, pid: u32) -> Result<(Vec<f64>, Vec<f64>)> {
-    wait_listening()?;
+    wait_listening(PORT)?;
     let url = format!("http://127.0.0.1:{PORT}/index.html");
     let (mut untraced, mut traced) = (Vec::new(), Vec::new());
     for round in 1..=args.rounds {
         eprintln!("round {round}/{}", args.rounds);
-        untraced.push(wrk(args, &url)?);
+        untraced.push(wrk_rps(1, args.connections, args.duration, &url, false)?);
         let mut rec = Command::new(kpath)
             .args(["record", "-d", "600", "--probes", &args.probes])
             .args(["-p", &pid.to_string(), "-o"])
@@ -92,7 +91,8 @@ fn measure(args: &Args, kpath: &Path, work: &Path, pid: u32) -> Result<(Vec<f64>
             .stderr(Stdio::null())
             .spawn()
             .context("starting kpath record")?;
-        let r = wait_attached(&mut rec).and_then(|()| wrk(args, &url));
+        let r = wait_attached(&mut rec)
+            .and_then(|()| wrk_rps(1, args.connections, args.duration, &url, false));
         stop(&mut rec);
         traced.push(r?);
     }
@@ -104,29 +104,4 @@ fn stop(rec: &mut Child) {
         .args(["-INT", &rec.id().to_string()])
         .status();
     let _ = rec.wait();
-}
-
-fn wrk(args: &Args, url: &str) -> Result<f64> {
-    let out = Command::new("wrk")
-        .args(["-t1", &format!("-c{}", args.connections)])
-        .arg(format!("-d{}s", args.duration))
-        .arg(url)
-        .output()
-        .context("running wrk")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| l.strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok())
-        .with_context(|| format!("no Requests/sec in wrk output: {text}"))
-}
-
-fn wait_listening() -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", PORT)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    bail!("kpath serve is not listening on 127.0.0.1:{PORT}")
 }

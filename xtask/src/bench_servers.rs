@@ -200,11 +200,22 @@ fn print_table(what: &str, keep: &[Row], close: &[Row]) {
 }
 
 fn wrk(args: &Args, url: &str, close: bool) -> anyhow::Result<f64> {
+    wrk_rps(args.threads, args.connections, args.duration, url, close)
+}
+
+/// wrk's Requests/sec for one run (`close`: a new connection per request).
+pub(crate) fn wrk_rps(
+    threads: usize,
+    connections: usize,
+    secs: u64,
+    url: &str,
+    close: bool,
+) -> anyhow::Result<f64> {
     let mut cmd = Command::new("wrk");
     cmd.args([
-        format!("-t{}", args.threads),
-        format!("-c{}", args.connections),
-        format!("-d{}s", args.duration),
+        format!("-t{threads}"),
+        format!("-c{connections}"),
+        format!("-d{secs}s"),
     ]);
     if close {
         cmd.args(["-H", "Connection: close"]);
@@ -313,7 +324,7 @@ impl Server {
     }
 }
 
-fn wait_listening(port: u16) -> anyhow::Result<()> {
+pub(crate) fn wait_listening(port: u16) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
