@@ -38,7 +38,7 @@ pub struct Reply {
     pub sent: u64,
     /// Close the connection once this reply is out.
     pub close: bool,
-    /// TCP_CORK is set on the socket for this reply (sendfile bodies).
+    /// TCP_CORK is set on the socket for this reply (`--io sendfile` bodies).
     pub corked: bool,
     /// A closing reply with nothing received after its request: its tail is held back in the
     /// socket and the close that follows sends it with the FIN in one segment (see

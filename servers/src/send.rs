@@ -14,11 +14,12 @@ use crate::response::Reply;
 /// A reply marked `fin_with_data` is written with MSG_MORE (sendfile bodies: left under their
 /// TCP_CORK), so its tail waits in the socket and the close that follows appends the FIN to it
 /// (tcp_send_fin): reply and FIN reach the client as one segment instead of two, one receive
-/// and one wakeup fewer on each side, at no extra syscall.
+/// and one wakeup fewer on each side, at no extra syscall. Uncorked sendfile bodies
+/// (`--io sendfile-nocork`) ignore the mark: nothing of theirs is held back, the FIN included.
 pub fn write_reply(fd: RawFd, reply: &mut Reply) -> io::Result<()> {
-    if let Body::File { file, .. } = &reply.body {
-        let file_fd = file.as_raw_fd();
-        return write_with_sendfile(fd, file_fd, reply);
+    if let Body::File { file, cork, .. } = &reply.body {
+        let (file_fd, cork) = (file.as_raw_fd(), *cork);
+        return write_with_sendfile(fd, file_fd, cork, reply);
     }
     while !reply.is_done() {
         let head_len = reply.head.len() as u64;
@@ -35,9 +36,11 @@ pub fn write_reply(fd: RawFd, reply: &mut Reply) -> io::Result<()> {
     Ok(())
 }
 
-/// Head with write(2) and body with sendfile(2), corked so they leave as full segments.
-fn write_with_sendfile(fd: RawFd, file_fd: RawFd, reply: &mut Reply) -> io::Result<()> {
-    if !reply.corked {
+/// Head with write(2) and body with sendfile(2). With `cork` both go out under TCP_CORK, so they
+/// leave as full segments (one, for a small file); without it each call transmits what it
+/// wrote at once (the listener set TCP_NODELAY), so the head is a segment of its own.
+fn write_with_sendfile(fd: RawFd, file_fd: RawFd, cork: bool, reply: &mut Reply) -> io::Result<()> {
+    if cork && !reply.corked {
         set_cork(fd, true)?;
         reply.corked = true;
     }
@@ -59,7 +62,7 @@ fn write_with_sendfile(fd: RawFd, file_fd: RawFd, reply: &mut Reply) -> io::Resu
         };
         reply.sent += n as u64;
     }
-    if !reply.fin_with_data {
+    if reply.corked && !reply.fin_with_data {
         set_cork(fd, false)?;
         reply.corked = false;
     }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{content, start, Client, Tree, SIZES};
+use common::{content, data_segs_in, start, Client, Tree, SIZES};
 use servers::{Io, Model};
 
 fn check_combination(io: Io, model: Model) {
@@ -51,8 +51,8 @@ fn check_combination(io: Io, model: Model) {
     assert_eq!((r.status, r.header("connection")), (200, Some("close")));
     assert!(c10.closed_by_server());
 
-    // A lone request asking to close: its reply leaves corked with the FIN (every size, so
-    // large replies that fill the socket buffer resume under the cork), whole, then EOF.
+    // A lone request asking to close: its reply leaves with the FIN (corked for sendfile, every
+    // size, so large replies that fill the socket buffer resume under the cork), whole, then EOF.
     for (name, size) in SIZES {
         let mut c = Client::connect(addr);
         c.send(format!("GET /{name} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
@@ -105,9 +105,52 @@ combos! {
     sendfile_thread: Sendfile Thread,
     sendfile_tokio: Sendfile Tokio,
     sendfile_uring: Sendfile Uring,
+    sendfile_nocork_epoll: SendfileNocork Epoll,
+    sendfile_nocork_threadpool: SendfileNocork Threadpool,
+    sendfile_nocork_thread: SendfileNocork Thread,
+    sendfile_nocork_tokio: SendfileNocork Tokio,
+    sendfile_nocork_uring: SendfileNocork Uring,
     cached_epoll: Cached Epoll,
     cached_threadpool: Cached Threadpool,
     cached_thread: Cached Thread,
     cached_tokio: Cached Tokio,
     cached_uring: Cached Uring,
+}
+
+/// Segments carrying reply data that the client received for `n` keep-alive GETs of the 1400 B
+/// file (its socket's TCP_INFO `tcpi_data_segs_in`).
+fn reply_segments(io: Io, model: Model, n: u32) -> u32 {
+    let tree = Tree::new();
+    let server = start(&tree.root, io, model, None);
+    let mut c = Client::connect(server.local_addr());
+    // The first reply also waits out the handshake's quick-ACK mode; count from the second.
+    assert_eq!(c.get("/small.html").unwrap().status, 200);
+    let before = data_segs_in(&c);
+    for _ in 0..n {
+        let r = c.get("/small.html").unwrap();
+        assert!(r.body == content("small.html", 1400));
+    }
+    data_segs_in(&c) - before
+}
+
+/// The cork comparison's premise, on every model: sendfile under TCP_CORK and the cache's one
+/// writev send head and body as one segment; sendfile-nocork sends the head as its own.
+#[test]
+fn sendfile_nocork_sends_the_head_as_a_segment_of_its_own() {
+    for model in [
+        Model::Epoll,
+        Model::Threadpool,
+        Model::Thread,
+        Model::Tokio,
+        Model::Uring,
+    ] {
+        let n = 20;
+        for (io, per_reply) in [(Io::Sendfile, 1), (Io::Cached, 1), (Io::SendfileNocork, 2)] {
+            assert_eq!(
+                reply_segments(io, model, n),
+                per_reply * n,
+                "{io} {model:?}: data segments for {n} replies"
+            );
+        }
+    }
 }

@@ -37,6 +37,9 @@ pub enum Body {
     File {
         file: File,
         len: u64,
+        /// Head and body go out under TCP_CORK (`--io sendfile`), or each as written
+        /// (`--io sendfile-nocork`).
+        cork: bool,
     },
 }
 

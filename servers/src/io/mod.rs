@@ -28,6 +28,9 @@ pub enum Io {
     Mmap,
     /// open, sendfile, close, with header and body coalesced under TCP_CORK.
     Sendfile,
+    /// open, write the header, sendfile the body, close: no TCP_CORK, no MSG_MORE, so with the
+    /// server's TCP_NODELAY the header leaves as a segment of its own (the cork comparison).
+    SendfileNocork,
     /// Files loaded into memory once and replied with one write.
     #[default]
     Cached,
@@ -39,6 +42,7 @@ impl std::fmt::Display for Io {
             Io::Read => "read",
             Io::Mmap => "mmap",
             Io::Sendfile => "sendfile",
+            Io::SendfileNocork => "sendfile-nocork",
             Io::Cached => "cached",
         })
     }
@@ -119,7 +123,16 @@ impl FileStore {
                 Body::Bytes(buf.into())
             }
             Io::Mmap => Body::Mapped(Mapping::new(file, len)?),
-            Io::Sendfile => Body::File { file, len },
+            Io::Sendfile => Body::File {
+                file,
+                len,
+                cork: true,
+            },
+            Io::SendfileNocork => Body::File {
+                file,
+                len,
+                cork: false,
+            },
         })
     }
 }

@@ -3,8 +3,9 @@
 //! Every accept, receive, send and close is a submission; all the submissions a loop iteration
 //! produces go to the kernel in one `io_uring_enter`, which also waits for the next completions.
 //! That batching is the mainline form of syscall batching this model exists to measure.
-//! Linux has no sendfile opcode, so `--io sendfile` bodies go out with sendfile(2) from the loop
-//! on the non-blocking socket, parking on a POLLOUT submission when the socket is full.
+//! Linux has no sendfile opcode, so `--io sendfile` and `sendfile-nocork` bodies go out through
+//! `write_reply` (the head with writev, TCP_CORK as that io does it, the body with sendfile(2))
+//! from the loop on the non-blocking socket, parking on a POLLOUT submission when it is full.
 
 use std::io;
 use std::net::TcpListener;
