@@ -119,7 +119,7 @@ combos! {
 
 /// Segments carrying reply data that the client received for `n` keep-alive GETs of the 1400 B
 /// file (its socket's TCP_INFO `tcpi_data_segs_in`).
-fn reply_segments(io: Io, model: Model, n: u32) -> u32 {
+fn reply_segments(io: Io, model: Model, n: u64) -> u64 {
     let tree = Tree::new();
     let server = start(&tree.root, io, model, None);
     let mut c = Client::connect(server.local_addr());

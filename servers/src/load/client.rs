@@ -15,21 +15,25 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use super::response::parse_head;
-use super::{Errors, Target};
+use super::{tcp_segments, Errors, Target, TcpSegments};
 
 /// Longest the loop sleeps without checking the deadline and the per-request timeouts.
 const TICK: Duration = Duration::from_millis(50);
 const BUF: usize = 64 * 1024;
 
 pub struct Plan {
+    /// Where to connect (every request names the same host and port).
     pub target: Arc<Target>,
-    pub request: Arc<[u8]>,
+    /// One request per URL; a connection sends them in turn.
+    pub requests: Arc<[Box<[u8]>]>,
     pub close: bool,
     pub timeout: Duration,
     pub deadline: Instant,
     /// Open loop: when each connection sends its first request, and the gap between its requests.
     pub schedule: Option<(Vec<Instant>, Duration)>,
-    pub conns: usize,
+    /// This thread's connections, numbered across all threads: connection `id` starts at
+    /// request `id % requests.len()`, so the URLs are spread over connections from the start.
+    pub ids: Vec<usize>,
     /// Completed requests so far, for the progress bar.
     pub progress: Arc<AtomicU64>,
 }
@@ -39,6 +43,7 @@ pub struct Stats {
     pub bytes: u64,
     pub errors: Errors,
     pub latency_ns: Histogram<u64>,
+    pub tcp: TcpSegments,
 }
 
 #[derive(PartialEq, Eq, Clone, Copy)]
@@ -52,6 +57,9 @@ enum State {
 struct Conn {
     stream: Option<TcpStream>,
     state: State,
+    /// The request in flight (an index into `Plan::requests`), and the one after it.
+    req: usize,
+    next_req: usize,
     written: usize,
     buf: Vec<u8>,
     /// Bytes of the current response so far, and its full length once the head is parsed.
@@ -78,21 +86,24 @@ pub fn run(plan: &Plan) -> io::Result<Stats> {
     let mut w = Worker {
         plan,
         ep,
-        conns: Vec::with_capacity(plan.conns),
+        conns: Vec::with_capacity(plan.ids.len()),
         stats: Stats {
             requests: 0,
             bytes: 0,
             errors: Errors::default(),
             latency_ns: Histogram::new_with_bounds(1, 60_000_000_000, 3)
                 .map_err(io::Error::other)?,
+            tcp: TcpSegments::default(),
         },
     };
     let now = Instant::now();
-    for i in 0..plan.conns {
+    for (i, &id) in plan.ids.iter().enumerate() {
         let origin = plan.schedule.as_ref().map_or(now, |(first, _)| first[i]);
         w.conns.push(Conn {
             stream: None,
             state: State::Waiting,
+            req: 0,
+            next_req: id % plan.requests.len(),
             written: 0,
             buf: Vec::with_capacity(BUF),
             received: 0,
@@ -105,7 +116,19 @@ pub fn run(plan: &Plan) -> io::Result<Stats> {
         });
     }
     w.run();
+    for c in &mut w.conns {
+        close(c, &mut w.stats.tcp);
+    }
     Ok(w.stats)
+}
+
+/// Closes the connection's socket, first adding its segment counts to `tcp`.
+fn close(c: &mut Conn, tcp: &mut TcpSegments) {
+    if let Some(stream) = c.stream.take() {
+        if let Ok(seen) = tcp_segments(stream.as_raw_fd()) {
+            *tcp += seen;
+        }
+    }
 }
 
 /// Set once epoll_pwait2 answered ENOSYS (kernels before 5.11): use epoll_wait from then on.
@@ -210,6 +233,8 @@ impl Worker<'_> {
         }
         let c = &mut self.conns[i];
         c.state = State::Writing;
+        c.req = c.next_req;
+        c.next_req = (c.req + 1) % self.plan.requests.len();
         c.written = 0;
         self.write(i);
     }
@@ -301,7 +326,8 @@ impl Worker<'_> {
         let Some(fd) = c.stream.as_ref().map(AsRawFd::as_raw_fd) else {
             return;
         };
-        let req = &self.plan.request[c.written..];
+        let request = &self.plan.requests[c.req];
+        let req = &request[c.written..];
         // SAFETY: writing from a live slice.
         let n = unsafe { libc::write(fd, req.as_ptr().cast(), req.len()) };
         if n < 0 {
@@ -314,7 +340,7 @@ impl Worker<'_> {
             return;
         }
         c.written += n as usize;
-        if c.written < self.plan.request.len() {
+        if c.written < request.len() {
             return self.arm_out(i, fd, true);
         }
         c.state = State::Reading;
@@ -385,7 +411,7 @@ impl Worker<'_> {
             self.stats.errors.status += 1;
         }
         if plan.close || c.server_closes {
-            c.stream = None;
+            close(c, &mut self.stats.tcp);
         }
         c.state = State::Waiting;
         if let Some((_, gap)) = &plan.schedule {
@@ -404,7 +430,7 @@ impl Worker<'_> {
         } else {
             self.stats.errors.connect += 1;
         }
-        c.stream = None;
+        close(c, &mut self.stats.tcp);
         c.state = State::Waiting;
         if let Some((_, gap)) = &self.plan.schedule {
             // The failed request counts as sent; the schedule moves on.
@@ -419,7 +445,7 @@ impl Worker<'_> {
             let c = &mut self.conns[i];
             if c.state != State::Waiting && now.duration_since(c.origin) > self.plan.timeout {
                 self.stats.errors.timeout += 1;
-                c.stream = None;
+                close(c, &mut self.stats.tcp);
                 c.state = State::Waiting;
                 if let Some((_, gap)) = &self.plan.schedule {
                     c.origin += *gap;

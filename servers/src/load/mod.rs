@@ -4,15 +4,22 @@
 //! is in. Open loop (`--rate`, wrk2): requests are due on a fixed schedule and latency counts
 //! from when a request was due, so a stalled server is charged for the requests it delayed
 //! (no coordinated omission).
+//!
+//! Several URLs of one server (`kpath load URL URL...`, `--paths-from FILE`) are requested in
+//! turn by every connection, each starting at its own offset, so a run touches all of them
+//! evenly and the same way every time.
 
 mod client;
 mod response;
+mod segments;
 mod target;
 
 pub use response::{parse_head, Head, HeadError};
+pub use segments::{tcp_segments, TcpSegments};
 pub use target::{Target, TargetError};
 
 use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,9 +28,21 @@ use anyhow::Context;
 use serde::Serialize;
 
 #[derive(Debug, clap::Args, Clone)]
+#[command(after_help = "Examples:
+  kpath load http://127.0.0.1:8080/index.html -c 64 -d 10
+  kpath load http://127.0.0.1:8080/a.html http://127.0.0.1:8080/b.html    connections alternate a and b
+  kpath load http://127.0.0.1:8080 --paths-from paths.txt -d 5            paths.txt: /f/0.html, /f/1.html, ...
+  kpath load http://127.0.0.1:8080/ --close --rate 5000 --json")]
 pub struct LoadArgs {
-    /// Target URL; its host must be a loopback address.
-    pub url: String,
+    /// Target URLs, all on one loopback host and port. Every connection requests them in turn
+    /// (round-robin), connection N starting at URL N (modulo their count).
+    #[arg(required = true, value_name = "URL")]
+    pub urls: Vec<String>,
+    /// Request the paths listed in FILE, one per line starting with / (blank lines and lines
+    /// starting with # are skipped), on the host and port of the single URL, which then names
+    /// only the server (http://HOST:PORT).
+    #[arg(long, value_name = "FILE")]
+    pub paths_from: Option<PathBuf>,
     /// Concurrent connections.
     #[arg(short = 'c', long = "connections", default_value_t = 64)]
     pub connections: usize,
@@ -50,7 +69,8 @@ pub struct LoadArgs {
 /// Library options for [`run_load`].
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
-    pub url: String,
+    /// Requested in turn by every connection; one host and port for all.
+    pub urls: Vec<String>,
     pub connections: usize,
     pub threads: usize,
     pub duration: Duration,
@@ -64,7 +84,7 @@ pub struct LoadConfig {
 impl Default for LoadConfig {
     fn default() -> Self {
         LoadConfig {
-            url: "http://127.0.0.1:8080/".into(),
+            urls: vec!["http://127.0.0.1:8080/".into()],
             connections: 64,
             threads: 2,
             duration: Duration::from_secs(10),
@@ -77,9 +97,14 @@ impl Default for LoadConfig {
 }
 
 impl LoadArgs {
-    pub fn into_config(self) -> LoadConfig {
-        LoadConfig {
-            url: self.url,
+    /// Reads `--paths-from` (the only step that can fail); URLs are checked by [`run_load`].
+    pub fn into_config(self) -> Result<LoadConfig, LoadError> {
+        let urls = match &self.paths_from {
+            Some(file) => urls_from_file(&self.urls, file)?,
+            None => self.urls,
+        };
+        Ok(LoadConfig {
+            urls,
             connections: self.connections,
             threads: self.threads,
             duration: Duration::from_secs(self.duration),
@@ -87,8 +112,48 @@ impl LoadArgs {
             close: self.close,
             timeout: Duration::from_secs(self.timeout.max(1)),
             progress: true,
-        }
+        })
     }
+}
+
+/// The URLs of `--paths-from FILE`: each listed path on the server that `urls` (one URL, no
+/// path) names.
+fn urls_from_file(urls: &[String], file: &Path) -> Result<Vec<String>, LoadError> {
+    let [base] = urls else {
+        return Err(LoadError::PathsFromUrls { count: urls.len() });
+    };
+    let origin = base.strip_suffix('/').unwrap_or(base);
+    if origin
+        .strip_prefix("http://")
+        .is_some_and(|rest| rest.contains('/'))
+    {
+        return Err(LoadError::PathsFromBase { url: base.clone() });
+    }
+    let text = std::fs::read_to_string(file).map_err(|source| LoadError::PathsFile {
+        path: file.to_path_buf(),
+        source,
+    })?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if !line.starts_with('/') {
+            return Err(LoadError::PathLine {
+                path: file.to_path_buf(),
+                line: n + 1,
+                text: line.to_string(),
+            });
+        }
+        out.push(format!("{origin}{line}"));
+    }
+    if out.is_empty() {
+        return Err(LoadError::NoPaths {
+            path: file.to_path_buf(),
+        });
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -111,18 +176,46 @@ pub struct Latency {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadReport {
+    /// How many URLs the connections rotated over.
+    pub urls: usize,
     pub requests: u64,
     pub duration_secs: f64,
     pub requests_per_sec: f64,
     pub bytes_per_sec: f64,
     pub errors: Errors,
     pub latency_ns: Latency,
+    /// Segments of the load's connections, from each client socket's TCP_INFO.
+    pub tcp_segments: TcpSegments,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(transparent)]
     Target(#[from] TargetError),
+    #[error("no URL to load")]
+    NoUrls,
+    #[error("every URL must name the same host and port as the first ({first}), not {other}")]
+    MixedHosts { first: String, other: String },
+    #[error("--paths-from takes exactly one URL naming the server, not {count}")]
+    PathsFromUrls { count: usize },
+    #[error(
+        "with --paths-from the URL names only the server (http://HOST:PORT), not a path: {url}"
+    )]
+    PathsFromBase { url: String },
+    #[error("cannot read --paths-from {}", path.display())]
+    PathsFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}:{line}: a path must start with /: {text:?}", path.display())]
+    PathLine {
+        path: PathBuf,
+        line: usize,
+        text: String,
+    },
+    #[error("no paths in {} (one per line, each starting with /)", path.display())]
+    NoPaths { path: PathBuf },
     #[error("need at least one connection and one thread, and no more threads than connections")]
     Shape,
     #[error("--rate must be positive")]
@@ -131,15 +224,38 @@ pub enum LoadError {
     Thread(#[source] std::io::Error),
 }
 
+/// Every URL parsed, all on the first one's host and port.
+fn targets(urls: &[String]) -> Result<Vec<Target>, LoadError> {
+    let targets = urls
+        .iter()
+        .map(|u| Target::parse(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    let first = targets.first().ok_or(LoadError::NoUrls)?;
+    if let Some(other) = targets
+        .iter()
+        .find(|t| t.addr != first.addr || !t.host.eq_ignore_ascii_case(&first.host))
+    {
+        return Err(LoadError::MixedHosts {
+            first: first.host.clone(),
+            other: other.host.clone(),
+        });
+    }
+    Ok(targets)
+}
+
 pub fn run_load(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
-    let target = Arc::new(Target::parse(&cfg.url)?);
+    let targets = targets(&cfg.urls)?;
     if cfg.connections == 0 || cfg.threads == 0 || cfg.threads > cfg.connections {
         return Err(LoadError::Shape);
     }
     if cfg.rate == Some(0) {
         return Err(LoadError::Rate);
     }
-    let request: Arc<[u8]> = target.request(cfg.close).into();
+    let requests: Arc<[Box<[u8]>]> = targets
+        .iter()
+        .map(|t| t.request(cfg.close).into_boxed_slice())
+        .collect();
+    let target = Arc::new(targets[0].clone());
     let start = Instant::now();
     let deadline = start + cfg.duration;
     let progress: Vec<Arc<AtomicU64>> = (0..cfg.threads).map(|_| Arc::default()).collect();
@@ -159,12 +275,12 @@ pub fn run_load(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
                 });
                 let plan = client::Plan {
                     target: Arc::clone(&target),
-                    request: Arc::clone(&request),
+                    requests: Arc::clone(&requests),
                     close: cfg.close,
                     timeout: cfg.timeout,
                     deadline,
                     schedule,
-                    conns: ids.len(),
+                    ids,
                     progress: Arc::clone(&progress[t]),
                 };
                 s.spawn(move || client::run(&plan))
@@ -189,17 +305,19 @@ pub fn run_load(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
     .map_err(LoadError::Thread)?;
     bar.finish_and_clear();
     let elapsed = start.elapsed().as_secs_f64();
-    Ok(summarize(stats, elapsed))
+    Ok(summarize(stats, elapsed, requests.len()))
 }
 
-fn summarize(stats: Vec<client::Stats>, elapsed: f64) -> LoadReport {
+fn summarize(stats: Vec<client::Stats>, elapsed: f64, urls: usize) -> LoadReport {
     let mut total = client::Stats {
         requests: 0,
         bytes: 0,
         errors: Errors::default(),
         latency_ns: hdrhistogram::Histogram::new(3).expect("3 significant figures is valid"),
+        tcp: TcpSegments::default(),
     };
     for s in stats {
+        total.tcp += s.tcp;
         total.requests += s.requests;
         total.bytes += s.bytes;
         total.errors.connect += s.errors.connect;
@@ -211,6 +329,7 @@ fn summarize(stats: Vec<client::Stats>, elapsed: f64) -> LoadReport {
     }
     let h = &total.latency_ns;
     LoadReport {
+        urls,
         requests: total.requests,
         duration_secs: elapsed,
         requests_per_sec: total.requests as f64 / elapsed,
@@ -223,6 +342,7 @@ fn summarize(stats: Vec<client::Stats>, elapsed: f64) -> LoadReport {
             p999: h.value_at_quantile(0.999),
             max: h.max(),
         },
+        tcp_segments: total.tcp,
     }
 }
 
@@ -243,8 +363,14 @@ fn progress_bar(cfg: &LoadConfig) -> indicatif::ProgressBar {
 /// `kpath load`: runs and prints the report, as text or JSON.
 pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     let json = args.json;
-    let (url, c, t) = (args.url.clone(), args.connections, args.threads);
-    let report = run_load(args.into_config()).with_context(|| format!("load on {url}"))?;
+    let (c, t) = (args.connections, args.threads);
+    let cfg = args.into_config()?;
+    let url = match cfg.urls.as_slice() {
+        [one] => one.clone(),
+        [first, ..] => format!("{first} and {} more URLs", cfg.urls.len() - 1),
+        [] => String::new(),
+    };
+    let report = run_load(cfg).with_context(|| format!("load on {url}"))?;
     if json {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
@@ -270,5 +396,16 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
         "  errors      connect {}  read {}  timeout {}  status {}",
         e.connect, e.read, e.timeout, e.status
     );
+    let s = &report.tcp_segments;
+    if report.requests > 0 {
+        let per = |n: u64| n as f64 / report.requests as f64;
+        println!(
+            "  TCP segments/request  sent {:.2} ({:.2} with data)  received {:.2} ({:.2} with data)",
+            per(s.sent),
+            per(s.data_sent),
+            per(s.received),
+            per(s.data_received)
+        );
+    }
     Ok(())
 }

@@ -22,6 +22,8 @@ pub enum TargetError {
     },
     #[error("{host} is not a loopback address; kpath load only targets this machine's loopback")]
     NotLoopback { host: String },
+    #[error("malformed URL {url:?}: {why}")]
+    Malformed { url: String, why: &'static str },
 }
 
 impl Target {
@@ -35,6 +37,23 @@ impl Target {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
+        let malformed = |why| TargetError::Malformed {
+            url: url.to_string(),
+            why,
+        };
+        if authority.is_empty() {
+            return Err(malformed("no host"));
+        }
+        // The path goes into the request line as it is: a space or a line break would split it.
+        if path
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            return Err(malformed("whitespace or a control character in the path"));
+        }
+        if path.contains('#') {
+            return Err(malformed("a fragment (#) is never sent to the server"));
+        }
         let with_port = if authority
             .rsplit_once(':')
             .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
@@ -106,5 +125,17 @@ mod tests {
             Target::parse("https://127.0.0.1/"),
             Err(TargetError::Scheme { .. })
         ));
+        for bad in [
+            "http://",
+            "http:///a.html",
+            "http://127.0.0.1:8080/a b",
+            "http://127.0.0.1:8080/a\r\nX: y",
+            "http://127.0.0.1:8080/a#top",
+        ] {
+            assert!(
+                matches!(Target::parse(bad), Err(TargetError::Malformed { .. })),
+                "{bad}"
+            );
+        }
     }
 }

@@ -167,21 +167,9 @@ impl Client {
 }
 
 /// Segments with payload this client's socket has received (TCP_INFO `tcpi_data_segs_in`).
-pub fn data_segs_in(c: &Client) -> u32 {
+pub fn data_segs_in(c: &Client) -> u64 {
     use std::os::fd::AsRawFd;
-    // SAFETY: all-zero is a valid tcp_info; getsockopt fills at most `len` bytes of it.
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    // SAFETY: a live socket fd, and a buffer of `len` bytes.
-    let rc = unsafe {
-        libc::getsockopt(
-            c.stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut info as *mut libc::tcp_info).cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(rc, 0, "TCP_INFO: {}", io::Error::last_os_error());
-    info.tcpi_data_segs_in
+    servers::load::tcp_segments(c.stream.as_raw_fd())
+        .expect("TCP_INFO")
+        .data_received
 }
