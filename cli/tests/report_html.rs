@@ -183,6 +183,7 @@ fn bench_report_renders_in_chromium() {
             io: io.into(),
             model: "epoll".into(),
             keepalive: Some(1),
+            files: None,
         };
         let load = LoadSummary {
             requests: 1000,

@@ -20,27 +20,38 @@ pub struct Bench {
     pub duration_secs: u64,
     pub connections: usize,
     pub file_size: usize,
+    /// CPUs the server, the load generator and kpath shared (0: unknown).
+    #[serde(default)]
+    pub cpus: usize,
     /// Name of the run every other run is compared with (the first).
     pub baseline: String,
     pub runs: Vec<BenchRun>,
 }
 
-/// One server strategy, as `kpath serve` takes it.
+/// One server strategy, as `kpath serve` takes it, and the files the load spreads over.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Strategy {
     pub io: String,
     pub model: String,
     /// Requests per connection; `None` is unlimited.
     pub keepalive: Option<u32>,
+    /// Distinct files of the bench's size that the requests rotate over (`kpath load
+    /// --paths-from`); `None` is one file for every request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<u32>,
 }
 
 impl Strategy {
-    /// `mmap-epoll-ka1`: the run directory name and the table label.
+    /// `mmap-epoll-ka1` (`sendfile-epoll-kainf-1000files` over many files): the run directory
+    /// name and the table label.
     pub fn name(&self) -> String {
         let ka = self
             .keepalive
             .map_or_else(|| "inf".to_string(), |n| n.to_string());
-        format!("{}-{}-ka{ka}", self.io, self.model)
+        let files = self
+            .files
+            .map_or_else(String::new, |n| format!("-{n}files"));
+        format!("{}-{}-ka{ka}{files}", self.io, self.model)
     }
 }
 
@@ -53,6 +64,19 @@ pub struct LoadSummary {
     pub bytes_per_sec: f64,
     pub errors: LoadErrors,
     pub latency_ns: LatencyNs,
+    /// Absent from load generators before segment counting.
+    #[serde(default)]
+    pub tcp_segments: Option<TcpSegments>,
+}
+
+/// Segments of the load's connections as the client's sockets counted them (TCP_INFO).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TcpSegments {
+    pub connections: u64,
+    pub sent: u64,
+    pub received: u64,
+    pub data_sent: u64,
+    pub data_received: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -90,11 +114,24 @@ pub struct BenchRun {
     pub busy_kernel_ns_per_request: f64,
     /// Syscall name -> calls per request.
     pub syscall_counts_per_request: BTreeMap<String, f64>,
+    /// Syscall name -> traced time per request.
+    #[serde(default)]
+    pub syscall_ns_per_request: BTreeMap<String, f64>,
+    /// TCP segments both ways per request, counted at the load generator's sockets (on
+    /// loopback: every segment of its connections up to the client's close).
+    #[serde(default)]
+    pub tcp_segments_per_request: Option<f64>,
+    /// Of those, segments carrying the server's data (replies) per request.
+    #[serde(default)]
+    pub reply_segments_per_request: Option<f64>,
     pub kpaths: Vec<KpathRow>,
     /// Voluntary + involuntary context switches per request; `None` without the sched family.
     pub ctx_switches_per_request: Option<f64>,
     /// Lock contention wait per request; `None` without the locks family.
     pub lock_wait_ns_per_request: Option<f64>,
+    /// The same by waiting caller (function name, offset dropped).
+    #[serde(default)]
+    pub lock_wait_ns_per_request_by_caller: BTreeMap<String, f64>,
     /// Family -> attach method.
     pub methods: BTreeMap<String, String>,
     /// Events the kernel side dropped, per family.
@@ -149,9 +186,12 @@ impl BenchRun {
             .map(|r| r.total_ns)
             .sum();
         let mut counts = BTreeMap::new();
+        let mut times = BTreeMap::new();
         for r in &run.syscalls {
             *counts.entry(r.name.clone()).or_insert(0.0) += per(r.count as f64, n);
+            *times.entry(r.name.clone()).or_insert(0.0) += per(r.total_ns as f64, n);
         }
+        let segments = load.tcp_segments.filter(|s| s.connections > 0);
         let ctx = run
             .sched
             .as_ref()
@@ -160,6 +200,11 @@ impl BenchRun {
             .methods
             .contains_key("locks")
             .then(|| per(run.locks.iter().map(|l| l.wait_ns).sum::<u64>() as f64, n));
+        let mut lock_callers = BTreeMap::new();
+        for l in &run.locks {
+            let caller = l.caller.split('+').next().unwrap_or_default().to_string();
+            *lock_callers.entry(caller).or_insert(0.0) += per(l.wait_ns as f64, n);
+        }
         let o = &run.overhead;
         let probe = o.bpf_stats_enabled.then(|| {
             per(
@@ -178,9 +223,13 @@ impl BenchRun {
             kernel_ns_per_request: per(ns as f64, n),
             busy_kernel_ns_per_request: per(busy as f64, n),
             syscall_counts_per_request: counts,
+            syscall_ns_per_request: times,
+            tcp_segments_per_request: segments.map(|s| per((s.sent + s.received) as f64, n)),
+            reply_segments_per_request: segments.map(|s| per(s.data_received as f64, n)),
             kpaths: run.kpaths.clone(),
             ctx_switches_per_request: ctx,
             lock_wait_ns_per_request: locks,
+            lock_wait_ns_per_request_by_caller: lock_callers,
             methods: run.methods.clone(),
             lost: run.lost.clone(),
             probe_ns_per_request: probe,
@@ -210,9 +259,15 @@ mod tests {
             io: "mmap".into(),
             model: "epoll".into(),
             keepalive: ka,
+            files: None,
         };
         assert_eq!(s(Some(1)).name(), "mmap-epoll-ka1");
         assert_eq!(s(None).name(), "mmap-epoll-kainf");
+        let many = Strategy {
+            files: Some(1000),
+            ..s(None)
+        };
+        assert_eq!(many.name(), "mmap-epoll-kainf-1000files");
     }
 
     #[test]
@@ -229,22 +284,38 @@ mod tests {
                 involuntary_switches: 20,
                 ..Default::default()
             }),
-            locks: vec![LockRow {
-                wait_ns: 400,
-                ..Default::default()
-            }],
+            locks: vec![
+                LockRow {
+                    caller: "dput+0x1f".into(),
+                    wait_ns: 300,
+                    ..Default::default()
+                },
+                LockRow {
+                    caller: "dput+0x2a".into(),
+                    wait_ns: 100,
+                    ..Default::default()
+                },
+            ],
             ..Default::default()
         };
         run.methods.insert("locks".into(), "lock_tp".into());
         let load = LoadSummary {
             requests: 100,
             requests_per_sec: 50.0,
+            tcp_segments: Some(TcpSegments {
+                connections: 100,
+                sent: 500,
+                received: 400,
+                data_sent: 100,
+                data_received: 100,
+            }),
             ..Default::default()
         };
         let s = Strategy {
             io: "mmap".into(),
             model: "epoll".into(),
             keepalive: Some(1),
+            files: None,
         };
         let b = BenchRun::new(s, &load, &run, "runs/mmap-epoll-ka1");
         assert_eq!(b.name, "mmap-epoll-ka1");
@@ -252,8 +323,15 @@ mod tests {
         assert_eq!(b.kernel_ns_per_request, 1000.0);
         assert_eq!(b.busy_kernel_ns_per_request, 100.0);
         assert_eq!(b.syscall_counts_per_request["munmap"], 0.5);
+        assert_eq!(b.syscall_ns_per_request["munmap"], 20.0);
+        assert_eq!(b.tcp_segments_per_request, Some(9.0));
+        assert_eq!(b.reply_segments_per_request, Some(1.0));
         assert_eq!(b.ctx_switches_per_request, Some(0.5));
         assert_eq!(b.lock_wait_ns_per_request, Some(4.0));
+        assert_eq!(
+            b.lock_wait_ns_per_request_by_caller,
+            [("dput".to_string(), 4.0)].into()
+        );
         assert_eq!(b.probe_ns_per_request, None);
         assert_eq!(b.requests_per_sec, 50.0);
     }
@@ -268,6 +346,7 @@ mod tests {
         assert!(b.syscalls_per_request.is_nan());
         assert_eq!(b.ctx_switches_per_request, None, "sched not recorded");
         assert_eq!(b.lock_wait_ns_per_request, None, "locks not recorded");
+        assert_eq!(b.tcp_segments_per_request, None, "no segment counts");
         let v: serde_json::Value = serde_json::to_value(&b).unwrap();
         assert!(v["syscalls_per_request"].is_null());
     }

@@ -25,9 +25,10 @@ use crate::render::json as run_json;
 #[derive(clap::Args, Debug, Clone)]
 #[command(after_help = "Examples:
   sudo kpath bench --io mmap,sendfile,cached --model epoll --keepalive 1 -d 3 -o runs/bench
-  sudo kpath bench --io cached --model epoll,threadpool,uring --keepalive 1,100")]
+  sudo kpath bench --io cached --model epoll,threadpool,uring --keepalive 1,100
+  sudo kpath bench --io sendfile --keepalive 0 --files 1,1000     one file for all vs 1000 files")]
 pub struct BenchArgs {
-    /// File strategies, comma separated (read, mmap, sendfile, cached).
+    /// File strategies, comma separated (read, mmap, sendfile, sendfile-nocork, cached).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "cached")]
     pub io: Vec<Io>,
     /// Threading models, comma separated (epoll, threadpool, thread, tokio, uring).
@@ -45,6 +46,10 @@ pub struct BenchArgs {
     /// Size in bytes of the file every request fetches.
     #[arg(long = "file", default_value_t = 1400)]
     pub file_size: usize,
+    /// Distinct files (each --file bytes) the requests rotate over, comma separated: 1 sends
+    /// one file to every connection, N spreads each connection's requests over N files.
+    #[arg(long, value_delimiter = ',', default_value = "1", value_parser = clap::value_parser!(u32).range(1..))]
+    pub files: Vec<u32>,
     /// On-CPU sampling frequency (Hz) of each recording.
     #[arg(short = 'F', long, default_value_t = 99)]
     pub frequency: u64,
@@ -77,6 +82,7 @@ impl Default for BenchOptions {
                 io: Io::Cached.to_string(),
                 model: Model::Epoll.to_string(),
                 keepalive: Some(1),
+                files: None,
             }],
             connections: 32,
             load_threads: 2,
@@ -97,13 +103,16 @@ impl BenchArgs {
         for io in &self.io {
             for model in &self.model {
                 for &ka in &self.keepalive {
-                    let s = Strategy {
-                        io: io.to_string(),
-                        model: model.to_string(),
-                        keepalive: (ka > 0).then_some(ka),
-                    };
-                    if !out.contains(&s) {
-                        out.push(s);
+                    for &files in &self.files {
+                        let s = Strategy {
+                            io: io.to_string(),
+                            model: model.to_string(),
+                            keepalive: (ka > 0).then_some(ka),
+                            files: (files > 1).then_some(files),
+                        };
+                        if !out.contains(&s) {
+                            out.push(s);
+                        }
                     }
                 }
             }
@@ -249,6 +258,28 @@ fn page(size: usize) -> Vec<u8> {
     line.iter().copied().cycle().take(size).collect()
 }
 
+/// Writes the pages every strategy needs into `root`: `index.html`, the one file, and
+/// `f0.html`.. for many-file runs, beside it so that opening any of them walks the same path
+/// depth; and for each many-file count N the list of its N paths (`paths-N.txt` beside the
+/// root) that `kpath load --paths-from` reads.
+fn write_pages(opts: &BenchOptions, root: &Path) -> Result<(), BenchError> {
+    let content = page(opts.file_size);
+    write(&root.join("index.html"), &content)?;
+    let most = opts.strategies.iter().filter_map(|s| s.files).max();
+    for i in 0..most.unwrap_or(0) {
+        write(&root.join(format!("f{i}.html")), &content)?;
+    }
+    for n in opts.strategies.iter().filter_map(|s| s.files) {
+        let list: String = (0..n).map(|i| format!("/f{i}.html\n")).collect();
+        write(&paths_file(opts, n), list.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn paths_file(opts: &BenchOptions, files: u32) -> PathBuf {
+    opts.out_dir.join(format!("paths-{files}.txt"))
+}
+
 /// Runs one strategy: server, recording, load, collection. Returns the bench row.
 fn run_one(
     opts: &BenchOptions,
@@ -341,9 +372,16 @@ fn run_one(
         std::thread::sleep(Duration::from_millis(20));
     }
 
-    let out = Command::new(&opts.kpath)
-        .arg("load")
-        .arg(format!("http://{addr}/index.html"))
+    let mut load = Command::new(&opts.kpath);
+    load.arg("load");
+    match s.files {
+        None => load.arg(format!("http://{addr}/index.html")),
+        Some(n) => load
+            .arg(format!("http://{addr}"))
+            .arg("--paths-from")
+            .arg(paths_file(opts, n)),
+    };
+    let out = load
         .args(["-c", &opts.connections.to_string()])
         .args(["-t", &opts.load_threads.min(opts.connections).to_string()])
         .args(["-d", &opts.duration.as_secs().max(1).to_string(), "--json"])
@@ -421,13 +459,14 @@ pub fn bench(opts: &BenchOptions) -> Result<Bench, BenchError> {
         return Err(BenchError::Empty);
     }
     let root = opts.out_dir.join("www");
-    write(&root.join("index.html"), &page(opts.file_size))?;
+    write_pages(opts, &root)?;
     let mut bench = Bench {
         format_version: BENCH_FORMAT_VERSION,
         kpath_version: env!("CARGO_PKG_VERSION").to_string(),
         duration_secs: opts.duration.as_secs(),
         connections: opts.connections,
         file_size: opts.file_size,
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
         baseline: opts.strategies[0].name(),
         ..Bench::default()
     };
@@ -528,6 +567,17 @@ mod tests {
         assert_eq!(o.out_dir, PathBuf::from("runs/bench-7"));
         assert_eq!(o.duration, Duration::from_secs(5));
         assert!(Cli::try_parse_from(["kpath", "--io", "bogus"]).is_err());
+
+        let a = Cli::parse_from(["kpath", "--io", "sendfile-nocork", "--files", "1,1000"]).bench;
+        let names: Vec<String> = a.strategies().iter().map(Strategy::name).collect();
+        assert_eq!(
+            names,
+            [
+                "sendfile-nocork-epoll-ka1",
+                "sendfile-nocork-epoll-ka1-1000files"
+            ]
+        );
+        assert!(Cli::try_parse_from(["kpath", "--files", "0"]).is_err());
     }
 
     #[test]

@@ -48,6 +48,7 @@ pub fn summary_rows(bench: &Bench) -> Vec<Vec<String>> {
         "busy/req",
         "ctx switches/req",
         "lock wait/req",
+        "TCP segs/req",
         "errors",
     ]
     .map(String::from)
@@ -64,6 +65,7 @@ pub fn summary_rows(bench: &Bench) -> Vec<Vec<String>> {
             fmt_ns_per(r.busy_kernel_ns_per_request),
             opt(r.ctx_switches_per_request, fmt_per),
             opt(r.lock_wait_ns_per_request, fmt_ns_per),
+            opt(r.tcp_segments_per_request, fmt_per),
             (e.connect + e.read + e.timeout + e.status).to_string(),
         ]);
     }
@@ -191,6 +193,7 @@ mod tests {
             io: io.into(),
             model: "epoll".into(),
             keepalive: Some(1),
+            files: None,
         };
         BenchRun {
             name: strategy.name(),

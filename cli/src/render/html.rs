@@ -302,13 +302,16 @@ pub fn run_page(run: &Run, figures: &[Figure]) -> String {
 
 const GUIDE: &str =
     "<div class=\"guide\"><p><b>Reading this report.</b> Every strategy served the \
-same file to the same load, each in its own server process with all probe families attached; \
-every figure is divided by the requests the load generator completed, so rows compare \
+same file to the same load (runs named <code>-Nfiles</code> spread the same requests over N \
+files of that size), each in its own server process with all probe families attached; every \
+figure is divided by the requests the load generator completed, so rows compare \
 directly.</p><ul>\
 <li><b>syscalls/req</b>: fewer means less kernel crossing per request (mmap adds mmap+munmap, \
 sendfile adds open+close and TCP_CORK setsockopts, cached needs neither).</li>\
 <li><b>syscall time/req</b> counts time inside syscalls, including waiting in epoll_wait or \
 accept; <b>busy/req</b> leaves those waiting syscalls out and is the better cost figure.</li>\
+<li><b>TCP segs/req</b> counts segments both ways, from the load generator's sockets (TCP_INFO) \
+up to each close: a reply in two segments (header, then body) shows here.</li>\
 <li><b>Kernel paths</b> show where the close and open paths go (tcp_close, \
 eventpoll_release_file, do_sys_openat2, __vm_munmap); the method column says whether a row was \
 timed (fentry, kprobe) or estimated from on-CPU samples.</li>\

@@ -226,6 +226,7 @@ pub fn strategies(c: &Comparison) -> Vec<Strategy> {
             io: io.to_string(),
             model: model.to_string(),
             keepalive: (ka > 0).then_some(ka),
+            files: None,
         })
         .collect()
 }
@@ -253,6 +254,7 @@ mod tests {
                 io: io.into(),
                 model: model.into(),
                 keepalive: Some(1),
+                files: None,
             },
             requests_per_sec: rps,
             syscalls_per_request: spr,
