@@ -2,6 +2,7 @@
 //! compares strategies on this kernel runs end to end with a short load (root).
 mod common;
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
@@ -32,6 +33,11 @@ fn list_names_the_six_scenarios() {
 
 /// Runs `kpath scenario NAME -d 1` and returns its stdout.
 fn scenario(name: &str) -> String {
+    scenario_in(name).0
+}
+
+/// Runs `kpath scenario NAME -d 1`; its stdout and its bench directory.
+fn scenario_in(name: &str) -> (String, PathBuf) {
     // One at a time: concurrent benches would share the 2 CPUs and each other's load.
     let _guard = serial();
     let dir = tmpdir(name);
@@ -51,7 +57,7 @@ fn scenario(name: &str) -> String {
         "{}",
         f.stdout
     );
-    f.stdout
+    (f.stdout, dir)
 }
 
 /// The number after `label` in the findings line that starts with `prefix`.
@@ -87,6 +93,79 @@ fn gulan_mmap_costs_more_syscalls_than_the_cache() {
         "syscalls/req mmap {mmap} vs cached {cached}\n{out}"
     );
     assert!(out.contains("the thread pool is"), "{out}");
+}
+
+#[test]
+fn cork_counts_reply_segments_and_the_corks_setsockopts() {
+    if !require_root() {
+        return;
+    }
+    let out = scenario("cork");
+    // Findings lines: "- NAME: R reply segments/req, T TCP segments/req both ways, S setsockopt/req, ..."
+    let reply = |name: &str| figure(&out, &format!("- {name}:"), ":");
+    let tcp = |name: &str| figure(&out, &format!("- {name}:"), "reply segments/req,");
+    let setsockopt = |name: &str| figure(&out, &format!("- {name}:"), "both ways,");
+    let (corked, plain, cached) = (
+        "sendfile-epoll-kainf",
+        "sendfile-nocork-epoll-kainf",
+        "cached-epoll-kainf",
+    );
+    // Under the cork, and as one writev, a 1400 B reply is one segment; without the cork the
+    // header is a segment of its own.
+    for one in [corked, cached] {
+        assert!((0.9..1.1).contains(&reply(one)), "{one}\n{out}");
+    }
+    assert!(reply(plain) >= reply(corked) + 0.8, "{out}");
+    for name in [corked, plain, cached] {
+        assert!(
+            tcp(name) >= reply(name) + 0.9,
+            "requests are segments too\n{out}"
+        );
+    }
+    assert!(tcp(plain) > tcp(corked), "{out}");
+    // The cork is two setsockopt calls per reply (on, off); nothing else sets options per request.
+    assert!((1.9..2.1).contains(&setsockopt(corked)), "{out}");
+    assert_eq!(setsockopt(plain), 0.0, "{out}");
+    assert_eq!(setsockopt(cached), 0.0, "{out}");
+    assert!(
+        out.contains("the header left as a segment of its own"),
+        "{out}"
+    );
+}
+
+#[test]
+fn sendfile_fanout_spreads_the_same_load_over_a_thousand_files() {
+    if !require_root() {
+        return;
+    }
+    let (out, dir) = scenario_in("sendfile-fanout");
+    for name in ["sendfile-epoll-kainf", "sendfile-epoll-kainf-1000files"] {
+        // "- NAME: R req/s, O openat2/req taking ..."
+        let opens = figure(&out, &format!("- {name}:"), "req/s,");
+        assert!(
+            (0.9..1.1).contains(&opens),
+            "{name}: one open per request\n{out}"
+        );
+        assert!(
+            out.contains(&format!("- {name}: do_sys_openat2")),
+            "{name}\n{out}"
+        );
+    }
+    for line in [
+        "- 1000 files instead of one: openat2",
+        "- lock wait in the file's own path",
+    ] {
+        assert!(out.contains(line), "{line}\n{out}");
+    }
+    // The many-files run really asked for 1000 distinct paths, and every answer was a 200.
+    let load: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("runs/sendfile-epoll-kainf-1000files/load.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(load["urls"], 1000, "{load}");
+    assert!(load["requests"].as_u64().unwrap() > 1000, "{load}");
+    assert_eq!(load["errors"]["status"], 0, "{load}");
 }
 
 #[test]

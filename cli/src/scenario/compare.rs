@@ -22,10 +22,31 @@ pub struct Comparison {
     pub look_at: &'static str,
     /// Why the kernel behaves so.
     pub why: &'static str,
-    /// (io, model, keepalive; 0 = unlimited), baseline first.
-    pub strategies: &'static [(&'static str, &'static str, u32)],
+    /// Baseline first.
+    pub strategies: &'static [Spec],
     /// Lines computed from the measured runs.
     pub findings: fn(&Bench) -> Vec<String>,
+}
+
+/// One strategy of a comparison.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    pub io: &'static str,
+    pub model: &'static str,
+    /// Requests per connection; 0 is unlimited.
+    pub keepalive: u32,
+    /// Distinct files the requests rotate over; 1 is one file for all.
+    pub files: u32,
+}
+
+/// A strategy over one file.
+pub const fn spec(io: &'static str, model: &'static str, keepalive: u32) -> Spec {
+    Spec {
+        io,
+        model,
+        keepalive,
+        files: 1,
+    }
 }
 
 pub const GULAN: Comparison = Comparison {
@@ -41,10 +62,10 @@ pub const GULAN: Comparison = Comparison {
           and a worker per connection: a wakeup and a context switch that the event loop never \
           pays.",
     strategies: &[
-        ("mmap", "epoll", 1),
-        ("sendfile", "epoll", 1),
-        ("cached", "epoll", 1),
-        ("cached", "threadpool", 1),
+        spec("mmap", "epoll", 1),
+        spec("sendfile", "epoll", 1),
+        spec("cached", "epoll", 1),
+        spec("cached", "threadpool", 1),
     ],
     findings: gulan_findings,
 };
@@ -59,7 +80,7 @@ pub const BATCHING: Comparison = Comparison {
     why: "every syscall crosses into the kernel and back (see `kpath costs`, null syscall); \
           io_uring queues the operations in shared rings and enters the kernel once per batch, \
           so syscalls per request fall below one when many connections are busy at once.",
-    strategies: &[("cached", "epoll", 0), ("cached", "uring", 0)],
+    strategies: &[spec("cached", "epoll", 0), spec("cached", "uring", 0)],
     findings: batching_findings,
 };
 
@@ -74,33 +95,52 @@ pub const THREADPOOL: Comparison = Comparison {
           cores. An event loop collects many ready connections per epoll_wait and only sleeps \
           when none is ready.",
     strategies: &[
-        ("cached", "epoll", 0),
-        ("cached", "threadpool", 0),
-        ("cached", "thread", 0),
+        spec("cached", "epoll", 0),
+        spec("cached", "threadpool", 0),
+        spec("cached", "thread", 0),
     ],
     findings: threadpool_findings,
 };
 
-fn by<'a>(b: &'a Bench, io: &str, model: &str) -> Option<&'a BenchRun> {
+/// The first run of `io` on `model`.
+pub(super) fn by<'a>(b: &'a Bench, io: &str, model: &str) -> Option<&'a BenchRun> {
     b.runs
         .iter()
         .find(|r| r.strategy.io == io && r.strategy.model == model)
 }
 
-fn per_req(r: &BenchRun, syscall: &str) -> f64 {
+/// Calls of `syscall` per request.
+pub(super) fn per_req(r: &BenchRun, syscall: &str) -> f64 {
     r.syscall_counts_per_request
         .get(syscall)
         .copied()
         .unwrap_or(0.0)
 }
 
-fn fastest(b: &Bench) -> Option<&BenchRun> {
+/// Traced time in `syscall` per request.
+pub(super) fn ns_per_req(r: &BenchRun, syscall: &str) -> f64 {
+    r.syscall_ns_per_request
+        .get(syscall)
+        .copied()
+        .unwrap_or(0.0)
+}
+
+/// `b` relative to `a` as a signed percentage.
+pub(super) fn change(a: f64, b: f64) -> String {
+    if a > 0.0 && a.is_finite() && b.is_finite() {
+        format!("{:+.1}%", (b / a - 1.0) * 100.0)
+    } else {
+        "-".into()
+    }
+}
+
+pub(super) fn fastest(b: &Bench) -> Option<&BenchRun> {
     b.runs
         .iter()
         .max_by(|x, y| x.requests_per_sec.total_cmp(&y.requests_per_sec))
 }
 
-fn summary(r: &BenchRun) -> String {
+pub(super) fn summary(r: &BenchRun) -> String {
     format!(
         "{}: {:.0} req/s, {:.2} syscalls/req, {} busy in syscalls/req, {} ctx switches/req",
         r.name,
@@ -222,11 +262,11 @@ pub fn run(c: &Comparison, args: &ScenarioArgs) -> anyhow::Result<()> {
 pub fn strategies(c: &Comparison) -> Vec<Strategy> {
     c.strategies
         .iter()
-        .map(|&(io, model, ka)| Strategy {
-            io: io.to_string(),
-            model: model.to_string(),
-            keepalive: (ka > 0).then_some(ka),
-            files: None,
+        .map(|s| Strategy {
+            io: s.io.to_string(),
+            model: s.model.to_string(),
+            keepalive: (s.keepalive > 0).then_some(s.keepalive),
+            files: (s.files > 1).then_some(s.files),
         })
         .collect()
 }
@@ -290,13 +330,25 @@ mod tests {
 
     #[test]
     fn comparisons_name_valid_strategies() {
-        for c in [GULAN, BATCHING, THREADPOOL] {
-            for s in strategies(&c) {
-                assert!(["read", "mmap", "sendfile", "cached"].contains(&s.io.as_str()));
-                assert!(
-                    ["epoll", "threadpool", "thread", "tokio", "uring"].contains(&s.model.as_str())
-                );
+        use clap::ValueEnum as _;
+        use servers::{Io, Model};
+        let cork = super::super::cork::CORK;
+        let fanout = super::super::fanout::FANOUT;
+        for c in [GULAN, BATCHING, THREADPOOL, cork, fanout] {
+            let s = strategies(&c);
+            for st in &s {
+                assert!(Io::from_str(&st.io, false).is_ok(), "{}: {}", c.name, st.io);
+                assert!(Model::from_str(&st.model, false).is_ok(), "{}", st.model);
             }
+            let mut names: Vec<String> = s.iter().map(Strategy::name).collect();
+            names.sort();
+            names.dedup();
+            assert_eq!(
+                names.len(),
+                s.len(),
+                "{}: run directories must differ",
+                c.name
+            );
         }
     }
 }

@@ -6,7 +6,9 @@
 //! so that the recording covers exactly it). Add a scenario by adding a module and a
 //! [`SCENARIOS`] entry.
 pub mod compare;
+pub mod cork;
 pub mod epoll_close;
+pub mod fanout;
 
 use std::path::PathBuf;
 
@@ -16,6 +18,7 @@ use anyhow::bail;
 #[command(after_help = "Examples:
   kpath scenario --list
   sudo kpath scenario gulan -d 3                        mmap -> sendfile -> cache -> thread pool
+  sudo kpath scenario cork -d 3                         TCP_CORK vs header write + sendfile vs writev
   sudo kpath scenario epoll-close                       on this machine's kernel
   sudo kpath scenario epoll-close --kernel bullseye --kernel bookworm --host")]
 pub struct ScenarioArgs {
@@ -67,6 +70,20 @@ pub const SCENARIOS: &[Scenario] = &[
         drive: epoll_close::drive,
     },
     Scenario {
+        name: "cork",
+        about: "sendfile with TCP_CORK vs header write + sendfile vs writev of header and cached body: \
+                segments and syscalls per request",
+        run: |a| compare::run(&cork::CORK, a),
+        drive: compare::no_drive,
+    },
+    Scenario {
+        name: "sendfile-fanout",
+        about: "one file sent to many connections vs many files: opens, lock waits and kernel time \
+                per request",
+        run: |a| compare::run(&fanout::FANOUT, a),
+        drive: compare::no_drive,
+    },
+    Scenario {
         name: "batching",
         about: "epoll loop vs io_uring batched submission: syscalls per request",
         run: |a| compare::run(&compare::BATCHING, a),
@@ -80,34 +97,15 @@ pub const SCENARIOS: &[Scenario] = &[
     },
 ];
 
-/// Scenarios of the design that need server or load-generator features not built yet.
-pub const NOT_YET: &[(&str, &str)] = &[
-    (
-        "cork",
-        "sendfile with TCP_CORK vs header write + sendfile vs writev: needs a header-then-sendfile \
-         io variant in the server",
-    ),
-    (
-        "sendfile-fanout",
-        "one file sent to many connections vs many files: needs a multi-URL load generator",
-    ),
-];
-
 pub fn run(args: ScenarioArgs) -> anyhow::Result<()> {
     if args.list {
         for s in SCENARIOS {
             println!("{:<16} {}", s.name, s.about);
         }
-        for (name, why) in NOT_YET {
-            println!("{name:<16} not yet available: {why}");
-        }
         return Ok(());
     }
     let name = args.name.as_deref().unwrap_or_default();
     let Some(s) = SCENARIOS.iter().find(|s| s.name == name) else {
-        if let Some((_, why)) = NOT_YET.iter().find(|(n, _)| *n == name) {
-            bail!("scenario {name} is not yet available: {why}");
-        }
         let names: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
         bail!("unknown scenario {name:?} (known: {})", names.join(", "));
     };
