@@ -26,6 +26,8 @@ pub struct Comparison {
     pub strategies: &'static [Spec],
     /// Lines computed from the measured runs.
     pub findings: fn(&Bench) -> Vec<String>,
+    /// On-CPU sampling frequency when the findings read sampled shares; `None` is bench's.
+    pub frequency: Option<u64>,
 }
 
 /// One strategy of a comparison.
@@ -68,6 +70,7 @@ pub const GULAN: Comparison = Comparison {
         spec("cached", "threadpool", 1),
     ],
     findings: gulan_findings,
+    frequency: None,
 };
 
 pub const BATCHING: Comparison = Comparison {
@@ -82,6 +85,7 @@ pub const BATCHING: Comparison = Comparison {
           so syscalls per request fall below one when many connections are busy at once.",
     strategies: &[spec("cached", "epoll", 0), spec("cached", "uring", 0)],
     findings: batching_findings,
+    frequency: None,
 };
 
 pub const THREADPOOL: Comparison = Comparison {
@@ -100,6 +104,7 @@ pub const THREADPOOL: Comparison = Comparison {
         spec("cached", "thread", 0),
     ],
     findings: threadpool_findings,
+    frequency: None,
 };
 
 /// The first run of `io` on `model`.
@@ -242,6 +247,7 @@ pub fn run(c: &Comparison, args: &ScenarioArgs) -> anyhow::Result<()> {
         duration: Duration::from_secs(secs),
         out_dir: out_dir.clone(),
         kpath: std::env::current_exe().context("locating the kpath binary")?,
+        frequency: c.frequency.unwrap_or(BenchOptions::default().frequency),
         ..BenchOptions::default()
     };
     let b = bench::bench(&opts).with_context(|| format!("scenario {}", c.name))?;

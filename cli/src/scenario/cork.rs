@@ -30,6 +30,7 @@ pub const CORK: Comparison = Comparison {
         spec("cached", "epoll", 0),
     ],
     findings: cork_findings,
+    frequency: None,
 };
 
 fn segs(v: Option<f64>) -> String {
