@@ -1,7 +1,13 @@
 //! `cargo xtask bench-overhead`: what attaching kpath costs a busy server. The reference server
-//! (cached, epoll, keep-alive) is driven by wrk untraced and with `kpath record -p` attached
-//! (every probe family, default sampling), in interleaved rounds; the goal is to keep at least
-//! 0.95 of the untraced requests/s.
+//! (cached, epoll, keep-alive) is driven by wrk in interleaved rounds: untraced; with the
+//! kernel's floor for syscall tracing (empty BPF programs on sys_enter/sys_exit, [`floor`]);
+//! and with `kpath record -p` attached for each probe set asked for (by default all five families,
+//! then each alone). The goal is to keep at least 0.95 of the untraced requests/s with every
+//! family attached.
+//!
+//! Besides requests/s, each condition reports CPU time per request of the server, of wrk and of
+//! `kpath record` itself (from /proc, so background load on the 2 cores skews it less than
+//! throughput): the traced minus the floor condition is what kpath's own programs cost.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -9,27 +15,84 @@ use std::process::{Child, Command, Stdio};
 use anyhow::{bail, Context, Result};
 
 use crate::bench_probes::{median, wait_attached};
-use crate::bench_servers::{wait_listening, wrk_rps};
+use crate::bench_servers::{wait_listening, wrk_run};
+use crate::floor::EmptyRawTracepoints;
 use crate::util;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Seconds of wrk load per measurement.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 3)]
     pub duration: u64,
-    /// Interleaved rounds (untraced, traced); medians are compared.
+    /// Interleaved rounds over all conditions; medians are compared.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
     /// wrk connections.
     #[arg(long, default_value_t = 64)]
     pub connections: usize,
-    /// Probe families to attach (kpath record --probes).
-    #[arg(long, default_value = "syscalls,kpaths,sched,locks,oncpu")]
-    pub probes: String,
+    /// Probe sets to attach (kpath record --probes), one condition each; repeat the option for
+    /// several. Default: all five families, then each alone.
+    #[arg(long = "probes")]
+    pub probes: Vec<String>,
+    /// Leave out the floor condition (empty programs on the syscall tracepoints).
+    #[arg(long)]
+    pub no_floor: bool,
 }
 
 const PORT: u16 = 18_482;
 const GOAL: f64 = 0.95;
+const ALL: &str = "syscalls,kpaths,sched,locks,oncpu";
+
+#[derive(Debug, Clone, PartialEq)]
+enum Condition {
+    Untraced,
+    /// Empty BPF programs on the sys_enter/sys_exit raw tracepoints.
+    Floor,
+    Record(String),
+}
+
+impl Condition {
+    fn label(&self) -> String {
+        match self {
+            Condition::Untraced => "untraced".into(),
+            Condition::Floor => "floor: empty programs on sys_enter/exit".into(),
+            Condition::Record(p) if p == ALL => "kpath record, all five families".into(),
+            Condition::Record(p) => format!("kpath record --probes {p}"),
+        }
+    }
+}
+
+fn conditions(args: &Args) -> Vec<Condition> {
+    let mut v = vec![Condition::Untraced];
+    if !args.no_floor {
+        v.push(Condition::Floor);
+    }
+    let sets: Vec<String> = if args.probes.is_empty() {
+        std::iter::once(ALL.to_string())
+            .chain(ALL.split(',').map(str::to_string))
+            .collect()
+    } else {
+        args.probes.clone()
+    };
+    v.extend(sets.into_iter().map(Condition::Record));
+    v
+}
+
+/// One wrk run under one condition.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sample {
+    requests_per_sec: f64,
+    /// CPU µs per request.
+    server_us: f64,
+    wrk_us: f64,
+    kpath_us: f64,
+}
+
+impl Sample {
+    fn total_us(&self) -> f64 {
+        self.server_us + self.wrk_us + self.kpath_us
+    }
+}
 
 pub fn run(args: &Args) -> Result<()> {
     if !util::is_root() {
@@ -49,54 +112,189 @@ pub fn run(args: &Args) -> Result<()> {
         .stderr(Stdio::null())
         .spawn()
         .context("starting kpath serve")?;
-    let result = measure(args, &kpath, &work, server.id());
+    let conds = conditions(args);
+    let result = measure(args, &conds, &kpath, &work, server.id());
     let _ = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
         .status();
     let _ = server.wait();
-    let (untraced, traced) = result?;
-
-    let (u, t) = (median(&untraced), median(&traced));
-    println!(
-        "\nkpath serve --io cached --model epoll (keep-alive), wrk -t1 -c{} -d{}s, {} rounds, medians",
-        args.connections, args.duration, args.rounds
-    );
-    println!("{:<40} {:>12}", "condition", "requests/s");
-    println!("{:<40} {:>12.0}", "untraced", u);
-    println!(
-        "{:<40} {:>12.0}",
-        format!("kpath record -p --probes {}", args.probes),
-        t
-    );
-    println!(
-        "traced / untraced: {:.3} (goal >= {GOAL}){}",
-        t / u,
-        if t / u >= GOAL { "" } else { "  NOT MET" }
-    );
+    let samples = result?;
+    print_table(args, &conds, &samples);
     Ok(())
 }
 
-fn measure(args: &Args, kpath: &Path, work: &Path, pid: u32) -> Result<(Vec<f64>, Vec<f64>)> {
+fn measure(
+    args: &Args,
+    conds: &[Condition],
+    kpath: &Path,
+    work: &Path,
+    pid: u32,
+) -> Result<Vec<Vec<Sample>>> {
     wait_listening(PORT)?;
     let url = format!("http://127.0.0.1:{PORT}/index.html");
-    let (mut untraced, mut traced) = (Vec::new(), Vec::new());
+    let mut samples = vec![Vec::new(); conds.len()];
     for round in 1..=args.rounds {
-        eprintln!("round {round}/{}", args.rounds);
-        untraced.push(wrk_rps(1, args.connections, args.duration, &url, false)?);
-        let mut rec = Command::new(kpath)
-            .args(["record", "-d", "600", "--probes", &args.probes])
-            .args(["-p", &pid.to_string(), "-o"])
-            .arg(work.join("run"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting kpath record")?;
-        let r = wait_attached(&mut rec)
-            .and_then(|()| wrk_rps(1, args.connections, args.duration, &url, false));
-        stop(&mut rec);
-        traced.push(r?);
+        for (i, cond) in conds.iter().enumerate() {
+            eprintln!("round {round}/{}: {}", args.rounds, cond.label());
+            samples[i].push(one(args, cond, kpath, work, pid, &url)?);
+        }
     }
-    Ok((untraced, traced))
+    Ok(samples)
+}
+
+fn one(
+    args: &Args,
+    cond: &Condition,
+    kpath: &Path,
+    work: &Path,
+    pid: u32,
+    url: &str,
+) -> Result<Sample> {
+    let mut floor = None;
+    let mut rec = None;
+    match cond {
+        Condition::Untraced => {}
+        Condition::Floor => {
+            floor = Some(
+                EmptyRawTracepoints::attach(&["sys_enter", "sys_exit"])
+                    .context("attaching the floor programs")?,
+            );
+        }
+        Condition::Record(probes) => {
+            let mut child = Command::new(kpath)
+                .args(["record", "-d", "600", "--probes", probes])
+                .args(["-p", &pid.to_string(), "-o"])
+                .arg(work.join("run"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting kpath record")?;
+            if let Err(e) = wait_attached(&mut child) {
+                stop(&mut child);
+                return Err(e);
+            }
+            rec = Some(child);
+        }
+    }
+    let rec_pid = rec.as_ref().map(Child::id);
+    let before = (
+        cpu_secs(pid)?,
+        children_cpu_secs()?,
+        rec_pid.map(cpu_secs).transpose()?,
+    );
+    let wrk = wrk_run(1, args.connections, args.duration, url, false);
+    let after = (
+        cpu_secs(pid)?,
+        children_cpu_secs()?,
+        rec_pid.map(cpu_secs).transpose()?,
+    );
+    if let Some(mut child) = rec {
+        stop(&mut child);
+    }
+    drop(floor);
+    let wrk = wrk?;
+    if wrk.requests == 0 {
+        bail!("wrk completed no requests under {}", cond.label());
+    }
+    let per_req = |secs: f64| secs * 1e6 / wrk.requests as f64;
+    Ok(Sample {
+        requests_per_sec: wrk.requests_per_sec,
+        server_us: per_req(after.0 - before.0),
+        wrk_us: per_req(after.1 - before.1),
+        kpath_us: per_req(after.2.unwrap_or(0.0) - before.2.unwrap_or(0.0)),
+    })
+}
+
+fn print_table(args: &Args, conds: &[Condition], samples: &[Vec<Sample>]) {
+    let med =
+        |i: usize, f: fn(&Sample) -> f64| median(&samples[i].iter().map(f).collect::<Vec<_>>());
+    let base_rps = med(0, |s| s.requests_per_sec);
+    let base_cpu = med(0, Sample::total_us);
+    println!(
+        "\nkpath serve --io cached --model epoll (keep-alive), wrk -t1 -c{} -d{}s, {} interleaved \
+         rounds, medians; CPU µs per request from /proc",
+        args.connections, args.duration, args.rounds
+    );
+    println!(
+        "{:<44} {:>10} {:>7}   {:>6} {:>6} {:>6} {:>6} {:>7}",
+        "condition", "req/s", "ratio", "server", "wrk", "kpath", "total", "cost"
+    );
+    for (i, cond) in conds.iter().enumerate() {
+        let rps = med(i, |s| s.requests_per_sec);
+        let total = med(i, Sample::total_us);
+        println!(
+            "{:<44} {:>10.0} {:>7.3}   {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>7.3}",
+            cond.label(),
+            rps,
+            rps / base_rps,
+            med(i, |s| s.server_us),
+            med(i, |s| s.wrk_us),
+            med(i, |s| s.kpath_us),
+            total,
+            base_cpu / total,
+        );
+    }
+    println!(
+        "ratio: requests/s vs untraced; cost: untraced CPU per request / this condition's (what the \
+         ratio would be on a machine where only CPU time limits throughput)"
+    );
+    if let Some(i) = conds
+        .iter()
+        .position(|c| *c == Condition::Record(ALL.into()))
+    {
+        let ratio = med(i, |s| s.requests_per_sec) / base_rps;
+        println!(
+            "all families: {ratio:.3} of untraced requests/s (goal >= {GOAL}){}",
+            if ratio >= GOAL { "" } else { "  NOT MET" }
+        );
+    }
+    if let Some(i) = conds.iter().position(|c| *c == Condition::Floor) {
+        println!(
+            "floor: {:.3} of untraced requests/s with nothing but empty programs on the syscall \
+             tracepoints (every task takes the kernel's syscall-tracing slow path)",
+            med(i, |s| s.requests_per_sec) / base_rps
+        );
+    }
+}
+
+/// utime + stime of a process (all its threads), in seconds.
+fn cpu_secs(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    let fields = stat_fields(&stat)?;
+    Ok((fields[11] + fields[12]) as f64 / clock_ticks())
+}
+
+/// cutime + cstime of this process: the CPU time of children already waited for (wrk).
+fn children_cpu_secs() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let fields = stat_fields(&stat)?;
+    Ok((fields[13] + fields[14]) as f64 / clock_ticks())
+}
+
+/// The numeric fields after `(comm)`, starting with field 3 (state, parsed as 0).
+fn stat_fields(stat: &str) -> Result<Vec<u64>> {
+    let (_, rest) = stat
+        .rsplit_once(')')
+        .context("unexpected /proc/PID/stat format")?;
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    if fields.len() < 15 {
+        bail!("short /proc/PID/stat: {stat}");
+    }
+    Ok(fields)
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
 }
 
 fn stop(rec: &mut Child) {
@@ -104,4 +302,51 @@ fn stop(rec: &mut Child) {
         .args(["-INT", &rec.id().to_string()])
         .status();
     let _ = rec.wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(probes: &[&str], no_floor: bool) -> Args {
+        Args {
+            duration: 1,
+            rounds: 1,
+            connections: 1,
+            probes: probes.iter().map(|p| p.to_string()).collect(),
+            no_floor,
+        }
+    }
+
+    #[test]
+    fn default_conditions_are_baseline_floor_all_then_each_family() {
+        let c = conditions(&args(&[], false));
+        assert_eq!(c[0], Condition::Untraced);
+        assert_eq!(c[1], Condition::Floor);
+        assert_eq!(c[2], Condition::Record(ALL.into()));
+        assert_eq!(c.len(), 3 + 5);
+        assert_eq!(c[3], Condition::Record("syscalls".into()));
+    }
+
+    #[test]
+    fn explicit_probe_sets_replace_the_defaults() {
+        let c = conditions(&args(&["sched", "locks,oncpu"], true));
+        assert_eq!(
+            c,
+            vec![
+                Condition::Untraced,
+                Condition::Record("sched".into()),
+                Condition::Record("locks,oncpu".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn stat_fields_survive_spaces_and_parens_in_comm() {
+        let stat = "42 (a b) c) S 1 2 3 4 5 6 7 8 9 10 250 50 7 3 20 0";
+        let f = stat_fields(stat).unwrap();
+        assert_eq!(f[11] + f[12], 300);
+        assert_eq!(f[13] + f[14], 10);
+        assert!(stat_fields("1 (x) S 2").is_err());
+    }
 }

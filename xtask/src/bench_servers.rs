@@ -211,6 +211,23 @@ pub(crate) fn wrk_rps(
     url: &str,
     close: bool,
 ) -> anyhow::Result<f64> {
+    wrk_run(threads, connections, secs, url, close).map(|w| w.requests_per_sec)
+}
+
+/// What one wrk run reports.
+pub(crate) struct Wrk {
+    pub requests_per_sec: f64,
+    /// Completed requests ("N requests in ...").
+    pub requests: u64,
+}
+
+pub(crate) fn wrk_run(
+    threads: usize,
+    connections: usize,
+    secs: u64,
+    url: &str,
+    close: bool,
+) -> anyhow::Result<Wrk> {
     let mut cmd = Command::new("wrk");
     cmd.args([
         format!("-t{threads}"),
@@ -222,10 +239,23 @@ pub(crate) fn wrk_rps(
     }
     let out = cmd.arg(url).output().context("running wrk")?;
     let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
+    parse_wrk(&text).with_context(|| format!("unexpected wrk output: {text}"))
+}
+
+fn parse_wrk(text: &str) -> Option<Wrk> {
+    let requests_per_sec = text
+        .lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok())
-        .with_context(|| format!("no Requests/sec in wrk output: {text}"))
+        .and_then(|v| v.trim().parse().ok())?;
+    // "  1234 requests in 3.00s, 2.05MB read"
+    let requests = text
+        .lines()
+        .find_map(|l| l.split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse().ok())?;
+    Some(Wrk {
+        requests_per_sec,
+        requests,
+    })
 }
 
 fn kpath_load(args: &Args, kpath: &Path, url: &str) -> anyhow::Result<f64> {
@@ -348,4 +378,21 @@ fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     format!("{cpu}, {cores} cores, Linux {}", kernel.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_wrk;
+
+    #[test]
+    fn parses_wrk_totals() {
+        let text = "Running 3s test @ http://127.0.0.1:1/x\n  1 threads and 64 connections\n\
+                    \x20 Thread Stats   Avg      Stdev     Max   +/- Stdev\n\
+                    \x20 371652 requests in 3.00s, 583.82MB read\nRequests/sec: 123859.21\n\
+                    Transfer/sec:    194.55MB\n";
+        let w = parse_wrk(text).unwrap();
+        assert_eq!(w.requests, 371_652);
+        assert_eq!(w.requests_per_sec, 123_859.21);
+        assert!(parse_wrk("Requests/sec: 5\n").is_none());
+    }
 }

@@ -6,6 +6,7 @@ mod bench_probes;
 mod bench_servers;
 mod build;
 mod demo;
+mod floor;
 mod lint;
 mod setup;
 mod test;
