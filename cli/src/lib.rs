@@ -14,6 +14,7 @@ pub mod flame;
 pub mod hist;
 pub mod kallsyms;
 pub mod loader;
+pub mod progstats;
 pub mod record;
 pub mod render;
 pub mod report;

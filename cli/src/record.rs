@@ -14,7 +14,8 @@ use crate::{
     features::{self, Features},
     kallsyms::Kallsyms,
     loader::{self, LoadOptions, Method, Probes},
-    run::{FamilyOverhead, Overhead, Run, Target, RUN_FORMAT_VERSION},
+    progstats::ProgStats,
+    run::{Run, Target, RUN_FORMAT_VERSION},
     stacks::{self, maps::MapsRecorder},
     target::{self, Child},
 };
@@ -57,6 +58,9 @@ pub struct RecordArgs {
     /// Rows per table.
     #[arg(long, default_value_t = 25)]
     pub top: usize,
+    /// Create this file once every probe is attached (for scripts that start load then).
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
     /// The command to start and trace.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -183,14 +187,14 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         log::info!("{w}");
     }
     warnings.append(&mut probes.warnings);
-    // Keep the stats fd open while recording: the kernel measures BPF run time only then.
-    let stats_fd = if opts_no_stats() {
-        Err("disabled by KPATH_NO_BPF_STATS".to_string())
-    } else {
-        aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| loader::error_chain(&e))
-    };
-    if let Err(e) = &stats_fd {
-        warnings.push(format!("BPF run-time statistics unavailable: {e}"));
+    // BPF run-time statistics slow every BPF program run down: they are on in sampled windows.
+    let mut prog_stats = ProgStats::start(
+        &probes,
+        opts_no_stats().then_some("disabled by KPATH_NO_BPF_STATS"),
+    );
+    if let Some(path) = &args.ready_file {
+        std::fs::write(path, b"")
+            .with_context(|| format!("--ready-file: writing {}", path.display()))?;
     }
 
     install_signal_handlers();
@@ -205,7 +209,14 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     // Stacks are symbolized from maps snapshots taken while the targets live.
     let mut maps =
         (probes.has(Family::Oncpu) || probes.has(Family::Sched)).then(MapsRecorder::default);
-    let stop = wait(&args, &probes, child.as_mut(), start, maps.as_mut());
+    let stop = wait(
+        &args,
+        &probes,
+        child.as_mut(),
+        start,
+        maps.as_mut(),
+        &mut prog_stats,
+    );
     let duration = start.elapsed();
     let mut exit_code = None;
     if let Some(c) = child.as_mut() {
@@ -217,8 +228,10 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
             exit_code = c.terminate(Duration::from_secs(1));
         }
     }
-    let overhead = overhead(&probes, duration, stats_fd.is_ok());
-    drop(stats_fd);
+    if let Some(e) = &prog_stats.error {
+        warnings.push(format!("BPF run-time statistics unavailable: {e}"));
+    }
+    let overhead = prog_stats.finish(&probes, duration);
 
     let mut run = collect_run(&probes, duration)?;
     let profiles = maps.as_mut().and_then(|m| {
@@ -281,15 +294,15 @@ fn wait(
     mut child: Option<&mut Child>,
     start: Instant,
     mut maps: Option<&mut MapsRecorder>,
+    prog_stats: &mut ProgStats,
 ) -> Stop {
     let limit = args.duration.map(Duration::from_secs_f64);
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} {msg}").expect("static template"),
     );
-    let mut last = (Instant::now(), program_runs(probes));
-    let mut rate = 0.0;
     loop {
+        prog_stats.poll(probes);
         if STOP.load(Ordering::SeqCst) {
             bar.finish_and_clear();
             return Stop::Signal;
@@ -306,19 +319,16 @@ fn wait(
             bar.finish_and_clear();
             return Stop::TargetExited;
         }
-        if !bar.is_hidden() && last.0.elapsed() >= Duration::from_millis(500) {
-            let now = (Instant::now(), program_runs(probes));
-            rate =
-                (now.1.saturating_sub(last.1)) as f64 / now.0.duration_since(last.0).as_secs_f64();
-            last = now;
-        }
         bar.set_message(format!(
-            "recording {:.1}s{} · {:.0} BPF events/s · Ctrl-C to stop",
+            "recording {:.1}s{}{} · Ctrl-C to stop",
             start.elapsed().as_secs_f64(),
             limit
                 .map(|l| format!(" of {:.0}s", l.as_secs_f64()))
                 .unwrap_or_default(),
-            rate
+            prog_stats
+                .rate()
+                .map(|r| format!(" · {r:.0} BPF events/s"))
+                .unwrap_or_default(),
         ));
         bar.tick();
         if let Some(m) = maps.as_deref_mut() {
@@ -336,41 +346,6 @@ fn traced_ids(probes: &Probes) -> Vec<u32> {
         .and_then(|m| aya::maps::HashMap::<_, u32, u32>::try_from(m).ok())
         .map(|t| t.keys().filter_map(Result::ok).collect())
         .unwrap_or_default()
-}
-
-/// Total BPF program invocations so far (needs run-time stats enabled).
-fn program_runs(probes: &Probes) -> u64 {
-    probes
-        .programs
-        .iter()
-        .filter_map(|(_, n)| probes.ebpf.program(n)?.info().ok())
-        .map(|i| i.run_count())
-        .sum()
-}
-
-fn overhead(probes: &Probes, duration: Duration, stats: bool) -> Overhead {
-    let mut families: BTreeMap<String, FamilyOverhead> = BTreeMap::new();
-    for (fam, name) in &probes.programs {
-        let Some(info) = probes.ebpf.program(name).and_then(|p| p.info().ok()) else {
-            continue;
-        };
-        let o = families.entry(fam.to_string()).or_default();
-        o.events += info.run_count();
-        o.bpf_run_ns += info.run_time().as_nanos() as u64;
-    }
-    let secs = duration.as_secs_f64().max(1e-9);
-    for o in families.values_mut() {
-        o.events_per_sec = o.events as f64 / secs;
-        o.ns_per_event = if o.events > 0 {
-            o.bpf_run_ns as f64 / o.events as f64
-        } else {
-            0.0
-        };
-    }
-    Overhead {
-        bpf_stats_enabled: stats,
-        families,
-    }
 }
 
 /// Reads every attached family's maps into a [`Run`].

@@ -65,18 +65,23 @@ pub struct Target {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Overhead {
-    /// Whether kernel.bpf_stats_enabled was on, so `bpf_run_ns` is measured.
+    /// Whether BPF run-time statistics were measured (in sampled windows, see `progstats`).
     pub bpf_stats_enabled: bool,
+    /// How long the statistics were on; `events` and `bpf_run_ns` are scaled from these windows
+    /// to the whole recording (0 in runs written before sampling: measured throughout).
+    #[serde(default)]
+    pub stats_sampled_ns: u64,
     /// Family name -> figures.
     pub families: BTreeMap<String, FamilyOverhead>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct FamilyOverhead {
-    /// BPF program invocations (all tasks, before the target filter).
+    /// BPF program invocations (all tasks, before the target filter), estimated for the whole
+    /// recording from the sampled statistics windows.
     pub events: u64,
     pub events_per_sec: f64,
-    /// Total time spent in the family's BPF programs.
+    /// Total time spent in the family's BPF programs (estimated like `events`).
     pub bpf_run_ns: u64,
     /// `bpf_run_ns / events`.
     pub ns_per_event: f64,

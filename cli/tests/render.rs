@@ -205,6 +205,7 @@ fn sample_run() -> Run {
     ];
     let overhead = Overhead {
         bpf_stats_enabled: true,
+        stats_sampled_ns: 1_000_000_000,
         families: families
             .iter()
             .zip([

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use crate::bench_probes::{median, wait_attached};
+use crate::bench_probes::{median, ready_file, wait_attached};
 use crate::bench_servers::{wait_listening, wrk_run};
 use crate::floor::EmptyRawTracepoints;
 use crate::util;
@@ -161,15 +161,18 @@ fn one(
             );
         }
         Condition::Record(probes) => {
+            let ready = ready_file(work);
             let mut child = Command::new(kpath)
                 .args(["record", "-d", "600", "--probes", probes])
-                .args(["-p", &pid.to_string(), "-o"])
+                .args(["-p", &pid.to_string(), "--ready-file"])
+                .arg(&ready)
+                .arg("-o")
                 .arg(work.join("run"))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .context("starting kpath record")?;
-            if let Err(e) = wait_attached(&mut child) {
+            if let Err(e) = wait_attached(&mut child, &ready) {
                 stop(&mut child);
                 return Err(e);
             }

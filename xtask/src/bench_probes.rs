@@ -1,11 +1,12 @@
 //! `cargo xtask bench-probes`: what kpath's syscall tracing costs, per traced enter+exit pair.
 //!
 //! A getpid loop (one raw syscall per iteration, glibc's cache bypassed) runs side by side, in
-//! interleaved rounds, in four conditions: untraced; as a bystander while kpath traces another
-//! process (every task pays for the syscall tracepoints being on, the filter rejects it); traced
+//! interleaved rounds, in five conditions: untraced; with empty BPF programs on the sys_enter and
+//! sys_exit raw tracepoints (the kernel's floor: every task takes the syscall-tracing slow path);
+//! as a bystander while kpath traces another process (the floor plus kpath's filter); traced
 //! through BPF raw tracepoints (kpath's default); traced through the raw_syscalls trace events
 //! (the fallback). The loop reports its own ns per call; the difference to the untraced median
-//! is the cost per enter+exit pair. A fifth run with BPF run-time statistics on reports the time
+//! is the cost per enter+exit pair. A sixth run with BPF run-time statistics on reports the time
 //! spent inside kpath's programs per event, as `kpath record` prints in its footer.
 
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::floor::EmptyRawTracepoints;
 use crate::util;
 
 #[derive(Debug, clap::Args)]
@@ -59,6 +61,7 @@ pub fn run(args: &Args) -> Result<()> {
 
     let names = [
         "untraced",
+        "floor (empty programs)",
         "bystander",
         "traced raw_tp",
         "traced raw_syscalls",
@@ -68,8 +71,12 @@ pub fn run(args: &Args) -> Result<()> {
     for round in 1..=args.rounds {
         eprintln!("round {round}/{}", args.rounds);
         samples[0].push(loop_ns(Command::new(&getpid).arg(&calls))?);
-        samples[1].push(bystander(&kpath, &getpid, &calls, &dir)?);
-        for (i, method) in [(2, "raw_tp"), (3, "raw_syscalls")] {
+        {
+            let _floor = EmptyRawTracepoints::attach(&["sys_enter", "sys_exit"])?;
+            samples[1].push(loop_ns(Command::new(&getpid).arg(&calls))?);
+        }
+        samples[2].push(bystander(&kpath, &getpid, &calls, &dir)?);
+        for (i, method) in [(3, "raw_tp"), (4, "raw_syscalls")] {
             let mut cmd = record(&kpath, &dir, method, &getpid, &calls);
             cmd.env("KPATH_NO_BPF_STATS", "1");
             samples[i].push(loop_ns(&mut cmd)?);
@@ -85,7 +92,7 @@ pub fn run(args: &Args) -> Result<()> {
         args.calls, args.rounds
     );
     println!(
-        "{:<22} {:>10} {:>16} {:>12}",
+        "{:<24} {:>10} {:>16} {:>12}",
         "condition", "ns/call", "ns/pair added", "vs goal"
     );
     for (name, m) in names.iter().zip(&medians) {
@@ -95,7 +102,7 @@ pub fn run(args: &Args) -> Result<()> {
         } else {
             format!("{:.1}x", added / GOAL_NS_PER_PAIR)
         };
-        println!("{name:<22} {m:>10.1} {added:>16.1} {vs:>12}");
+        println!("{name:<24} {m:>10.1} {added:>16.1} {vs:>12}");
     }
     println!(
         "BPF program time per event (bpf_stats, raw_tp): {:.1} ns (x2 per pair = {:.1} ns)",
@@ -103,8 +110,8 @@ pub fn run(args: &Args) -> Result<()> {
         2.0 * median(&bpf_ns_per_event)
     );
     println!(
-        "goal: <= {GOAL_NS_PER_PAIR} ns per enter+exit pair; 'bystander' is the floor any syscall \
-         tracing imposes on this kernel, before kpath's filter runs."
+        "goal: <= {GOAL_NS_PER_PAIR} ns per enter+exit pair; 'floor' is what any program on the \
+         syscall tracepoints costs every task on this kernel; kpath's own share is the rest."
     );
     Ok(())
 }
@@ -146,15 +153,20 @@ fn loop_ns(cmd: &mut Command) -> Result<f64> {
 /// The loop's cost while kpath traces a sleeping process: tracing is on, the filter says no.
 fn bystander(kpath: &Path, getpid: &Path, calls: &str, dir: &Path) -> Result<f64> {
     let mut sleeper = Command::new("sleep").arg("600").spawn()?;
+    let ready = ready_file(dir);
     let mut rec = Command::new(kpath)
         .args(["record", "--probes", "syscalls", "-d", "600", "-p"])
         .arg(sleeper.id().to_string())
+        .arg("--ready-file")
+        .arg(&ready)
         .arg("-o")
         .arg(dir.join("bystander"))
+        .env("KPATH_NO_BPF_STATS", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
-    let result = wait_attached(&mut rec).and_then(|()| loop_ns(Command::new(getpid).arg(calls)));
+    let result =
+        wait_attached(&mut rec, &ready).and_then(|()| loop_ns(Command::new(getpid).arg(calls)));
     unsafe { libc_kill(rec.id() as i32, 2) };
     let _ = rec.wait();
     let _ = sleeper.kill();
@@ -162,26 +174,26 @@ fn bystander(kpath: &Path, getpid: &Path, calls: &str, dir: &Path) -> Result<f64
     result
 }
 
-/// kpath opens its bpf-stats fd right after attaching: that is the signal it is recording.
-pub(crate) fn wait_attached(rec: &mut Child) -> Result<()> {
+/// `kpath record --ready-file PATH` creates PATH once every probe is attached.
+pub(crate) fn wait_attached(rec: &mut Child, ready: &Path) -> Result<()> {
     let start = Instant::now();
-    let fd_dir = format!("/proc/{}/fd", rec.id());
     while start.elapsed() < Duration::from_secs(20) {
         if let Some(status) = rec.try_wait()? {
             bail!("kpath record exited early: {status}");
         }
-        let attached = std::fs::read_dir(&fd_dir)
-            .map(|rd| {
-                rd.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-                    .any(|l| l.to_string_lossy().contains("bpf-stats"))
-            })
-            .unwrap_or(false);
-        if attached {
+        if ready.exists() {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     bail!("kpath record did not attach within 20 s")
+}
+
+/// A fresh path for `--ready-file` in `dir` (any file left from an earlier run removed).
+pub(crate) fn ready_file(dir: &Path) -> PathBuf {
+    let path = dir.join("record.ready");
+    let _ = std::fs::remove_file(&path);
+    path
 }
 
 fn bpf_ns(run_json: &Path) -> Result<f64> {

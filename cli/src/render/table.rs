@@ -430,15 +430,18 @@ fn footer(out: &mut String, run: &Run) {
     let o = &run.overhead;
     if !o.families.is_empty() {
         let stats = o.bpf_stats_enabled;
-        let _ = writeln!(
-            out,
-            "overhead:{}",
-            if stats {
-                ""
-            } else {
-                " bpf_stats not enabled (sysctl kernel.bpf_stats_enabled=1 measures BPF run time)"
-            }
-        );
+        let note = if !stats {
+            " BPF run-time statistics not measured".to_string()
+        } else if o.stats_sampled_ns > 0 {
+            format!(
+                " BPF run time measured in windows totalling {:.1} s (statistics slow every \
+                 program down, so they are on 10% of the time); events and run time scaled",
+                o.stats_sampled_ns as f64 / 1e9
+            )
+        } else {
+            String::new()
+        };
+        let _ = writeln!(out, "overhead:{note}");
         let measured = |s: String| if stats { s } else { "-".to_string() };
         out.push_str(&table(
             &[
@@ -583,10 +586,13 @@ mod tests {
             },
         );
         let text = render(&run, &TableOptions::default());
-        assert!(text.contains("bpf_stats not enabled"), "{text}");
+        assert!(text.contains("statistics not measured"), "{text}");
         run.overhead.bpf_stats_enabled = true;
         let text = render(&run, &TableOptions::default());
-        assert!(!text.contains("bpf_stats not enabled"), "{text}");
+        assert!(!text.contains("statistics not measured"), "{text}");
+        run.overhead.stats_sampled_ns = 600_000_000;
+        let text = render(&run, &TableOptions::default());
+        assert!(text.contains("windows totalling 0.6 s"), "{text}");
     }
 
     #[test]
