@@ -14,7 +14,7 @@ use aya::{
 };
 use probe_common::{
     kpaths::KpathFn, Family, GLOBAL_FILTER, GLOBAL_OFFCPU_MIN_NS, GLOBAL_SELF_TGID,
-    GLOBAL_USER_RET, MAP_TARGETS,
+    GLOBAL_USER_RET, MAP_TARGETS, MAP_TARGET_HINTS,
 };
 use serde::Serialize;
 
@@ -331,6 +331,18 @@ pub fn load(opts: &LoadOptions, features: &Features) -> Result<Probes, LoadError
         for &pid in &opts.targets {
             targets
                 .insert(pid, probe_common::target_flags::ROOT, 0)
+                .map_err(|source| LoadError::Target { pid, source })?;
+        }
+        let mut hints: aya::maps::Array<_, u32> = p
+            .ebpf
+            .map_mut(MAP_TARGET_HINTS)
+            .and_then(|m| aya::maps::Array::try_from(m).ok())
+            .ok_or(LoadError::Map {
+                name: MAP_TARGET_HINTS,
+            })?;
+        for &pid in &opts.targets {
+            hints
+                .set(probe_common::hint_slot(pid), 1, 0)
                 .map_err(|source| LoadError::Target { pid, source })?;
         }
     }

@@ -55,6 +55,17 @@ pub const STACKS_CAPACITY: u32 = 32768;
 /// Capacity of [`MAP_TARGETS`]; thread ids of traced processes pass through it briefly.
 pub const TARGETS_CAPACITY: u32 = 16384;
 
+/// Name of the array of target hints: slot [`hint_slot`]`(id)` is set (never cleared) for every id
+/// put in [`MAP_TARGETS`], so a zero slot proves a task untraced with one inlined array load
+/// instead of hash lookups: most tasks on the machine are not traced and leave at that test.
+pub const MAP_TARGET_HINTS: &str = "TARGET_HINTS";
+/// Slots of [`MAP_TARGET_HINTS`] (a power of two).
+pub const TARGET_HINTS_SIZE: u32 = 1 << 16;
+/// The slot of `id` in [`MAP_TARGET_HINTS`].
+pub const fn hint_slot(id: u32) -> u32 {
+    id & (TARGET_HINTS_SIZE - 1)
+}
+
 /// Global (set at load time): 1 when only tasks whose tgid is in [`MAP_TARGETS`] are traced.
 pub const GLOBAL_FILTER: &str = "FILTER_ENABLED";
 /// Global (set at load time): kpath's own tgid, never traced in system-wide mode.

@@ -6,10 +6,12 @@
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::map,
-    maps::{HashMap, PerCpuArray, StackTrace},
+    maps::{Array, HashMap, PerCpuArray, StackTrace},
     programs::tracing::StackIdContext,
 };
-use probe_common::{Family, LOST_ENTRIES, STACKS_CAPACITY, TARGETS_CAPACITY};
+use probe_common::{
+    hint_slot, Family, LOST_ENTRIES, STACKS_CAPACITY, TARGETS_CAPACITY, TARGET_HINTS_SIZE,
+};
 
 mod kpaths;
 mod locks;
@@ -59,6 +61,10 @@ static USER_RET_ENABLED: u32 = 0;
 #[map]
 static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(TARGETS_CAPACITY, 0);
 
+/// Set slots for traced ids (see `probe_common::MAP_TARGET_HINTS`).
+#[map]
+static TARGET_HINTS: Array<u32> = Array::with_max_entries(TARGET_HINTS_SIZE, 0);
+
 /// Lost events, then lost stacks, per family (see `probe_common::lost_stacks_index`).
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_ENTRIES, 0);
@@ -74,11 +80,29 @@ fn read_global<T: Copy>(g: &T) -> T {
     unsafe { core::ptr::read_volatile(g) }
 }
 
+/// False when the task with this tgid is certainly not traced: with the filter on, its hint slot
+/// is zero (an array load the verifier inlines). True means "look closer".
+#[inline(always)]
+fn maybe_traced(tgid: u32) -> bool {
+    if read_global(&FILTER_ENABLED) == 0 {
+        return true;
+    }
+    TARGET_HINTS.get(hint_slot(tgid)).is_none_or(|v| *v != 0)
+}
+
+/// Marks `id` in the hint array (done for every id put in `TARGETS`).
+#[inline(always)]
+fn set_hint(id: u32) {
+    if let Some(p) = TARGET_HINTS.get_ptr_mut(hint_slot(id)) {
+        unsafe { *p = 1 };
+    }
+}
+
 /// Whether the task with this tgid is traced.
 #[inline(always)]
 fn is_traced(tgid: u32) -> bool {
     if read_global(&FILTER_ENABLED) != 0 {
-        unsafe { TARGETS.get(tgid).is_some() }
+        maybe_traced(tgid) && unsafe { TARGETS.get(tgid).is_some() }
     } else {
         tgid != 0 && tgid != read_global(&SELF_TGID)
     }

@@ -15,7 +15,7 @@ use probe_common::{
     Family,
 };
 
-use crate::{count_lost, current_ids, hist_add, is_traced};
+use crate::{count_lost, current_ids, hist_add, is_traced, maybe_traced};
 
 #[map]
 static SYSCALLS_STATS: PerCpuArray<SyscallStats> = PerCpuArray::with_max_entries(MAX_SYSCALLS, 0);
@@ -69,7 +69,7 @@ pub fn syscalls_sys_exit_each(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn enter(nr: i64) -> u32 {
     let (tgid, tid) = current_ids();
-    if nr < 0 || nr >= MAX_SYSCALLS as i64 {
+    if nr < 0 || nr >= MAX_SYSCALLS as i64 || !maybe_traced(tgid) {
         return 0;
     }
     // A slot exists only for threads found traced before: one lookup on the hot path. The
@@ -99,7 +99,10 @@ fn enter(nr: i64) -> u32 {
 
 #[inline(always)]
 fn exit(ret: i64) -> u32 {
-    let (_, tid) = current_ids();
+    let (tgid, tid) = current_ids();
+    if !maybe_traced(tgid) {
+        return 0;
+    }
     // Only threads whose entry we saw have a start: that lookup is the target filter here.
     let Some(slot) = SYSCALLS_START.get_ptr_mut(tid) else {
         return 0;

@@ -3,8 +3,8 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use probe_common::target_flags;
 
 use crate::{
-    current_ids, offset, read_global, syscalls::SYSCALLS_START, FILTER_ENABLED, OFF_FORK_CHILD_PID,
-    TARGETS,
+    current_ids, is_traced, offset, read_global, set_hint, syscalls::SYSCALLS_START,
+    FILTER_ENABLED, OFF_FORK_CHILD_PID, TARGETS,
 };
 
 /// A traced task forked: trace the child too. Thread creation also lands here (the child id is
@@ -19,13 +19,17 @@ fn try_fork(ctx: &TracePointContext) -> Result<u32, i64> {
         return Ok(0);
     }
     let (tgid, _) = current_ids();
-    if unsafe { TARGETS.get(tgid) }.is_none() {
+    if !is_traced(tgid) {
         return Ok(0);
     }
     let child: i32 = unsafe { ctx.read_at(offset(&OFF_FORK_CHILD_PID)) }.map_err(|e| e as i64)?;
     let child = child as u32;
-    if child != tgid && TARGETS.insert(child, target_flags::CHILD, 0).is_err() {
-        crate::count_lost(probe_common::Family::Syscalls);
+    if child != tgid {
+        // The hint first: a task that finds its hint set still checks TARGETS.
+        set_hint(child);
+        if TARGETS.insert(child, target_flags::CHILD, 0).is_err() {
+            crate::count_lost(probe_common::Family::Syscalls);
+        }
     }
     Ok(0)
 }
