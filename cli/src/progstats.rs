@@ -1,12 +1,14 @@
-//! What kpath's own BPF programs cost, measured with the kernel's run-time statistics, sampled.
+//! What kpath's own BPF programs cost, measured with the kernel's run-time statistics.
 //!
 //! While a BPF_ENABLE_STATS fd is open, the kernel times every run of every BPF program on the
 //! machine (two sched_clock reads each). That is not free: on the 6.18 PVM guest this project is
 //! built on it added about 165 ns to each syscall of every process while the syscall programs
-//! were attached, more than kpath's syscall programs themselves (`cargo xtask bench-probes`).
-//! So the statistics are on in short windows only ([`WINDOW`] every [`PERIOD`], from the moment
-//! the probes attach), and the per-program deltas inside the windows give events/s and ns/event,
-//! scaled to the whole recording.
+//! were attached, more than kpath's syscall programs themselves (`cargo xtask bench-probes`). So
+//! the statistics are opt-in (`kpath record --bpf-stats`; `kpath bench` turns them on to report
+//! probe time per request), and on for the whole recording once asked for: switching them on
+//! and off in windows patches every BPF call site in the kernel (a static key) each time, and
+//! doing that every few hundred ms hung a Debian 5.10 guest with kprobes attached (soft lockups
+//! on both CPUs, reproduced under qemu TCG).
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
@@ -15,11 +17,6 @@ use std::time::{Duration, Instant};
 use crate::loader::{self, Probes};
 use crate::run::{FamilyOverhead, Overhead};
 
-/// How long each statistics window lasts.
-pub const WINDOW: Duration = Duration::from_millis(200);
-/// A window opens this often (so the statistics are on WINDOW/PERIOD of the time: 10%).
-pub const PERIOD: Duration = Duration::from_secs(2);
-
 /// Run count and run time of one program.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Counters {
@@ -27,106 +24,86 @@ pub struct Counters {
     pub ns: u64,
 }
 
-/// The sampled statistics of one recording.
+/// The statistics of one recording.
 pub struct ProgStats {
-    /// The open statistics fd while a window is on.
+    /// The open statistics fd (statistics on).
     fd: Option<OwnedFd>,
-    window_start: Instant,
-    next_window: Instant,
-    /// Counters of each program (in `Probes::programs` order) when the window opened.
-    at_open: Vec<Counters>,
-    /// Sum over closed windows of each program's counter deltas.
-    sums: Vec<Counters>,
-    sampled: Duration,
-    /// Events per second over all programs in the last closed window (for the progress line).
-    last_rate: Option<f64>,
-    /// Why the statistics could not be enabled (then nothing is measured).
-    pub error: Option<String>,
+    since: Instant,
+    /// Counters of each program (in `Probes::programs` order) when the statistics went on.
+    at_start: Vec<Counters>,
+    /// Total runs at the last progress sample, and when.
+    last: (Instant, u64),
+    rate: Option<f64>,
+    /// Why the statistics are off (not asked for, or could not be enabled).
+    pub off: Option<String>,
 }
 
 impl ProgStats {
-    /// Opens the first window now (unless `disabled`).
-    pub fn start(probes: &Probes, disabled: Option<&str>) -> Self {
+    /// Turns the statistics on now when `enable`.
+    pub fn start(probes: &Probes, enable: bool) -> Self {
         let now = Instant::now();
         let mut s = ProgStats {
             fd: None,
-            window_start: now,
-            next_window: now,
-            at_open: Vec::new(),
-            sums: vec![Counters::default(); probes.programs.len()],
-            sampled: Duration::ZERO,
-            last_rate: None,
-            error: disabled.map(str::to_string),
+            since: now,
+            at_start: Vec::new(),
+            last: (now, 0),
+            rate: None,
+            off: Some("not asked for (--bpf-stats)".into()),
         };
-        s.poll(probes);
+        if enable {
+            match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
+                Ok(fd) => {
+                    s.fd = Some(fd);
+                    s.at_start = counters(probes);
+                    s.off = None;
+                }
+                Err(e) => s.off = Some(loader::error_chain(&e)),
+            }
+        }
         s
     }
 
-    /// Opens or closes a window when due; call it often (every few tens of ms).
+    /// Whether the statistics are on.
+    pub fn on(&self) -> bool {
+        self.fd.is_some()
+    }
+
+    /// Updates the events/s figure for the progress line (every 500 ms at most).
     pub fn poll(&mut self, probes: &Probes) {
-        if self.error.is_some() {
+        if !self.on() || self.last.0.elapsed() < Duration::from_millis(500) {
             return;
         }
         let now = Instant::now();
-        if self.fd.is_some() {
-            if now.duration_since(self.window_start) >= WINDOW {
-                self.close(probes, now);
-            }
-        } else if now >= self.next_window {
-            self.open(probes, now);
+        let runs: u64 = counters(probes).iter().map(|c| c.runs).sum();
+        let started: u64 = self.at_start.iter().map(|c| c.runs).sum();
+        let runs = runs.saturating_sub(started);
+        if self.last.1 > 0 || now.duration_since(self.since) >= Duration::from_millis(500) {
+            let secs = now.duration_since(self.last.0).as_secs_f64().max(1e-9);
+            self.rate = Some(runs.saturating_sub(self.last.1) as f64 / secs);
         }
+        self.last = (now, runs);
     }
 
-    fn open(&mut self, probes: &Probes, now: Instant) {
-        match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
-            Ok(fd) => {
-                self.fd = Some(fd);
-                self.window_start = now;
-                self.next_window = now + PERIOD;
-                self.at_open = counters(probes);
-            }
-            Err(e) => self.error = Some(loader::error_chain(&e)),
-        }
-    }
-
-    fn close(&mut self, probes: &Probes, now: Instant) {
-        let at_close = counters(probes);
-        self.fd = None;
-        let window = now.duration_since(self.window_start);
-        self.sampled += window;
-        let mut runs = 0;
-        for ((sum, a), b) in self.sums.iter_mut().zip(&self.at_open).zip(&at_close) {
-            let d = delta(a, b);
-            sum.runs += d.runs;
-            sum.ns += d.ns;
-            runs += d.runs;
-        }
-        self.last_rate = Some(runs as f64 / window.as_secs_f64().max(1e-9));
-    }
-
-    /// BPF events per second in the last window, if one closed yet.
+    /// BPF events per second lately, when the statistics are on.
     pub fn rate(&self) -> Option<f64> {
-        self.last_rate
+        self.rate
     }
 
-    /// Closes an open window and turns the sums into overhead figures for a recording of
-    /// `duration`.
-    pub fn finish(mut self, probes: &Probes, duration: Duration) -> Overhead {
-        if self.fd.is_some() {
-            self.close(probes, Instant::now());
-        }
-        let per_program: Vec<(&str, Counters)> = probes
-            .programs
-            .iter()
-            .map(|(fam, _)| *fam)
-            .zip(self.sums.iter().copied())
-            .collect();
-        overhead(
-            &per_program,
-            self.sampled,
-            duration,
-            self.error.is_none() && !self.sampled.is_zero(),
-        )
+    /// Turns the statistics off and gives the overhead figures.
+    pub fn finish(self, probes: &Probes) -> Overhead {
+        let on = self.since.elapsed();
+        let per_program: Vec<(&str, Counters)> = if self.on() {
+            let now = counters(probes);
+            probes
+                .programs
+                .iter()
+                .map(|(fam, _)| *fam)
+                .zip(self.at_start.iter().zip(&now).map(|(a, b)| delta(a, b)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        overhead(&per_program, if self.on() { on } else { Duration::ZERO })
     }
 }
 
@@ -156,37 +133,26 @@ fn delta(a: &Counters, b: &Counters) -> Counters {
     }
 }
 
-/// Per family: events/s and ns/event from the sampled windows, events and run time scaled to
-/// the whole `duration`.
-pub fn overhead(
-    per_program: &[(&str, Counters)],
-    sampled: Duration,
-    duration: Duration,
-    measured: bool,
-) -> Overhead {
+/// Per family: events, events/s and ns/event over the `measured` time the statistics were on.
+pub fn overhead(per_program: &[(&str, Counters)], measured: Duration) -> Overhead {
     let mut sums: BTreeMap<String, Counters> = BTreeMap::new();
     for (fam, c) in per_program {
         let s = sums.entry(fam.to_string()).or_default();
         s.runs += c.runs;
         s.ns += c.ns;
     }
-    let sampled_secs = sampled.as_secs_f64();
-    let scale = if sampled_secs > 0.0 {
-        duration.as_secs_f64() / sampled_secs
-    } else {
-        0.0
-    };
+    let secs = measured.as_secs_f64();
     let families = sums
         .into_iter()
         .map(|(fam, c)| {
             let o = FamilyOverhead {
-                events: (c.runs as f64 * scale).round() as u64,
-                events_per_sec: if sampled_secs > 0.0 {
-                    c.runs as f64 / sampled_secs
+                events: c.runs,
+                events_per_sec: if secs > 0.0 {
+                    c.runs as f64 / secs
                 } else {
                     0.0
                 },
-                bpf_run_ns: (c.ns as f64 * scale).round() as u64,
+                bpf_run_ns: c.ns,
                 ns_per_event: if c.runs > 0 {
                     c.ns as f64 / c.runs as f64
                 } else {
@@ -197,8 +163,8 @@ pub fn overhead(
         })
         .collect();
     Overhead {
-        bpf_stats_enabled: measured,
-        stats_sampled_ns: sampled.as_nanos() as u64,
+        bpf_stats_enabled: !measured.is_zero(),
+        stats_sampled_ns: measured.as_nanos() as u64,
         families,
     }
 }
@@ -212,48 +178,32 @@ mod tests {
     }
 
     #[test]
-    fn windows_scale_to_the_whole_recording() {
-        // Two programs of one family, one of another; 0.4 s sampled of a 4 s recording.
+    fn programs_add_up_per_family() {
         let per = [
             ("syscalls", c(1000, 100_000)),
             ("syscalls", c(1000, 60_000)),
             ("sched", c(10, 5_000)),
         ];
-        let o = overhead(
-            &per,
-            Duration::from_millis(400),
-            Duration::from_secs(4),
-            true,
-        );
+        let o = overhead(&per, Duration::from_millis(400));
         let s = &o.families["syscalls"];
-        assert_eq!(s.events, 20_000);
+        assert_eq!(s.events, 2000);
         assert_eq!(s.events_per_sec, 5_000.0);
         assert_eq!(s.ns_per_event, 80.0);
-        assert_eq!(s.bpf_run_ns, 1_600_000);
+        assert_eq!(s.bpf_run_ns, 160_000);
         assert_eq!(o.families["sched"].ns_per_event, 500.0);
         assert_eq!(o.stats_sampled_ns, 400_000_000);
         assert!(o.bpf_stats_enabled);
     }
 
     #[test]
-    fn nothing_sampled_measures_nothing() {
-        let o = overhead(
-            &[("locks", c(0, 0))],
-            Duration::ZERO,
-            Duration::from_secs(1),
-            false,
-        );
-        assert_eq!(o.families["locks"], FamilyOverhead::default());
+    fn statistics_off_measure_nothing() {
+        let o = overhead(&[], Duration::ZERO);
+        assert!(o.families.is_empty());
         assert!(!o.bpf_stats_enabled);
     }
 
     #[test]
     fn deltas_never_go_negative() {
         assert_eq!(delta(&c(5, 50), &c(7, 40)), c(2, 0));
-    }
-
-    #[test]
-    fn duty_cycle_is_a_tenth() {
-        assert_eq!(PERIOD.as_millis() / WINDOW.as_millis(), 10);
     }
 }

@@ -58,6 +58,11 @@ pub struct RecordArgs {
     /// Rows per table.
     #[arg(long, default_value_t = 25)]
     pub top: usize,
+    /// Measure kpath's own BPF run time (events/s, ns per event per family) with the kernel's
+    /// BPF statistics, which time every BPF program run on the machine: on this project's
+    /// machine that added ~80 ns to each program run, so it is off unless asked for.
+    #[arg(long)]
+    pub bpf_stats: bool,
     /// Create this file once every probe is attached (for scripts that start load then).
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
@@ -110,11 +115,6 @@ pub fn parse_forced(specs: &[String]) -> anyhow::Result<BTreeMap<&'static str, M
         out.insert(family.name(), method);
     }
     Ok(out)
-}
-
-/// `KPATH_NO_BPF_STATS=1` leaves run-time statistics off (the probe-cost benchmark compares both).
-fn opts_no_stats() -> bool {
-    std::env::var_os("KPATH_NO_BPF_STATS").is_some_and(|v| v == "1")
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -187,11 +187,13 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         log::info!("{w}");
     }
     warnings.append(&mut probes.warnings);
-    // BPF run-time statistics slow every BPF program run down: they are on in sampled windows.
-    let mut prog_stats = ProgStats::start(
-        &probes,
-        opts_no_stats().then_some("disabled by KPATH_NO_BPF_STATS"),
-    );
+    // Opt-in: the statistics slow every BPF program run on the machine down (see progstats).
+    let mut prog_stats = ProgStats::start(&probes, args.bpf_stats);
+    if args.bpf_stats {
+        if let Some(why) = &prog_stats.off {
+            warnings.push(format!("BPF run-time statistics unavailable: {why}"));
+        }
+    }
     if let Some(path) = &args.ready_file {
         std::fs::write(path, b"")
             .with_context(|| format!("--ready-file: writing {}", path.display()))?;
@@ -228,10 +230,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
             exit_code = c.terminate(Duration::from_secs(1));
         }
     }
-    if let Some(e) = &prog_stats.error {
-        warnings.push(format!("BPF run-time statistics unavailable: {e}"));
-    }
-    let overhead = prog_stats.finish(&probes, duration);
+    let overhead = prog_stats.finish(&probes);
 
     let mut run = collect_run(&probes, duration)?;
     let profiles = maps.as_mut().and_then(|m| {

@@ -65,10 +65,9 @@ pub struct Target {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Overhead {
-    /// Whether BPF run-time statistics were measured (in sampled windows, see `progstats`).
+    /// Whether BPF run-time statistics were on (`record --bpf-stats`), so the figures are measured.
     pub bpf_stats_enabled: bool,
-    /// How long the statistics were on; `events` and `bpf_run_ns` are scaled from these windows
-    /// to the whole recording (0 in runs written before sampling: measured throughout).
+    /// How long the statistics were on (0 in runs written before this field existed).
     #[serde(default)]
     pub stats_sampled_ns: u64,
     /// Family name -> figures.
@@ -77,11 +76,10 @@ pub struct Overhead {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct FamilyOverhead {
-    /// BPF program invocations (all tasks, before the target filter), estimated for the whole
-    /// recording from the sampled statistics windows.
+    /// BPF program invocations (all tasks, before the target filter) while statistics were on.
     pub events: u64,
     pub events_per_sec: f64,
-    /// Total time spent in the family's BPF programs (estimated like `events`).
+    /// Total time spent in the family's BPF programs.
     pub bpf_run_ns: u64,
     /// `bpf_run_ns / events`.
     pub ns_per_event: f64,

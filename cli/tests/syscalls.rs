@@ -295,3 +295,48 @@ fn raw_syscalls_fallback_matches_strace() {
         );
     }
 }
+
+/// kpath's own BPF run time is measured only with `--bpf-stats`; then every traced syscall's
+/// enter and exit are among the syscall programs' runs (which count every task's syscalls).
+#[test]
+fn bpf_stats_only_when_asked() {
+    if !require_root() {
+        return;
+    }
+    let Both { run, .. } = both();
+    assert_eq!(
+        run["overhead"]["bpf_stats_enabled"], false,
+        "{}",
+        run["overhead"]
+    );
+    assert!(
+        run["overhead"]["families"]
+            .as_object()
+            .is_none_or(|f| f.is_empty()),
+        "{}",
+        run["overhead"]
+    );
+
+    let bin = workload("fileconn");
+    let (run, stderr) = record(
+        &["--probes", "syscalls", "--bpf-stats"],
+        &[bin.to_str().unwrap()],
+    );
+    let o = &run["overhead"];
+    assert_eq!(o["bpf_stats_enabled"], true, "{o}\n{stderr}");
+    let traced: u64 = run["syscalls"]
+        .as_array()
+        .expect("syscalls array")
+        .iter()
+        .map(|r| u64_of(r, "count"))
+        .sum();
+    let fam = &o["families"]["syscalls"];
+    let events = u64_of(fam, "events");
+    assert!(
+        traced > 1000 && events >= 2 * traced,
+        "{traced} traced syscalls but {events} program runs: {o}"
+    );
+    let ns = f64_of(fam, "ns_per_event");
+    assert!(ns > 0.0 && ns < 100_000.0, "ns per event {ns}: {o}");
+    assert!(u64_of(o, "stats_sampled_ns") > 0, "{o}");
+}

@@ -77,11 +77,10 @@ pub fn run(args: &Args) -> Result<()> {
         }
         samples[2].push(bystander(&kpath, &getpid, &calls, &dir)?);
         for (i, method) in [(3, "raw_tp"), (4, "raw_syscalls")] {
-            let mut cmd = record(&kpath, &dir, method, &getpid, &calls);
-            cmd.env("KPATH_NO_BPF_STATS", "1");
+            let mut cmd = record(&kpath, &dir, method, false, &getpid, &calls);
             samples[i].push(loop_ns(&mut cmd)?);
         }
-        let mut cmd = record(&kpath, &dir, "raw_tp", &getpid, &calls);
+        let mut cmd = record(&kpath, &dir, "raw_tp", true, &getpid, &calls);
         loop_ns(&mut cmd)?;
         bpf_ns_per_event.push(bpf_ns(&dir.join("run/run.json"))?);
     }
@@ -124,11 +123,22 @@ fn build_getpid(dir: &Path) -> Result<PathBuf> {
     Ok(bin)
 }
 
-fn record(kpath: &Path, dir: &Path, method: &str, getpid: &Path, calls: &str) -> Command {
+/// `kpath record` of the getpid loop (`stats`: with --bpf-stats).
+fn record(
+    kpath: &Path,
+    dir: &Path,
+    method: &str,
+    stats: bool,
+    getpid: &Path,
+    calls: &str,
+) -> Command {
     let mut cmd = Command::new(kpath);
     cmd.args(["record", "--probes", "syscalls", "--method"])
-        .arg(format!("syscalls={method}"))
-        .arg("-o")
+        .arg(format!("syscalls={method}"));
+    if stats {
+        cmd.arg("--bpf-stats");
+    }
+    cmd.arg("-o")
         .arg(dir.join("run"))
         .arg("--")
         .arg(getpid)
@@ -161,7 +171,6 @@ fn bystander(kpath: &Path, getpid: &Path, calls: &str, dir: &Path) -> Result<f64
         .arg(&ready)
         .arg("-o")
         .arg(dir.join("bystander"))
-        .env("KPATH_NO_BPF_STATS", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;

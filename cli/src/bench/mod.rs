@@ -333,7 +333,12 @@ fn run_one(
     let record = Command::new(&opts.kpath)
         .args(["record", "-p", &server.pid().to_string()])
         .args(["-d", &backstop.to_string()])
-        .args(["-F", &opts.frequency.to_string(), "--ready-file"])
+        .args([
+            "-F",
+            &opts.frequency.to_string(),
+            "--bpf-stats",
+            "--ready-file",
+        ])
         .arg(&ready)
         .arg("-o")
         .arg(&run_dir)

@@ -428,21 +428,18 @@ fn footer(out: &mut String, run: &Run) {
     }
 
     let o = &run.overhead;
-    if !o.families.is_empty() {
-        let stats = o.bpf_stats_enabled;
-        let note = if !stats {
-            " BPF run-time statistics not measured".to_string()
-        } else if o.stats_sampled_ns > 0 {
-            format!(
-                " BPF run time measured in windows totalling {:.1} s (statistics slow every \
-                 program down, so they are on 10% of the time); events and run time scaled",
-                o.stats_sampled_ns as f64 / 1e9
-            )
-        } else {
-            String::new()
-        };
-        let _ = writeln!(out, "overhead:{note}");
-        let measured = |s: String| if stats { s } else { "-".to_string() };
+    if !o.bpf_stats_enabled || o.families.is_empty() {
+        let _ = writeln!(
+            out,
+            "overhead: kpath's BPF run time not measured (kpath record --bpf-stats measures it; the \
+             kernel's statistics then time every BPF program run, which costs a little itself)"
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "overhead (BPF statistics on for {:.1} s):",
+            o.stats_sampled_ns as f64 / 1e9
+        );
         out.push_str(&table(
             &[
                 ("family", Left),
@@ -457,8 +454,8 @@ fn footer(out: &mut String, run: &Run) {
                     f.to_string(),
                     fo.events.to_string(),
                     fmt_si(fo.events_per_sec),
-                    measured(format!("{:.0}", fo.ns_per_event)),
-                    measured(fmt_ns(fo.bpf_run_ns)),
+                    format!("{:.0}", fo.ns_per_event),
+                    fmt_ns(fo.bpf_run_ns),
                 ]
             }),
         ));
@@ -576,23 +573,27 @@ mod tests {
     #[test]
     fn overhead_without_bpf_stats_says_so() {
         let mut run = run_with(&[("syscalls", "raw_syscalls")]);
+        run.overhead = Default::default();
+        let text = render(&run, &TableOptions::default());
+        assert!(text.contains("BPF run time not measured"), "{text}");
+        assert!(!text.contains("BPF ns/event"), "{text}");
+        run.overhead.bpf_stats_enabled = true;
+        run.overhead.stats_sampled_ns = 600_000_000;
         run.overhead.families.insert(
             "syscalls".into(),
             FamilyOverhead {
                 events: 1000,
                 events_per_sec: 500.0,
-                bpf_run_ns: 0,
-                ns_per_event: 0.0,
+                bpf_run_ns: 80_000,
+                ns_per_event: 80.0,
             },
         );
         let text = render(&run, &TableOptions::default());
-        assert!(text.contains("statistics not measured"), "{text}");
-        run.overhead.bpf_stats_enabled = true;
-        let text = render(&run, &TableOptions::default());
-        assert!(!text.contains("statistics not measured"), "{text}");
-        run.overhead.stats_sampled_ns = 600_000_000;
-        let text = render(&run, &TableOptions::default());
-        assert!(text.contains("windows totalling 0.6 s"), "{text}");
+        assert!(!text.contains("not measured"), "{text}");
+        assert!(text.contains("BPF statistics on for 0.6 s"), "{text}");
+        let row = text.lines().find(|l| l.contains("| syscalls")).unwrap();
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert_eq!(cells[2..6], ["1000", "500", "80", "80.0µs"], "{row}");
     }
 
     #[test]
