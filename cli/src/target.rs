@@ -88,6 +88,29 @@ pub struct Child {
     status: Option<i32>,
 }
 
+/// Waits until `pid` is blocked in read(2) (from /proc/PID/syscall), or `limit` passes, or the
+/// kernel does not say (no /proc/PID/syscall): best effort, never an error.
+fn wait_blocked_in_read(pid: u32, limit: Duration) {
+    let start = Instant::now();
+    let path = format!("/proc/{pid}/syscall");
+    while start.elapsed() < limit {
+        match std::fs::read_to_string(&path) {
+            Ok(text) if in_syscall(&text, libc::SYS_read) => return,
+            Ok(_) => std::thread::sleep(Duration::from_micros(200)),
+            Err(_) => return,
+        }
+    }
+}
+
+/// Whether a /proc/PID/syscall line ("NR arg1 ... sp pc", or "running"/"-1 ...") shows the task
+/// blocked in syscall `nr`.
+fn in_syscall(text: &str, nr: libc::c_long) -> bool {
+    text.split_whitespace()
+        .next()
+        .and_then(|n| n.parse::<libc::c_long>().ok())
+        == Some(nr)
+}
+
 fn pipe(flags: libc::c_int) -> Result<(OwnedFd, OwnedFd), TargetError> {
     let mut fds = [0; 2];
     if unsafe { libc::pipe2(fds.as_mut_ptr(), flags) } != 0 {
@@ -142,6 +165,9 @@ impl Child {
         }
         drop(go_r);
         drop(err_w);
+        // Attach only once the child sits in its read: a close or read it entered after the
+        // probes came up would be counted as the command's.
+        wait_blocked_in_read(pid as u32, Duration::from_secs(5));
         Ok(Child {
             pid: pid as u32,
             go: Some(go_w),
@@ -237,6 +263,33 @@ pub fn is_executable(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proc_syscall_lines() {
+        // x86_64 read(2) is 0; "running" and "-1 sp pc" (not in a syscall) are not.
+        assert!(in_syscall(
+            "0 0x5 0x7ffd 0x1 0x0 0x0 0x0 0x7ffc 0x7f12\n",
+            0
+        ));
+        assert!(!in_syscall(
+            "232 0x5 0x7ffd 0x1 0x0 0x0 0x0 0x7ffc 0x7f12\n",
+            0
+        ));
+        assert!(!in_syscall("running\n", 0));
+        assert!(!in_syscall("-1 0x7ffc 0x7f12\n", 0));
+        assert!(!in_syscall("", 0));
+    }
+
+    #[test]
+    fn spawned_child_waits_in_read() {
+        let mut child = Child::spawn(&["true".to_string()]).expect("spawn");
+        let text = std::fs::read_to_string(format!("/proc/{}/syscall", child.pid));
+        if let Ok(text) = text {
+            assert!(in_syscall(&text, libc::SYS_read), "{text}");
+        }
+        child.release().expect("release");
+        assert_eq!(child.wait_timeout(Duration::from_secs(5)), Some(0));
+    }
 
     #[test]
     fn missing_pid_is_named() {
