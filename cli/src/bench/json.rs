@@ -69,15 +69,9 @@ pub struct LoadSummary {
     pub tcp_segments: Option<TcpSegments>,
 }
 
-/// Segments of the load's connections as the client's sockets counted them (TCP_INFO).
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct TcpSegments {
-    pub connections: u64,
-    pub sent: u64,
-    pub received: u64,
-    pub data_sent: u64,
-    pub data_received: u64,
-}
+/// Segments of the load's connections as the client's sockets counted them (TCP_INFO), as
+/// `kpath load --json` writes them.
+pub use servers::load::TcpSegments;
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LoadErrors {

@@ -9,9 +9,9 @@ use std::io;
 use std::ops::AddAssign;
 use std::os::fd::RawFd;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TcpSegments {
     /// Sockets counted.
     pub connections: u64,
