@@ -4,7 +4,9 @@
 //!
 //! Each benchmark runs a warm-up repetition, then `reps` timed repetitions of a fixed number of
 //! operations; the figure is the median of the repetitions' ns per operation, with min and max
-//! as the spread. No root needed, no probes attached.
+//! as the spread. No root needed, no probes attached; with `--traced` (root) every benchmark runs
+//! again with kpath's probes attached to this process, and the table adds what they cost per
+//! operation (for the null syscall: one traced syscall enter+exit pair).
 use std::fs::File;
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -17,7 +19,9 @@ use serde::Serialize;
 #[derive(clap::Args, Debug, Clone)]
 #[command(after_help = "Examples:
   kpath costs
-  kpath costs --reps 10 --json > costs.json")]
+  kpath costs --reps 10 --json > costs.json
+  sudo kpath costs --traced                    each cost again with every probe family attached
+  sudo kpath costs --traced --probes syscalls  what the syscalls family adds per operation")]
 pub struct CostsArgs {
     /// Timed repetitions per benchmark (after one warm-up).
     #[arg(long, default_value_t = 5)]
@@ -25,6 +29,18 @@ pub struct CostsArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Repeat every benchmark with kpath's probes attached to this process (needs root) and
+    /// report what they add per operation.
+    #[arg(long)]
+    pub traced: bool,
+    /// Probe families attached for --traced, comma separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "syscalls,kpaths,sched,locks,oncpu",
+        requires = "traced"
+    )]
+    pub probes: Vec<String>,
 }
 
 /// Library options for [`measure`].
@@ -69,6 +85,11 @@ pub struct Cost {
     pub min_ns: f64,
     pub max_ns: f64,
     pub reps: usize,
+    /// With `--traced`: the median with kpath's probes attached, and the difference.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traced_ns_per_op: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub added_ns_per_op: Option<f64>,
 }
 
 /// Min, median and max of the samples; `None` when there are none (or one is not a number).
@@ -96,6 +117,8 @@ pub fn cost(name: &str, samples: &[f64]) -> Option<Cost> {
         min_ns: min,
         max_ns: max,
         reps: samples.len(),
+        traced_ns_per_op: None,
+        added_ns_per_op: None,
     })
 }
 
@@ -429,21 +452,53 @@ pub fn measure(opts: &CostsOptions) -> Result<Vec<Cost>, CostsError> {
     Ok(out)
 }
 
-/// The costs as a table: median ns per operation and the spread over repetitions.
+/// Adds each traced median (matched by name) and its difference to the untraced one.
+pub fn merge_traced(costs: &mut [Cost], traced: &[Cost]) {
+    for c in costs {
+        if let Some(t) = traced.iter().find(|t| t.name == c.name) {
+            c.traced_ns_per_op = Some(t.ns_per_op);
+            c.added_ns_per_op = Some(t.ns_per_op - c.ns_per_op);
+        }
+    }
+}
+
+/// The costs as a table: median ns per operation and the spread over repetitions (and, after
+/// `--traced`, the traced median and what the probes added).
 pub fn render_table(costs: &[Cost]) -> String {
-    use prettytable::{format, row, Table};
+    use prettytable::{format, row, Cell, Row, Table};
+    let traced = costs.iter().any(|c| c.traced_ns_per_op.is_some());
     let mut t = Table::new();
     t.set_format(*format::consts::FORMAT_NO_BORDER_LINE_SEPARATOR);
-    t.set_titles(row!["operation", "per op (median)", "min", "max", "reps"]);
+    let mut titles = row!["operation", "per op (median)", "min", "max", "reps"];
+    if traced {
+        titles.add_cell(Cell::new("traced"));
+        titles.add_cell(Cell::new("added"));
+    }
+    t.set_titles(titles);
     let ns = |v: f64| crate::render::fmt_ns(v.round() as u64);
     for c in costs {
-        t.add_row(row![
-            c.name,
-            r->ns(c.ns_per_op),
-            r->ns(c.min_ns),
-            r->ns(c.max_ns),
-            r->c.reps
-        ]);
+        let mut cells = vec![
+            Cell::new(&c.name),
+            Cell::new(&ns(c.ns_per_op)).style_spec("r"),
+            Cell::new(&ns(c.min_ns)).style_spec("r"),
+            Cell::new(&ns(c.max_ns)).style_spec("r"),
+            Cell::new(&c.reps.to_string()).style_spec("r"),
+        ];
+        if traced {
+            let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("-".into(), f);
+            cells.push(Cell::new(&opt(c.traced_ns_per_op, &ns)).style_spec("r"));
+            cells.push(
+                Cell::new(&opt(c.added_ns_per_op, &|a: f64| {
+                    if a < 0.0 {
+                        format!("-{}", ns(-a))
+                    } else {
+                        format!("+{}", ns(a))
+                    }
+                }))
+                .style_spec("r"),
+            );
+        }
+        t.add_row(Row::new(cells));
     }
     t.to_string()
 }
@@ -451,20 +506,66 @@ pub fn render_table(costs: &[Cost]) -> String {
 #[derive(Serialize)]
 struct CostsJson<'a> {
     costs: &'a [Cost],
+    /// With `--traced`: the families attached and the method each used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traced_with: Option<&'a std::collections::BTreeMap<&'static str, String>>,
 }
 
 pub fn run(args: CostsArgs) -> anyhow::Result<()> {
-    let costs = measure(&CostsOptions {
+    use anyhow::Context as _;
+    let opts = CostsOptions {
         reps: args.reps,
         ..CostsOptions::default()
-    })?;
+    };
+    let mut costs = measure(&opts)?;
+    let mut methods = None;
+    if args.traced {
+        let families = crate::record::parse_families(&args.probes)?;
+        if !crate::features::is_root() {
+            anyhow::bail!(
+                "kpath costs --traced attaches BPF programs: run it as root (sudo kpath costs --traced)"
+            );
+        }
+        if let Err(e) = crate::features::mount_tracefs() {
+            log::info!("mounting tracefs failed: {e}");
+        }
+        let feats = crate::features::Features::detect();
+        let load = crate::loader::LoadOptions {
+            families,
+            targets: vec![std::process::id()],
+            ..Default::default()
+        };
+        let mut probes = crate::loader::load(&load, &feats).context("attaching probes")?;
+        let traced = measure(&opts);
+        methods = Some(
+            probes
+                .methods
+                .iter()
+                .map(|(f, m)| (*f, m.name().to_string()))
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        );
+        probes.detach();
+        merge_traced(&mut costs, &traced?);
+    }
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&CostsJson { costs: &costs })?
+            serde_json::to_string_pretty(&CostsJson {
+                costs: &costs,
+                traced_with: methods.as_ref(),
+            })?
         );
     } else {
         print!("{}", render_table(&costs));
+        if let Some(m) = &methods {
+            let list: Vec<String> = m.iter().map(|(f, m)| format!("{f}={m}")).collect();
+            println!(
+                "traced: kpath's probes attached to this process ({}); added = traced - untraced \
+                 median per operation (for the null syscall: one traced enter+exit pair, including \
+                 the kernel's syscall-tracing slow path)",
+                list.join(", ")
+            );
+        }
     }
     Ok(())
 }
@@ -493,6 +594,24 @@ mod tests {
         for k in ["name", "ns_per_op", "min_ns", "max_ns", "reps"] {
             assert!(!v[k].is_null(), "{k}");
         }
+    }
+
+    #[test]
+    fn traced_medians_merge_by_name_and_show_in_the_table() {
+        let mut costs = vec![
+            cost("null syscall", &[100.0]).unwrap(),
+            cost("stat", &[700.0]).unwrap(),
+        ];
+        assert!(!render_table(&costs).contains("added"));
+        merge_traced(&mut costs, &[cost("null syscall", &[370.0]).unwrap()]);
+        assert_eq!(costs[0].traced_ns_per_op, Some(370.0));
+        assert_eq!(costs[0].added_ns_per_op, Some(270.0));
+        assert_eq!(costs[1].added_ns_per_op, None);
+        let text = render_table(&costs);
+        assert!(text.contains("added"), "{text}");
+        assert!(text.contains("+270ns"), "{text}");
+        let v = serde_json::to_value(&costs[1]).unwrap();
+        assert!(v.get("added_ns_per_op").is_none(), "{v}");
     }
 
     #[test]

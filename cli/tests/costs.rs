@@ -61,3 +61,40 @@ fn costs_json_rows_are_plausible() {
         "{rows:?}"
     );
 }
+
+/// `--traced` repeats every benchmark with the probes attached to kpath itself and adds the
+/// traced median and the difference to every row.
+#[test]
+fn traced_costs_add_a_column_per_row() {
+    if !common::require_root() {
+        return;
+    }
+    let _guard = common::serial();
+    let f = common::run_with_timeout(
+        Command::new(common::KPATH).args([
+            "costs", "--json", "--reps", "3", "--traced", "--probes", "syscalls",
+        ]),
+        Duration::from_secs(120),
+    );
+    assert!(
+        !f.timed_out && f.status.success(),
+        "kpath costs --traced failed ({}):\n{}",
+        f.status,
+        f.stderr
+    );
+    let v: Value = serde_json::from_str(&f.stdout).expect("JSON on stdout");
+    assert!(
+        v["traced_with"]["syscalls"].is_string(),
+        "{}",
+        v["traced_with"]
+    );
+    for r in v["costs"].as_array().expect("costs array") {
+        let (ns, traced, added) = (
+            common::f64_of(r, "ns_per_op"),
+            common::f64_of(r, "traced_ns_per_op"),
+            common::f64_of(r, "added_ns_per_op"),
+        );
+        assert!(traced > 0.0, "{r}");
+        assert!((traced - ns - added).abs() < 1e-6, "{r}");
+    }
+}
