@@ -163,7 +163,7 @@ pub fn render(r: &Report) -> String {
         r.kernel.release, r.kernel.machine, r.kernel.version
     );
     let _ = writeln!(s, "\nkernel features");
-    let rows: [(bool, &str, String); 9] = [
+    let rows: [(bool, &str, String); 10] = [
         (
             r.root,
             "root",
@@ -185,6 +185,24 @@ pub fn render(r: &Report) -> String {
             },
         ),
         (f.btf, "BTF", "/sys/kernel/btf/vmlinux".into()),
+        (
+            f.sched_btf.is_some(),
+            "task_struct BTF",
+            match f.sched_btf {
+                Some(b) => format!(
+                    "pid @{}, state @{}, exit_state @{}; sched_switch {} (sched raw tracepoints)",
+                    b.task_pid,
+                    b.task_state,
+                    b.task_exit_state,
+                    if b.switch_prev_state_arg {
+                        "passes prev_state"
+                    } else {
+                        "has no prev_state argument: read from task_struct"
+                    }
+                ),
+                None => "no task_struct offsets: sched uses its trace events".into(),
+            },
+        ),
         (
             f.kprobes,
             "kprobes",

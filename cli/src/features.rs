@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::btf::{Btf, SchedBtf};
+
 /// The places tracefs may be mounted, in the order the kernel documentation prefers.
 const TRACEFS_PATHS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
@@ -26,6 +28,9 @@ pub struct Features {
     pub task_pt_regs: bool,
     /// BPF raw tracepoints (BPF_RAW_TRACEPOINT_OPEN, Linux 4.17+); needs no tracefs.
     pub raw_tracepoints: bool,
+    /// `task_struct` offsets and sched_switch's arguments from kernel BTF, which the sched raw
+    /// tracepoints need (they get task pointers, not a trace-event record).
+    pub sched_btf: Option<SchedBtf>,
 }
 
 impl Features {
@@ -53,6 +58,7 @@ impl Features {
             // No cheap probe short of loading a program; every kernel kpath supports (4.18+)
             // has them, and the loader falls back if attaching fails.
             raw_tracepoints: true,
+            sched_btf: Btf::from_sys_fs().ok().and_then(|b| SchedBtf::from_btf(&b)),
             tracefs,
         }
     }

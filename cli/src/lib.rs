@@ -5,6 +5,7 @@
 //! after the collectors is pure and tested without root.
 
 pub mod bench;
+pub mod btf;
 pub mod collect;
 pub mod costs;
 pub mod diff;

@@ -14,6 +14,7 @@ use aya::{
 };
 use probe_common::{
     kpaths::KpathFn, Family, GLOBAL_FILTER, GLOBAL_OFFCPU_MIN_NS, GLOBAL_SELF_TGID,
+    GLOBAL_SWITCH_PREV_STATE_ARG, GLOBAL_TASK_EXIT_STATE, GLOBAL_TASK_PID, GLOBAL_TASK_STATE,
     GLOBAL_USER_RET, MAP_TARGETS, MAP_TARGET_HINTS,
 };
 use serde::Serialize;
@@ -42,6 +43,8 @@ pub enum Method {
     Kprobe,
     /// Inclusive share of on-CPU stack samples.
     Sampled,
+    /// BPF raw tracepoints sched_switch, sched_wakeup, sched_wakeup_new (offsets from BTF).
+    SchedRawTp,
     /// sched:sched_switch, sched_wakeup, sched_wakeup_new.
     SchedTracepoints,
     /// lock:contention_begin/end.
@@ -62,6 +65,7 @@ impl Method {
             Method::Fentry => "fentry",
             Method::Kprobe => "kprobe",
             Method::Sampled => "sampled",
+            Method::SchedRawTp => "sched_raw_tp",
             Method::SchedTracepoints => "sched_tracepoints",
             Method::LockTracepoints => "lock_tracepoints",
             Method::MutexKprobe => "mutex_kprobe",
@@ -82,6 +86,9 @@ impl Method {
             Method::Fentry => "fentry/fexit (BTF trampolines)",
             Method::Kprobe => "kprobe/kretprobe",
             Method::Sampled => "on-CPU stack samples (inclusive share)",
+            Method::SchedRawTp => {
+                "BPF raw tracepoints sched_switch/sched_wakeup/sched_wakeup_new (task_struct offsets from BTF)"
+            }
             Method::SchedTracepoints => {
                 "sched:sched_switch/sched_wakeup/sched_wakeup_new tracepoints"
             }
@@ -92,13 +99,14 @@ impl Method {
     }
 }
 
-const ALL_METHODS: [Method; 10] = [
+const ALL_METHODS: [Method; 11] = [
     Method::RawTp,
     Method::RawSyscalls,
     Method::SyscallTracepoints,
     Method::Fentry,
     Method::Kprobe,
     Method::Sampled,
+    Method::SchedRawTp,
     Method::SchedTracepoints,
     Method::LockTracepoints,
     Method::MutexKprobe,
@@ -114,7 +122,7 @@ pub const fn candidates(family: Family) -> &'static [Method] {
             Method::SyscallTracepoints,
         ],
         Family::Kpaths => &[Method::Fentry, Method::Kprobe, Method::Sampled],
-        Family::Sched => &[Method::SchedTracepoints],
+        Family::Sched => &[Method::SchedRawTp, Method::SchedTracepoints],
         Family::Locks => &[Method::LockTracepoints, Method::MutexKprobe],
         Family::Oncpu => &[Method::PerfEvent],
     }
@@ -133,7 +141,12 @@ pub fn unmet(method: Method, f: &Features) -> Option<&'static str> {
             Some(no_tracefs)
         }
         Method::RawSyscalls if !f.raw_syscalls_tracepoints => Some("no raw_syscalls tracepoints"),
-        Method::RawTp if !f.raw_tracepoints => Some("no BPF raw tracepoints (Linux 4.17+)"),
+        Method::RawTp | Method::SchedRawTp if !f.raw_tracepoints => {
+            Some("no BPF raw tracepoints (Linux 4.17+)")
+        }
+        Method::SchedRawTp if f.sched_btf.is_none() => Some(
+            "no task_struct offsets or sched_switch prototype in kernel BTF (/sys/kernel/btf/vmlinux)",
+        ),
         Method::SyscallTracepoints if !f.syscalls_tracepoints => {
             Some("no syscalls:* tracepoints (CONFIG_FTRACE_SYSCALLS off)")
         }
@@ -311,6 +324,28 @@ pub fn load(opts: &LoadOptions, features: &Features) -> Result<Probes, LoadError
         .collect();
     for (global, off) in &offsets {
         loader.override_global(global, off, true);
+    }
+    // task_struct offsets for the sched raw tracepoints (zeros when BTF gave none: then the
+    // plan never picks them).
+    let sched_btf: [(&str, u32); 4] = match features.sched_btf {
+        Some(b) => [
+            (GLOBAL_TASK_PID, b.task_pid),
+            (GLOBAL_TASK_STATE, b.task_state),
+            (GLOBAL_TASK_EXIT_STATE, b.task_exit_state),
+            (
+                GLOBAL_SWITCH_PREV_STATE_ARG,
+                u32::from(b.switch_prev_state_arg),
+            ),
+        ],
+        None => [
+            (GLOBAL_TASK_PID, 0),
+            (GLOBAL_TASK_STATE, 0),
+            (GLOBAL_TASK_EXIT_STATE, 0),
+            (GLOBAL_SWITCH_PREV_STATE_ARG, 0),
+        ],
+    };
+    for (global, v) in &sched_btf {
+        loader.override_global(global, v, true);
     }
     let ebpf = loader.load(EBPF_OBJECT).map_err(LoadError::Object)?;
     let mut p = Probes {
@@ -582,22 +617,54 @@ fn attach_tracepoint(
     Ok(())
 }
 
+/// Loads and attaches each (program, raw tracepoint); on a failure, unloads those already
+/// attached so the fallback method does not run beside them.
+fn attach_raw_tracepoints(
+    p: &mut Probes,
+    family: &'static str,
+    progs: &[(&str, &str)],
+) -> Result<(), ProgramError> {
+    for (i, &(name, tp)) in progs.iter().enumerate() {
+        let r = (|| {
+            let prog: &mut RawTracePoint = program(&mut p.ebpf, name)?;
+            prog.load()?;
+            prog.attach(tp).map(|_| ())
+        })();
+        if let Err(e) = r {
+            for &(done, _) in &progs[..=i] {
+                if let Ok(prog) = program::<RawTracePoint>(&mut p.ebpf, done) {
+                    let _ = prog.unload();
+                }
+                p.programs.retain(|(_, n)| n != done);
+            }
+            return Err(e);
+        }
+        p.programs.push((family, name.to_string()));
+    }
+    Ok(())
+}
+
 /// Attaches `family` by `method` (not kpaths, which goes function by function).
 fn attach_method(p: &mut Probes, family: Family, method: Method) -> Result<(), ProgramError> {
     let family = family.name();
     match method {
-        Method::RawTp => {
-            for (name, tp) in [
+        Method::RawTp => attach_raw_tracepoints(
+            p,
+            family,
+            &[
                 ("syscalls_raw_sys_enter", "sys_enter"),
                 ("syscalls_raw_sys_exit", "sys_exit"),
-            ] {
-                let prog: &mut RawTracePoint = program(&mut p.ebpf, name)?;
-                prog.load()?;
-                prog.attach(tp)?;
-                p.programs.push((family, name.to_string()));
-            }
-            Ok(())
-        }
+            ],
+        ),
+        Method::SchedRawTp => attach_raw_tracepoints(
+            p,
+            family,
+            &[
+                ("sched_raw_sched_switch", "sched_switch"),
+                ("sched_raw_sched_wakeup", "sched_wakeup"),
+                ("sched_raw_sched_wakeup_new", "sched_wakeup_new"),
+            ],
+        ),
         Method::RawSyscalls => {
             attach_tracepoint(p, family, "syscalls_sys_enter", "raw_syscalls", "sys_enter")?;
             attach_tracepoint(p, family, "syscalls_sys_exit", "raw_syscalls", "sys_exit")
@@ -751,7 +818,58 @@ mod tests {
             kallsyms_readable: true,
             raw_tracepoints: true,
             task_pt_regs: true,
+            sched_btf: Some(SCHED_BTF_618),
         }
+    }
+
+    /// What this machine's 6.18 BTF gives (offsets are illustrative; the plan only looks at
+    /// whether there are any).
+    const SCHED_BTF_618: crate::btf::SchedBtf = crate::btf::SchedBtf {
+        task_pid: 2464,
+        task_state: 24,
+        task_exit_state: 2452,
+        switch_prev_state_arg: true,
+    };
+
+    #[test]
+    fn sched_prefers_raw_tracepoints_and_keeps_the_trace_events_as_fallback() {
+        assert_eq!(
+            plan(Family::Sched, &host(), None).usable,
+            vec![Method::SchedRawTp, Method::SchedTracepoints]
+        );
+    }
+
+    #[test]
+    fn sched_without_btf_offsets_uses_the_trace_events_and_says_why() {
+        let f = Features {
+            sched_btf: None,
+            ..host()
+        };
+        let p = plan(Family::Sched, &f, None);
+        assert_eq!(p.usable, vec![Method::SchedTracepoints]);
+        assert_eq!(p.skipped.len(), 1);
+        assert_eq!(p.skipped[0].0, Method::SchedRawTp);
+        assert!(p.skipped[0].1.contains("BTF"));
+        let f = Features {
+            raw_tracepoints: false,
+            ..host()
+        };
+        assert_eq!(
+            plan(Family::Sched, &f, None).usable,
+            vec![Method::SchedTracepoints]
+        );
+    }
+
+    #[test]
+    fn forcing_sched_tracepoints_skips_the_raw_tracepoints() {
+        let p = plan(Family::Sched, &host(), Some(Method::SchedTracepoints));
+        assert_eq!(p.usable, vec![Method::SchedTracepoints]);
+        assert_eq!(p.skipped, vec![(Method::SchedRawTp, NOT_FORCED)]);
+        assert_eq!(
+            Method::from_name("sched_tracepoints"),
+            Some(Method::SchedTracepoints)
+        );
+        assert_eq!(Method::from_name("sched_raw_tp"), Some(Method::SchedRawTp));
     }
 
     #[test]
@@ -841,11 +959,9 @@ mod tests {
         // Raw tracepoints attach by name, without tracefs.
         assert_eq!(plan(Family::Syscalls, &f, None).usable, vec![Method::RawTp]);
         let sched = plan(Family::Sched, &f, None);
-        assert!(sched.usable.is_empty());
-        assert!(sched
-            .skipped
-            .iter()
-            .all(|(_, why)| why.contains("mount -t tracefs")));
+        assert_eq!(sched.usable, vec![Method::SchedRawTp]);
+        assert_eq!(sched.skipped.len(), 1);
+        assert!(sched.skipped[0].1.contains("mount -t tracefs"));
         // Locks still name tracefs for their tracepoints (and kprobes for the fallback).
         let locks = plan(Family::Locks, &f, None);
         assert!(locks.skipped[0].1.contains("mount -t tracefs"));

@@ -80,10 +80,30 @@ fn switches_equal_getrusage() {
     if !require_root() {
         return;
     }
+    // This kernel has BTF and raw tracepoints: the preferred method must be the one chosen.
+    switches_equal_getrusage_with(&["--probes", "sched"], "sched_raw_tp");
+}
+
+/// The fallback counts the same: the trace event's prev_state, which the raw tracepoint's test
+/// reproduces from task_struct.
+#[test]
+fn switches_equal_getrusage_with_the_trace_events() {
+    if !require_root() {
+        return;
+    }
+    switches_equal_getrusage_with(
+        &["--probes", "sched", "--method", "sched=sched_tracepoints"],
+        "sched_tracepoints",
+    );
+}
+
+fn switches_equal_getrusage_with(args: &[&str], method: &str) {
     let bin = workload("pingpong");
-    let (run, stderr) = record(
-        &["--probes", "sched"],
-        &[bin.to_str().unwrap(), "2000", "-v"],
+    let (run, stderr) = record(args, &[bin.to_str().unwrap(), "2000", "-v"]);
+    assert_eq!(
+        run["methods"]["sched"].as_str(),
+        Some(method),
+        "sched method\n{stderr}"
     );
     let line = stderr
         .lines()

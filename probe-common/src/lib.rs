@@ -75,6 +75,14 @@ pub const GLOBAL_USER_RET: &str = "USER_RET_ENABLED";
 /// Global (set at load time): minimum off-CPU time (ns) for a stack to be recorded.
 pub const GLOBAL_OFFCPU_MIN_NS: &str = "OFFCPU_MIN_NS";
 
+/// `task_struct` offsets and sched_switch's argument count from kernel BTF, for the sched raw
+/// tracepoints (set at load time; see `probe-ebpf/src/sched.rs`).
+pub const GLOBAL_TASK_PID: &str = "OFF_TASK_PID";
+pub const GLOBAL_TASK_STATE: &str = "OFF_TASK_STATE";
+pub const GLOBAL_TASK_EXIT_STATE: &str = "OFF_TASK_EXIT_STATE";
+/// 1 when sched_switch passes prev_state as its fourth argument (Linux 5.18+).
+pub const GLOBAL_SWITCH_PREV_STATE_ARG: &str = "SWITCH_PREV_STATE_ARG";
+
 /// Globals (set at load time) holding trace-event field offsets read from the running kernel's
 /// tracefs `format` files: layouts differ between kernels (6.18's sched_process_fork uses
 /// `__data_loc` comms, so `child_pid` moved from 44 to 20). Defaults are the 5.10-6.x layouts.

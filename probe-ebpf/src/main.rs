@@ -45,6 +45,20 @@ static OFF_LOCK_ADDR: u32 = 8;
 #[no_mangle]
 static OFF_LOCK_FLAGS: u32 = 16;
 
+// task_struct offsets from kernel BTF for the sched raw tracepoints (cli/src/btf.rs); these
+// defaults are never used: the loader picks those programs only when BTF gave the offsets.
+#[no_mangle]
+static OFF_TASK_PID: u32 = 0;
+#[no_mangle]
+static OFF_TASK_STATE: u32 = 0;
+#[no_mangle]
+static OFF_TASK_EXIT_STATE: u32 = 0;
+/// 1: sched_switch's fourth raw argument is prev_state (5.18+); 0: read prev's state field.
+/// With 0 the read of argument 3 sits in a branch the verifier proves dead, so attaching to a
+/// three-argument tracepoint passes its context-size check.
+#[no_mangle]
+static SWITCH_PREV_STATE_ARG: u32 = 0;
+
 /// Reads an offset global.
 #[inline(always)]
 fn offset(g: &u32) -> usize {

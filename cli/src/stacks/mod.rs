@@ -64,6 +64,25 @@ pub fn raw_stack(key: &StackKey, weight: u64, stacks: &mut Stacks) -> RawStack {
     }
 }
 
+/// Frames of the tracing machinery itself, innermost in a stack taken from a BPF raw tracepoint
+/// (`bpf_prog_<tag>_<name>`, `bpf_trace_run4`, and on some kernels `__bpf_trace_<tp>`,
+/// `__traceiter_<tp>`); a stack taken from a trace event starts at the traced function.
+const TRACING_FRAME_PREFIXES: [&str; 4] =
+    ["bpf_prog_", "bpf_trace_run", "__bpf_trace_", "__traceiter_"];
+
+/// Drops the tracing frames from the innermost end of an off-CPU kernel stack (innermost first),
+/// so both sched methods give the same stacks, ending in `__schedule`.
+pub fn strip_tracing_frames<'a>(kernel: &mut Vec<u64>, name_of: impl Fn(u64) -> Option<&'a str>) {
+    let n = kernel
+        .iter()
+        .take_while(|&&ip| {
+            name_of(ip)
+                .is_some_and(|name| TRACING_FRAME_PREFIXES.iter().any(|p| name.starts_with(p)))
+        })
+        .count();
+    kernel.drain(..n);
+}
+
 /// Reads the on-CPU counts and off-CPU times and symbolizes them. `maps` gets a last snapshot of
 /// every process that appears in a stack and is still alive.
 pub fn collect(
@@ -94,12 +113,15 @@ pub fn collect(
             .collect()
     };
     let on_raw = on.as_deref().map(&mut raws);
-    let off_raw = off.as_deref().map(&mut raws);
+    let mut off_raw = off.as_deref().map(&mut raws);
     maps.refresh();
     for s in on_raw.iter().chain(off_raw.iter()).flatten() {
         maps.ensure(s.tgid);
     }
     let ksyms = Kallsyms::load()?;
+    for s in off_raw.iter_mut().flatten() {
+        strip_tracing_frames(&mut s.kernel, |ip| ksyms.resolve(ip).map(|s| s.name));
+    }
     let sym = StackSymbolizer::new(&ksyms, &maps.snapshots);
     let fold = |raw: &[RawStack]| folded::fold(&sym.symbolize(raw));
     Ok(Profiles {
@@ -145,4 +167,33 @@ pub fn write_artifacts(dir: &Path, p: &Profiles, run: &Run) -> Result<Artifacts,
         }
     }
     Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_tracing_frames;
+
+    #[test]
+    fn raw_tracepoint_frames_are_stripped_from_the_innermost_end_only() {
+        let names = |ip: u64| match ip {
+            1 => Some("bpf_prog_0db7f7bb8e78647a_sched_raw_sched_switch"),
+            2 => Some("bpf_trace_run4"),
+            3 => Some("__bpf_trace_sched_switch"),
+            4 => Some("__traceiter_sched_switch"),
+            5 => Some("__schedule"),
+            6 => Some("schedule"),
+            7 => Some("bpf_prog_run_outer"),
+            _ => None,
+        };
+        let mut k = vec![1, 2, 3, 4, 5, 6, 7];
+        strip_tracing_frames(&mut k, names);
+        assert_eq!(k, vec![5, 6, 7]);
+        // A trace event's stack is left alone, and so is an unresolvable innermost frame.
+        let mut k = vec![5, 6];
+        strip_tracing_frames(&mut k, names);
+        assert_eq!(k, vec![5, 6]);
+        let mut k = vec![99, 1, 5];
+        strip_tracing_frames(&mut k, names);
+        assert_eq!(k, vec![99, 1, 5]);
+    }
 }
