@@ -21,7 +21,9 @@ use serde::Serialize;
   kpath costs
   kpath costs --reps 10 --json > costs.json
   sudo kpath costs --traced                    each cost again with every probe family attached
-  sudo kpath costs --traced --probes syscalls  what the syscalls family adds per operation")]
+  sudo kpath costs --traced --probes syscalls  what the syscalls family adds per operation
+  sudo kpath costs --traced --probes sched --method sched=sched_tracepoints
+                                               the same with the trace events instead of raw tracepoints")]
 pub struct CostsArgs {
     /// Timed repetitions per benchmark (after one warm-up).
     #[arg(long, default_value_t = 5)]
@@ -41,6 +43,10 @@ pub struct CostsArgs {
         requires = "traced"
     )]
     pub probes: Vec<String>,
+    /// Force an attach method for --traced: FAMILY=METHOD, e.g. sched=sched_tracepoints
+    /// (repeatable), to compare what each method adds.
+    #[arg(long = "method", value_name = "FAMILY=METHOD", requires = "traced")]
+    pub methods: Vec<String>,
 }
 
 /// Library options for [`measure`].
@@ -521,6 +527,7 @@ pub fn run(args: CostsArgs) -> anyhow::Result<()> {
     let mut methods = None;
     if args.traced {
         let families = crate::record::parse_families(&args.probes)?;
+        let forced = crate::record::parse_forced(&args.methods)?;
         if !crate::features::is_root() {
             anyhow::bail!(
                 "kpath costs --traced attaches BPF programs: run it as root (sudo kpath costs --traced)"
@@ -533,6 +540,7 @@ pub fn run(args: CostsArgs) -> anyhow::Result<()> {
         let load = crate::loader::LoadOptions {
             families,
             targets: vec![std::process::id()],
+            forced,
             ..Default::default()
         };
         let mut probes = crate::loader::load(&load, &feats).context("attaching probes")?;

@@ -98,3 +98,39 @@ fn traced_costs_add_a_column_per_row() {
         assert!((traced - ns - added).abs() < 1e-6, "{r}");
     }
 }
+
+/// `--method` forces an attach method for the traced pass, as in `kpath record`.
+#[test]
+fn traced_costs_honour_a_forced_method() {
+    if !common::require_root() {
+        return;
+    }
+    let _guard = common::serial();
+    let f = common::run_with_timeout(
+        Command::new(common::KPATH).args([
+            "costs",
+            "--json",
+            "--reps",
+            "1",
+            "--traced",
+            "--probes",
+            "sched",
+            "--method",
+            "sched=sched_tracepoints",
+        ]),
+        Duration::from_secs(120),
+    );
+    assert!(
+        !f.timed_out && f.status.success(),
+        "kpath costs --traced --method failed ({}):\n{}",
+        f.status,
+        f.stderr
+    );
+    let v: Value = serde_json::from_str(&f.stdout).expect("JSON on stdout");
+    assert_eq!(
+        v["traced_with"]["sched"].as_str(),
+        Some("sched_tracepoints"),
+        "{}",
+        v["traced_with"]
+    );
+}
