@@ -2,8 +2,8 @@
 //!
 //! `fileconn` (tests/workloads/fileconn.c) makes exactly 1000 open+close, 500 mmap+munmap of one
 //! page and 200 loopback connect/accept pairs with an epoll_ctl ADD+DEL each, plus a fixed setup
-//! (the dynamic loader's openat/mmap, mkstemp, one listening socket). strace sees the same process
-//! from the same exec, so every count must match exactly.
+//! (the dynamic loader's openat/mmap, its scratch file, one listening socket). strace sees the
+//! same process from the same exec, so every count must match exactly.
 mod common;
 
 use std::collections::BTreeMap;

@@ -237,9 +237,15 @@ fn bookworm_close_does_not_take_epmutex() {
     let (run, drive, out) = epoll_close_scenario("bookworm");
     let context = || format!("{out}\nrun:\n{}", summary(&run));
     assert_eq!(str_of(&drive, "epoll_close"), "refcounted", "{}", context());
+    // 6.1 still takes epmutex in epoll_ctl(ADD) of a file that another epoll already watches
+    // (the loop check); what the refcount rework removed is the close path's.
+    let from_close: Vec<&Value> = epmutex_rows(&run)
+        .into_iter()
+        .filter(|r| str_of(r, "caller").starts_with("eventpoll_release_file"))
+        .collect();
     assert!(
-        epmutex_rows(&run).is_empty(),
-        "epmutex contention on bookworm\n{}",
+        from_close.is_empty(),
+        "epmutex contention from eventpoll_release_file on bookworm: {from_close:?}\n{}",
         context()
     );
     // The same load ran: the close path was exercised.
