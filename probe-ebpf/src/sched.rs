@@ -209,6 +209,13 @@ fn wakeup(pid: u32) -> u32 {
     if unsafe { SCHED_SWITCHED_OUT.get(pid) }.is_none() {
         return 0;
     }
+    mark_runnable(pid);
+    0
+}
+
+/// Counts a wakeup and starts `pid`'s run-queue clock.
+#[inline(always)]
+fn mark_runnable(pid: u32) {
     if let Some(s) = stats() {
         s.wakeups += 1;
     }
@@ -218,7 +225,6 @@ fn wakeup(pid: u32) -> u32 {
     {
         count_lost(Family::Sched);
     }
-    0
 }
 
 /// A traced task created a task: its first wait for a CPU is run-queue delay too.
@@ -247,14 +253,6 @@ fn wakeup_new(pid: impl FnOnce() -> Result<u32, i64>) -> u32 {
     let Ok(pid) = pid() else {
         return 1;
     };
-    if let Some(s) = stats() {
-        s.wakeups += 1;
-    }
-    if SCHED_RUNNABLE
-        .insert(pid, unsafe { bpf_ktime_get_ns() }, 0)
-        .is_err()
-    {
-        count_lost(Family::Sched);
-    }
+    mark_runnable(pid);
     0
 }
