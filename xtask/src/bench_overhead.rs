@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use anyhow::{bail, Context, Result};
 
 use crate::bench_probes::{median, ready_file, wait_attached};
-use crate::bench_servers::{wait_listening, wrk_run};
+use crate::bench_servers::{wait_listening, wrk_run, Proc};
 use crate::floor::EmptyRawTracepoints;
 use crate::util;
 
@@ -105,19 +105,17 @@ pub fn run(args: &Args) -> Result<()> {
     std::fs::create_dir_all(&www)?;
     std::fs::write(www.join("index.html"), "x".repeat(1400))?;
 
-    let mut server = Command::new(&kpath)
+    let server = Command::new(&kpath)
         .args(["serve", "--io", "cached", "--model", "epoll"])
         .args(["--addr", &format!("127.0.0.1:{PORT}"), "--root"])
         .arg(&www)
         .stderr(Stdio::null())
         .spawn()
         .context("starting kpath serve")?;
+    let server = Proc(server);
     let conds = conditions(args);
-    let result = measure(args, &conds, &kpath, &work, server.id());
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    let _ = server.wait();
+    let result = measure(args, &conds, &kpath, &work, server.0.id());
+    drop(server);
     let samples = result?;
     print_table(args, &conds, &samples);
     Ok(())
@@ -301,9 +299,7 @@ fn clock_ticks() -> f64 {
 }
 
 fn stop(rec: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-INT", &rec.id().to_string()])
-        .status();
+    util::signal(rec.id(), libc::SIGINT);
     let _ = rec.wait();
 }
 

@@ -176,7 +176,7 @@ fn bystander(kpath: &Path, getpid: &Path, calls: &str, dir: &Path) -> Result<f64
         .spawn()?;
     let result =
         wait_attached(&mut rec, &ready).and_then(|()| loop_ns(Command::new(getpid).arg(calls)));
-    unsafe { libc_kill(rec.id() as i32, 2) };
+    util::signal(rec.id(), libc::SIGINT);
     let _ = rec.wait();
     let _ = sleeper.kill();
     let _ = sleeper.wait();
@@ -227,11 +227,6 @@ pub(crate) fn median(v: &[f64]) -> f64 {
         n if n % 2 == 1 => v[n / 2],
         n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 #[cfg(test)]

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::util;
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Seconds per measurement.
@@ -280,14 +282,12 @@ fn kpath_load(args: &Args, kpath: &Path, url: &str) -> anyhow::Result<f64> {
 }
 
 /// A child process killed on drop, so an error anywhere leaves nothing running.
-struct Proc(Child);
+pub(crate) struct Proc(pub(crate) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        // SIGTERM first so servers shut down cleanly; std only offers SIGKILL.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
+        // SIGTERM first so servers shut down cleanly.
+        util::signal(self.0.id(), libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(3);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.0.try_wait() {
