@@ -31,11 +31,11 @@ pub struct ProgStats {
     since: Instant,
     /// Counters of each program (in `Probes::programs` order) when the statistics went on.
     at_start: Vec<Counters>,
-    /// Total runs at the last progress sample, and when.
+    /// Runs since the start at the last progress sample, and when it was taken.
     last: (Instant, u64),
     rate: Option<f64>,
-    /// Why the statistics are off (not asked for, or could not be enabled).
-    pub off: Option<String>,
+    /// Why the statistics could not be turned on when asked for.
+    pub error: Option<String>,
 }
 
 impl ProgStats {
@@ -48,39 +48,33 @@ impl ProgStats {
             at_start: Vec::new(),
             last: (now, 0),
             rate: None,
-            off: Some("not asked for (--bpf-stats)".into()),
+            error: None,
         };
         if enable {
             match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
                 Ok(fd) => {
                     s.fd = Some(fd);
                     s.at_start = counters(probes);
-                    s.off = None;
                 }
-                Err(e) => s.off = Some(loader::error_chain(&e)),
+                Err(e) => s.error = Some(loader::error_chain(&e)),
             }
         }
         s
     }
 
-    /// Whether the statistics are on.
-    pub fn on(&self) -> bool {
-        self.fd.is_some()
-    }
-
     /// Updates the events/s figure for the progress line (every 500 ms at most).
     pub fn poll(&mut self, probes: &Probes) {
-        if !self.on() || self.last.0.elapsed() < Duration::from_millis(500) {
+        if self.fd.is_none() || self.last.0.elapsed() < Duration::from_millis(500) {
             return;
         }
         let now = Instant::now();
-        let runs: u64 = counters(probes).iter().map(|c| c.runs).sum();
-        let started: u64 = self.at_start.iter().map(|c| c.runs).sum();
-        let runs = runs.saturating_sub(started);
-        if self.last.1 > 0 || now.duration_since(self.since) >= Duration::from_millis(500) {
-            let secs = now.duration_since(self.last.0).as_secs_f64().max(1e-9);
-            self.rate = Some(runs.saturating_sub(self.last.1) as f64 / secs);
-        }
+        let runs = counters(probes)
+            .iter()
+            .zip(&self.at_start)
+            .map(|(c, a)| c.runs.saturating_sub(a.runs))
+            .sum::<u64>();
+        let secs = now.duration_since(self.last.0).as_secs_f64().max(1e-9);
+        self.rate = Some(runs.saturating_sub(self.last.1) as f64 / secs);
         self.last = (now, runs);
     }
 
@@ -91,19 +85,21 @@ impl ProgStats {
 
     /// Turns the statistics off and gives the overhead figures.
     pub fn finish(self, probes: &Probes) -> Overhead {
-        let on = self.since.elapsed();
-        let per_program: Vec<(&str, Counters)> = if self.on() {
-            let now = counters(probes);
-            probes
-                .programs
-                .iter()
-                .map(|(fam, _)| *fam)
-                .zip(self.at_start.iter().zip(&now).map(|(a, b)| delta(a, b)))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        overhead(&per_program, if self.on() { on } else { Duration::ZERO })
+        if self.fd.is_none() {
+            return overhead(&[], Duration::ZERO);
+        }
+        let per_program: Vec<(&str, Counters)> = probes
+            .programs
+            .iter()
+            .map(|(fam, _)| *fam)
+            .zip(
+                self.at_start
+                    .iter()
+                    .zip(&counters(probes))
+                    .map(|(a, b)| delta(a, b)),
+            )
+            .collect();
+        overhead(&per_program, self.since.elapsed())
     }
 }
 

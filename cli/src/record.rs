@@ -189,10 +189,8 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     warnings.append(&mut probes.warnings);
     // Opt-in: the statistics slow every BPF program run on the machine down (see progstats).
     let mut prog_stats = ProgStats::start(&probes, args.bpf_stats);
-    if args.bpf_stats {
-        if let Some(why) = &prog_stats.off {
-            warnings.push(format!("BPF run-time statistics unavailable: {why}"));
-        }
+    if let Some(why) = &prog_stats.error {
+        warnings.push(format!("BPF run-time statistics unavailable: {why}"));
     }
     if let Some(path) = &args.ready_file {
         std::fs::write(path, b"")
@@ -301,7 +299,9 @@ fn wait(
         indicatif::ProgressStyle::with_template("{spinner} {msg}").expect("static template"),
     );
     loop {
-        prog_stats.poll(probes);
+        if !bar.is_hidden() {
+            prog_stats.poll(probes);
+        }
         if STOP.load(Ordering::SeqCst) {
             bar.finish_and_clear();
             return Stop::Signal;
