@@ -290,7 +290,7 @@ pub struct MemberInfo {
 }
 
 /// What the sched raw tracepoints need from `task_struct` and `sched_switch`'s prototype.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SchedBtf {
     /// Offset of `task_struct.pid`.
     pub task_pid: u32,

@@ -327,23 +327,16 @@ pub fn load(opts: &LoadOptions, features: &Features) -> Result<Probes, LoadError
     }
     // task_struct offsets for the sched raw tracepoints (zeros when BTF gave none: then the
     // plan never picks them).
-    let sched_btf: [(&str, u32); 4] = match features.sched_btf {
-        Some(b) => [
-            (GLOBAL_TASK_PID, b.task_pid),
-            (GLOBAL_TASK_STATE, b.task_state),
-            (GLOBAL_TASK_EXIT_STATE, b.task_exit_state),
-            (
-                GLOBAL_SWITCH_PREV_STATE_ARG,
-                u32::from(b.switch_prev_state_arg),
-            ),
-        ],
-        None => [
-            (GLOBAL_TASK_PID, 0),
-            (GLOBAL_TASK_STATE, 0),
-            (GLOBAL_TASK_EXIT_STATE, 0),
-            (GLOBAL_SWITCH_PREV_STATE_ARG, 0),
-        ],
-    };
+    let b = features.sched_btf.unwrap_or_default();
+    let sched_btf = [
+        (GLOBAL_TASK_PID, b.task_pid),
+        (GLOBAL_TASK_STATE, b.task_state),
+        (GLOBAL_TASK_EXIT_STATE, b.task_exit_state),
+        (
+            GLOBAL_SWITCH_PREV_STATE_ARG,
+            u32::from(b.switch_prev_state_arg),
+        ),
+    ];
     for (global, v) in &sched_btf {
         loader.override_global(global, v, true);
     }
