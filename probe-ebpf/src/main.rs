@@ -98,10 +98,13 @@ fn read_global<T: Copy>(g: &T) -> T {
 /// is zero (an array load the verifier inlines). True means "look closer".
 #[inline(always)]
 fn maybe_traced(tgid: u32) -> bool {
-    if read_global(&FILTER_ENABLED) == 0 {
-        return true;
-    }
-    TARGET_HINTS.get(hint_slot(tgid)).is_none_or(|v| *v != 0)
+    read_global(&FILTER_ENABLED) == 0 || hint_set(tgid)
+}
+
+/// Whether `id`'s hint slot is set (a slot that cannot be read counts as set).
+#[inline(always)]
+fn hint_set(id: u32) -> bool {
+    TARGET_HINTS.get(hint_slot(id)).is_none_or(|v| *v != 0)
 }
 
 /// Marks `id` in the hint array (done for every id put in `TARGETS`).
@@ -116,7 +119,7 @@ fn set_hint(id: u32) {
 #[inline(always)]
 fn is_traced(tgid: u32) -> bool {
     if read_global(&FILTER_ENABLED) != 0 {
-        maybe_traced(tgid) && unsafe { TARGETS.get(tgid).is_some() }
+        hint_set(tgid) && unsafe { TARGETS.get(tgid).is_some() }
     } else {
         tgid != 0 && tgid != read_global(&SELF_TGID)
     }
