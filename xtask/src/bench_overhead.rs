@@ -10,13 +10,16 @@
 //! throughput): the traced minus the floor condition is what kpath's own programs cost.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::bench_probes::{median, ready_file, wait_attached};
-use crate::bench_servers::{wait_listening, wrk_run, Proc};
+use crate::bench_servers::{wait_listening, wrk_run};
 use crate::floor::EmptyRawTracepoints;
+use crate::proc::Proc;
+use crate::record::{build_release_kpath, RecordSpec, Recording, ALL_FAMILIES as ALL};
+use crate::stats::median;
 use crate::util;
 
 #[derive(Debug, clap::Args)]
@@ -41,7 +44,6 @@ pub struct Args {
 
 const PORT: u16 = 18_482;
 const GOAL: f64 = 0.95;
-const ALL: &str = "syscalls,kpaths,sched,locks,oncpu";
 
 #[derive(Debug, Clone, PartialEq)]
 enum Condition {
@@ -98,23 +100,24 @@ pub fn run(args: &Args) -> Result<()> {
     if !util::is_root() {
         bail!("bench-overhead loads BPF programs: run it as root");
     }
-    util::run(util::cargo().args(["build", "--release", "-p", "kpath"]))?;
-    let kpath = util::target_dir().join("release/kpath");
+    if args.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    let kpath = build_release_kpath()?;
     let work = util::target_dir().join("bench-overhead");
     let www = work.join("www");
     std::fs::create_dir_all(&www)?;
     std::fs::write(www.join("index.html"), "x".repeat(1400))?;
 
-    let server = Command::new(&kpath)
-        .args(["serve", "--io", "cached", "--model", "epoll"])
-        .args(["--addr", &format!("127.0.0.1:{PORT}"), "--root"])
-        .arg(&www)
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting kpath serve")?;
-    let server = Proc(server);
+    let server = Proc::spawn(
+        Command::new(&kpath)
+            .args(["serve", "--io", "cached", "--model", "epoll"])
+            .args(["--addr", &format!("127.0.0.1:{PORT}"), "--root"])
+            .arg(&www)
+            .stderr(Stdio::null()),
+    )?;
     let conds = conditions(args);
-    let result = measure(args, &conds, &kpath, &work, server.0.id());
+    let result = measure(args, &conds, &kpath, &work, server.id());
     drop(server);
     let samples = result?;
     print_table(args, &conds, &samples);
@@ -159,25 +162,18 @@ fn one(
             );
         }
         Condition::Record(probes) => {
-            let ready = ready_file(work);
-            let mut child = Command::new(kpath)
-                .args(["record", "-d", "600", "--probes", probes])
-                .args(["-p", &pid.to_string(), "--ready-file"])
-                .arg(&ready)
-                .arg("-o")
-                .arg(work.join("run"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("starting kpath record")?;
-            if let Err(e) = wait_attached(&mut child, &ready) {
-                stop(&mut child);
-                return Err(e);
-            }
-            rec = Some(child);
+            let mut recording = Recording::start(&RecordSpec {
+                kpath,
+                pid,
+                probes,
+                secs: "600",
+                dir: work,
+            })?;
+            recording.wait_attached(Duration::from_millis(20))?;
+            rec = Some(recording);
         }
     }
-    let rec_pid = rec.as_ref().map(Child::id);
+    let rec_pid = rec.as_ref().map(Recording::id);
     let before = (
         cpu_secs(pid)?,
         children_cpu_secs()?,
@@ -189,8 +185,8 @@ fn one(
         children_cpu_secs()?,
         rec_pid.map(cpu_secs).transpose()?,
     );
-    if let Some(mut child) = rec {
-        stop(&mut child);
+    if let Some(recording) = rec {
+        recording.stop()?;
     }
     drop(floor);
     let wrk = wrk?;
@@ -207,8 +203,9 @@ fn one(
 }
 
 fn print_table(args: &Args, conds: &[Condition], samples: &[Vec<Sample>]) {
-    let med =
-        |i: usize, f: fn(&Sample) -> f64| median(&samples[i].iter().map(f).collect::<Vec<_>>());
+    let med = |i: usize, f: fn(&Sample) -> f64| {
+        median(&samples[i].iter().map(f).collect::<Vec<_>>()).unwrap_or(0.0)
+    };
     let base_rps = med(0, |s| s.requests_per_sec);
     let base_cpu = med(0, Sample::total_us);
     println!(
@@ -289,18 +286,14 @@ fn stat_fields(stat: &str) -> Result<Vec<u64>> {
 }
 
 fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
+    // SAFETY: sysconf(3) takes an integer name and reads no memory of ours; _SC_CLK_TCK is a
+    // valid name, and an error (-1) is handled below.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if t > 0 {
         t as f64
     } else {
         100.0
     }
-}
-
-fn stop(rec: &mut Child) {
-    util::signal(rec.id(), libc::SIGINT);
-    let _ = rec.wait();
 }
 
 #[cfg(test)]

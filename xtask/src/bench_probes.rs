@@ -9,13 +9,18 @@
 //! is the cost per enter+exit pair. A sixth run with BPF run-time statistics on reports the time
 //! spent inside kpath's programs per event, as `kpath record` prints in its footer.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use serde::Deserialize;
 
 use crate::floor::EmptyRawTracepoints;
+use crate::proc::Proc;
+use crate::record::{build_release_kpath, RecordSpec, Recording};
+use crate::stats::median;
 use crate::util;
 
 #[derive(Debug, clap::Args)]
@@ -52,8 +57,10 @@ pub fn run(args: &Args) -> Result<()> {
     if !util::is_root() {
         bail!("bench-probes loads BPF programs: run it as root");
     }
-    util::run(util::cargo().args(["build", "--release", "-p", "kpath"]))?;
-    let kpath = util::target_dir().join("release/kpath");
+    if args.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    let kpath = build_release_kpath()?;
     let dir = util::target_dir().join("bench-probes");
     std::fs::create_dir_all(&dir)?;
     let getpid = build_getpid(&dir)?;
@@ -85,7 +92,7 @@ pub fn run(args: &Args) -> Result<()> {
         bpf_ns_per_event.push(bpf_ns(&dir.join("run/run.json"))?);
     }
 
-    let medians: Vec<f64> = samples.iter().map(|v| median(v)).collect();
+    let medians: Vec<f64> = samples.iter().map(|v| median(v).unwrap_or(0.0)).collect();
     println!(
         "\ngetpid loop, {} calls x {} interleaved rounds (median ns per call)",
         args.calls, args.rounds
@@ -103,10 +110,10 @@ pub fn run(args: &Args) -> Result<()> {
         };
         println!("{name:<24} {m:>10.1} {added:>16.1} {vs:>12}");
     }
+    let bpf_ns = median(&bpf_ns_per_event).unwrap_or(0.0);
     println!(
-        "BPF program time per event (bpf_stats, raw_tp): {:.1} ns (x2 per pair = {:.1} ns)",
-        median(&bpf_ns_per_event),
-        2.0 * median(&bpf_ns_per_event)
+        "BPF program time per event (bpf_stats, raw_tp): {bpf_ns:.1} ns (x2 per pair = {:.1} ns)",
+        2.0 * bpf_ns
     );
     println!(
         "goal: <= {GOAL_NS_PER_PAIR} ns per enter+exit pair; 'floor' is what any program on the \
@@ -162,81 +169,64 @@ fn loop_ns(cmd: &mut Command) -> Result<f64> {
 
 /// The loop's cost while kpath traces a sleeping process: tracing is on, the filter says no.
 fn bystander(kpath: &Path, getpid: &Path, calls: &str, dir: &Path) -> Result<f64> {
-    let mut sleeper = Command::new("sleep").arg("600").spawn()?;
-    let ready = ready_file(dir);
-    let mut rec = Command::new(kpath)
-        .args(["record", "--probes", "syscalls", "-d", "600", "-p"])
-        .arg(sleeper.id().to_string())
-        .arg("--ready-file")
-        .arg(&ready)
-        .arg("-o")
-        .arg(dir.join("bystander"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let result =
-        wait_attached(&mut rec, &ready).and_then(|()| loop_ns(Command::new(getpid).arg(calls)));
-    util::signal(rec.id(), libc::SIGINT);
-    let _ = rec.wait();
-    let _ = sleeper.kill();
-    let _ = sleeper.wait();
-    result
+    let sleeper = Proc::spawn(Command::new("sleep").arg("600"))?;
+    let mut rec = Recording::start(&RecordSpec {
+        kpath,
+        pid: sleeper.id(),
+        probes: "syscalls",
+        secs: "600",
+        dir,
+    })?;
+    rec.wait_attached(Duration::from_millis(20))?;
+    let ns = loop_ns(Command::new(getpid).arg(calls))?;
+    rec.stop()?;
+    Ok(ns)
 }
 
-/// `kpath record --ready-file PATH` creates PATH once every probe is attached.
-pub(crate) fn wait_attached(rec: &mut Child, ready: &Path) -> Result<()> {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
-        if let Some(status) = rec.try_wait()? {
-            bail!("kpath record exited early: {status}");
-        }
-        if ready.exists() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    bail!("kpath record did not attach within 20 s")
+/// The part of run.json read here: per-family BPF run time.
+#[derive(Deserialize)]
+struct RunJson {
+    overhead: Overhead,
 }
 
-/// A fresh path for `--ready-file` in `dir` (any file left from an earlier run removed).
-pub(crate) fn ready_file(dir: &Path) -> PathBuf {
-    let path = dir.join("record.ready");
-    let _ = std::fs::remove_file(&path);
-    path
+#[derive(Deserialize)]
+struct Overhead {
+    families: BTreeMap<String, FamilyOverhead>,
 }
 
+#[derive(Deserialize)]
+struct FamilyOverhead {
+    ns_per_event: f64,
+}
+
+/// ns per event of the syscalls family's programs, from a run.json.
 fn bpf_ns(run_json: &Path) -> Result<f64> {
     let text = std::fs::read_to_string(run_json)
         .with_context(|| format!("reading {}", run_json.display()))?;
-    // "ns_per_event" of the syscalls family, without pulling serde into xtask.
-    let at = text
-        .find("\"syscalls\": {")
-        .and_then(|i| text[i..].find("\"ns_per_event\": ").map(|j| i + j + 16))
-        .context("run.json has no syscalls overhead")?;
-    let end = text[at..]
-        .find(|c: char| c != '.' && !c.is_ascii_digit())
-        .map_or(text.len(), |e| at + e);
-    text[at..end].parse().context("parsing ns_per_event")
+    syscalls_ns_per_event(&text).with_context(|| format!("reading {}", run_json.display()))
 }
 
-pub(crate) fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
+fn syscalls_ns_per_event(json: &str) -> Result<f64> {
+    let run: RunJson = serde_json::from_str(json)?;
+    run.overhead
+        .families
+        .get("syscalls")
+        .map(|f| f.ns_per_event)
+        .context("run.json has no syscalls overhead")
 }
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::*;
 
     #[test]
-    fn median_of_odd_and_even_counts() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert!(median(&[]).is_nan());
+    fn reads_the_syscalls_ns_per_event() {
+        let json = r#"{"version": 3, "overhead": {"bpf_stats_enabled": true, "families": {
+            "sched": {"events": 1, "ns_per_event": 500.0},
+            "syscalls": {"events": 9, "events_per_sec": 1.5, "ns_per_event": 127.25}}}}"#;
+        assert_eq!(syscalls_ns_per_event(json).unwrap(), 127.25);
+        let none = r#"{"overhead": {"families": {}}}"#;
+        assert!(syscalls_ns_per_event(none).is_err());
+        assert!(syscalls_ns_per_event("{").is_err());
     }
 }

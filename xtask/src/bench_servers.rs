@@ -6,12 +6,15 @@
 //! whichever happened to run during a spike.
 
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use serde::Deserialize;
 
+use crate::proc::Proc;
+use crate::stats::median;
 use crate::util;
 
 #[derive(Debug, clap::Args)]
@@ -42,21 +45,18 @@ const IOS: [&str; 4] = ["cached", "sendfile", "read", "mmap"];
 const MODELS: [&str; 5] = ["epoll", "uring", "tokio", "threadpool", "thread"];
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    let root = project_root();
-    let status = Command::new("cargo")
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "servers",
-            "--example",
-            "kpath-serve-bench",
-        ])
-        .current_dir(&root)
-        .status()
-        .context("running cargo build")?;
-    anyhow::ensure!(status.success(), "building kpath-serve-bench failed");
-    let kpath = root.join("target/release/examples/kpath-serve-bench");
+    if args.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    util::run(util::cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "servers",
+        "--example",
+        "kpath-serve-bench",
+    ]))?;
+    let kpath = util::target_dir().join("release/examples/kpath-serve-bench");
     for tool in ["nginx", "wrk"] {
         if Command::new("which")
             .arg(tool)
@@ -79,12 +79,6 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     result
 }
 
-fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-}
-
 /// A measured contender: a label and its requests/s in each round.
 struct Row {
     label: String,
@@ -92,10 +86,15 @@ struct Row {
 }
 
 impl Row {
+    fn new(label: impl Into<String>) -> Row {
+        Row {
+            label: label.into(),
+            samples: Vec::new(),
+        }
+    }
+
     fn median(&self) -> f64 {
-        let mut s = self.samples.clone();
-        s.sort_by(f64::total_cmp);
-        s.get(s.len() / 2).copied().unwrap_or(0.0)
+        median(&self.samples).unwrap_or(0.0)
     }
 }
 
@@ -113,34 +112,13 @@ fn bench(args: &Args, kpath: &Path, work: &Path, www: &Path) -> anyhow::Result<(
     let nginx_url = format!("http://127.0.0.1:{NGINX_PORT}/{FILE}");
     let kpath_url = format!("http://127.0.0.1:{KPATH_PORT}/{FILE}");
 
-    let mut keep = vec![Row {
-        label: "nginx".into(),
-        samples: vec![],
-    }];
-    let mut close = vec![Row {
-        label: "nginx".into(),
-        samples: vec![],
-    }];
+    let mut keep = vec![Row::new("nginx")];
+    let mut close = vec![Row::new("nginx")];
     for (io, model) in &strategies {
-        keep.push(Row {
-            label: format!("kpath {io}/{model}"),
-            samples: vec![],
-        });
-        close.push(Row {
-            label: format!("kpath {io}/{model}"),
-            samples: vec![],
-        });
+        keep.push(Row::new(format!("kpath {io}/{model}")));
+        close.push(Row::new(format!("kpath {io}/{model}")));
     }
-    let mut clients = [
-        Row {
-            label: "wrk".into(),
-            samples: vec![],
-        },
-        Row {
-            label: "kpath load".into(),
-            samples: vec![],
-        },
-    ];
+    let mut clients = [Row::new("wrk"), Row::new("kpath load")];
 
     for round in 1..=args.rounds {
         eprintln!("round {round}/{}", args.rounds);
@@ -273,31 +251,17 @@ fn kpath_load(args: &Args, kpath: &Path, url: &str) -> anyhow::Result<f64> {
         .output()
         .context("running kpath load")?;
     let text = String::from_utf8_lossy(&out.stdout);
-    // {"requests":N,...,"requests_per_sec":X,...}: avoid a JSON dependency for one number.
-    text.split("\"requests_per_sec\":")
-        .nth(1)
-        .and_then(|rest| rest.split([',', '}']).next())
-        .and_then(|v| v.trim().parse().ok())
-        .with_context(|| format!("no requests_per_sec in kpath load output: {text}"))
+    load_rps(&text).with_context(|| format!("unexpected kpath load --json output: {text}"))
 }
 
-/// A child process killed on drop, so an error anywhere leaves nothing running.
-pub(crate) struct Proc(pub(crate) Child);
+/// The part of `kpath load --json` read here.
+#[derive(Deserialize)]
+struct LoadJson {
+    requests_per_sec: f64,
+}
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // SIGTERM first so servers shut down cleanly.
-        util::signal(self.0.id(), libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn load_rps(json: &str) -> anyhow::Result<f64> {
+    Ok(serde_json::from_str::<LoadJson>(json)?.requests_per_sec)
 }
 
 struct Nginx(#[allow(dead_code)] Proc);
@@ -318,15 +282,14 @@ impl Nginx {
                 www = www.display(),
             ),
         )?;
-        let child = Command::new("nginx")
-            .arg("-c")
-            .arg(&conf)
-            .arg("-p")
-            .arg(work)
-            .args(["-g", "daemon off;"])
-            .spawn()
-            .context("starting nginx")?;
-        let nginx = Nginx(Proc(child));
+        let nginx = Nginx(Proc::spawn(
+            Command::new("nginx")
+                .arg("-c")
+                .arg(&conf)
+                .arg("-p")
+                .arg(work)
+                .args(["-g", "daemon off;"]),
+        )?);
         wait_listening(NGINX_PORT)?;
         Ok(nginx)
     }
@@ -336,15 +299,14 @@ struct Server(Proc);
 
 impl Server {
     fn start(kpath: &Path, www: &Path, io: &str, model: &str) -> anyhow::Result<Server> {
-        let child = Command::new(kpath)
-            .args(["serve", "--addr", &format!("127.0.0.1:{KPATH_PORT}")])
-            .arg("--root")
-            .arg(www)
-            .args(["--io", io, "--model", model])
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting kpath serve")?;
-        let server = Server(Proc(child));
+        let server = Server(Proc::spawn(
+            Command::new(kpath)
+                .args(["serve", "--addr", &format!("127.0.0.1:{KPATH_PORT}")])
+                .arg("--root")
+                .arg(www)
+                .args(["--io", io, "--model", model])
+                .stderr(Stdio::null()),
+        )?);
         wait_listening(KPATH_PORT)?;
         Ok(server)
     }
@@ -382,7 +344,23 @@ fn machine() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_wrk;
+    use super::{load_rps, parse_wrk, Row};
+
+    #[test]
+    fn row_median_of_an_even_round_count_is_the_mean_of_the_middle_two() {
+        let mut row = Row::new("x");
+        row.samples = vec![100.0, 300.0];
+        assert_eq!(row.median(), 200.0);
+        assert_eq!(Row::new("empty").median(), 0.0);
+    }
+
+    #[test]
+    fn reads_requests_per_sec_from_kpath_load_json() {
+        let json = r#"{"urls":1,"requests":10,"duration_secs":2.0,"requests_per_sec":5.5,
+            "errors":{"connect":0},"latency_ns":{"p50":1}}"#;
+        assert_eq!(load_rps(json).unwrap(), 5.5);
+        assert!(load_rps("requests_per_sec: 5").is_err());
+    }
 
     #[test]
     fn parses_wrk_totals() {

@@ -11,15 +11,15 @@ use std::process::Command;
 
 use anyhow::Result;
 
-use crate::{setup, util};
+use crate::{record, setup, util};
 
 const LOAD_SECS: &str = "4";
 
 pub fn run() -> Result<()> {
     setup::for_run()?;
-    util::run(util::cargo().args(["build", "--release", "-p", "kpath"]))?;
+    let kpath = record::build_release_kpath()?;
     let bench_dir = util::repo_root().join("runs/demo");
-    record_demo(&bench_dir)?;
+    record_demo(&kpath, &bench_dir)?;
     println!(
         "\ndemo written to {dir}:\n  open {dir}/report.html in a browser (tables, flame graphs, \
          differential graphs against mmap)\n  bench.json holds the numbers; each strategy's run \
@@ -30,15 +30,14 @@ pub fn run() -> Result<()> {
 }
 
 /// The demo itself: one `kpath bench` over the three io strategies.
-fn record_demo(bench_dir: &Path) -> Result<()> {
-    let kpath = util::target_dir().join("release/kpath");
+fn record_demo(kpath: &Path, bench_dir: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(bench_dir);
     println!(
         "benchmarking `kpath serve --io mmap|sendfile|cached --model epoll --keepalive 1`, \
          {LOAD_SECS} s of load each, all probes attached ..."
     );
     util::run(
-        Command::new(&kpath)
+        Command::new(kpath)
             .current_dir(util::repo_root())
             .args(["bench", "--io", "mmap,sendfile,cached", "--model", "epoll"])
             .args(["--keepalive", "1", "-d", LOAD_SECS, "-F", "999", "-o"])

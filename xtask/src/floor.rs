@@ -81,7 +81,11 @@ fn load_empty() -> io::Result<OwnedFd> {
 }
 
 fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<OwnedFd> {
-    // SAFETY: attr is a live, initialized prefix of union bpf_attr of the given size.
+    // SAFETY: bpf(2) reads (and for some commands writes) exactly size_of::<T>() bytes at attr,
+    // which is a live, exclusively borrowed, fully initialized #[repr(C)] prefix of union
+    // bpf_attr (ProgLoadAttr or RawTracepointOpenAttr, layouts checked in the tests). The
+    // pointers inside it (insns, license, name) point at locals of the callers that outlive this
+    // call; the kernel copies what it needs before returning.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -93,7 +97,8 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<OwnedFd> {
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: the kernel returned a fresh fd that nothing else owns.
+    // SAFETY: on success bpf(2) returns a new file descriptor that nothing else in this process
+    // owns or will close, so the OwnedFd may take ownership of it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 

@@ -8,7 +8,10 @@ mod build;
 mod demo;
 mod floor;
 mod lint;
+mod proc;
+mod record;
 mod setup;
+mod stats;
 mod test;
 mod util;
 

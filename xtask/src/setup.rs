@@ -356,25 +356,30 @@ fn installed_features(root: &Path) -> Result<Option<Vec<String>>> {
     let Ok(json) = fs::read_to_string(root.join(".crates2.json")) else {
         return Ok(None);
     };
-    // {"installs":{"bpf-linker 0.13.0 (registry+...)":{..."features":["llvm-22"],...}}}
-    let key = format!("\"bpf-linker {BPF_LINKER_VERSION} ");
-    let Some(entry) = json.find(&key).map(|at| &json[at..]) else {
-        return Ok(None);
-    };
-    let entry = &entry[..entry.find('}').unwrap_or(entry.len())];
-    let Some(list) = entry
-        .split_once("\"features\":[")
-        .and_then(|(_, rest)| rest.split_once(']'))
-        .map(|(list, _)| list)
-    else {
-        return Ok(None);
-    };
-    Ok(Some(
-        list.split(',')
-            .map(|f| f.trim().trim_matches('"').to_string())
-            .filter(|f| !f.is_empty())
-            .collect(),
-    ))
+    Ok(features_in_crates2(&json))
+}
+
+/// cargo's install ledger, `.crates2.json`: only the parts read here.
+#[derive(serde::Deserialize)]
+struct Crates2 {
+    installs: HashMap<String, Install>,
+}
+
+#[derive(serde::Deserialize)]
+struct Install {
+    features: Option<Vec<String>>,
+}
+
+/// The features of bpf-linker [`BPF_LINKER_VERSION`] in a `.crates2.json`, whose keys read
+/// `"bpf-linker 0.13.0 (registry+https://...)"`. `None` when it is not there or unreadable.
+fn features_in_crates2(json: &str) -> Option<Vec<String>> {
+    let ledger: Crates2 = serde_json::from_str(json).ok()?;
+    let prefix = format!("bpf-linker {BPF_LINKER_VERSION} ");
+    ledger
+        .installs
+        .into_iter()
+        .find(|(key, _)| key.starts_with(&prefix))
+        .and_then(|(_, install)| install.features)
 }
 
 /// aya-build finds bpf-linker on PATH; xtask puts `bin`'s folder first, plain cargo does not.
@@ -399,12 +404,7 @@ fn warn_if_shadowed(bin: &Path) {
 
 fn packages(ctx: &mut Ctx) -> Result<()> {
     let names: Vec<&str> = PACKAGES.iter().map(|(name, _)| *name).collect();
-    let status = installed_packages(&names)?;
-    let missing: Vec<&str> = names
-        .iter()
-        .copied()
-        .filter(|name| !status.get(*name).copied().unwrap_or(false))
-        .collect();
+    let missing = not_installed(&names)?;
     if missing.is_empty() {
         println!("ok: debian packages ({})", names.join(" "));
         return Ok(());
@@ -417,14 +417,6 @@ fn packages(ctx: &mut Ctx) -> Result<()> {
     for (name, why) in PACKAGES.iter().filter(|(name, _)| missing.contains(name)) {
         println!("  {name}: {why}");
     }
-    let apt = |args: &[&str]| {
-        let mut cmd = Command::new("apt-get");
-        cmd.env("DEBIAN_FRONTEND", "noninteractive")
-            // Wait for another apt/dpkg run (say, another engineer's) instead of failing.
-            .args(["-o", "DPkg::Lock::Timeout=600"])
-            .args(args);
-        cmd
-    };
     // apt-get update only now that something is missing, and once.
     ctx.act(&mut apt(&["update", "-q"]), true)
         .context("could not update the apt package lists")?;
@@ -438,38 +430,11 @@ fn packages(ctx: &mut Ctx) -> Result<()> {
     if !ran {
         return Ok(());
     }
-    // apt may remove a conflicting package to get ours in (this machine image ships a backported
-    // qemu-utils that qemu-system-x86 7.2 displaces); put Debian's own version of it back.
-    let after = installed_packages(&[])?;
-    let mut removed: Vec<&str> = before
-        .iter()
-        .filter(|(name, ok)| **ok && !after.get(*name).copied().unwrap_or(false))
-        .map(|(name, _)| name.as_str())
-        .collect();
-    removed.sort_unstable();
-    if !removed.is_empty() {
-        println!(
-            "  apt removed {} to resolve a conflict; installing Debian's version back",
-            removed.join(" ")
-        );
-        if let Err(e) = ctx.act(
-            apt(&["install", "-y", "-q", "--no-install-recommends"]).args(&removed),
-            true,
-        ) {
-            eprintln!(
-                "  warning: could not reinstall {}: {e:#}",
-                removed.join(" ")
-            );
-        }
-    }
+    reinstall_removed(ctx, &before)?;
     if missing.contains(&"nginx") {
         quiet_nginx()?;
     }
-    let status = installed_packages(&names)?;
-    let still: Vec<&str> = missing
-        .into_iter()
-        .filter(|name| !status.get(*name).copied().unwrap_or(false))
-        .collect();
+    let still = not_installed(&missing)?;
     if !still.is_empty() {
         bail!(
             "apt-get finished but these are still not installed: {}",
@@ -477,6 +442,55 @@ fn packages(ctx: &mut Ctx) -> Result<()> {
         );
     }
     println!("ok: debian packages ({})", names.join(" "));
+    Ok(())
+}
+
+/// An apt-get command that waits for another apt/dpkg run (say, another engineer's) instead of
+/// failing on the lock.
+fn apt(args: &[&str]) -> Command {
+    let mut cmd = Command::new("apt-get");
+    cmd.env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["-o", "DPkg::Lock::Timeout=600"])
+        .args(args);
+    cmd
+}
+
+/// Those of `names` that are not fully installed.
+fn not_installed<'a>(names: &[&'a str]) -> Result<Vec<&'a str>> {
+    let status = installed_packages(names)?;
+    Ok(names
+        .iter()
+        .copied()
+        .filter(|name| !status.get(*name).copied().unwrap_or(false))
+        .collect())
+}
+
+/// apt may remove a conflicting package to get ours in (this machine image ships a backported
+/// qemu-utils that qemu-system-x86 7.2 displaces); put Debian's own version of it back.
+fn reinstall_removed(ctx: &mut Ctx, before: &HashMap<String, bool>) -> Result<()> {
+    let after = installed_packages(&[])?;
+    let mut removed: Vec<&str> = before
+        .iter()
+        .filter(|(name, ok)| **ok && !after.get(*name).copied().unwrap_or(false))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if removed.is_empty() {
+        return Ok(());
+    }
+    removed.sort_unstable();
+    println!(
+        "  apt removed {} to resolve a conflict; installing Debian's version back",
+        removed.join(" ")
+    );
+    if let Err(e) = ctx.act(
+        apt(&["install", "-y", "-q", "--no-install-recommends"]).args(&removed),
+        true,
+    ) {
+        eprintln!(
+            "  warning: could not reinstall {}: {e:#}",
+            removed.join(" ")
+        );
+    }
     Ok(())
 }
 
@@ -572,4 +586,27 @@ fn mounts(ctx: &mut Ctx) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_bpf_linker_features_from_cargos_install_ledger() {
+        let json = format!(
+            r#"{{"installs":{{
+                "ripgrep 14.0.0 (registry+https://github.com/rust-lang/crates.io-index)":
+                    {{"features":["pcre2"],"bins":["rg"]}},
+                "bpf-linker {BPF_LINKER_VERSION} (registry+https://github.com/rust-lang/crates.io-index)":
+                    {{"version_req":"=0.13.0","bins":["bpf-linker"],"features":["llvm-22"],
+                      "all_features":false,"no_default_features":true}}}}}}"#
+        );
+        assert_eq!(
+            features_in_crates2(&json),
+            Some(vec!["llvm-22".to_string()])
+        );
+        assert_eq!(features_in_crates2(r#"{"installs":{}}"#), None);
+        assert_eq!(features_in_crates2("not json"), None);
+    }
 }

@@ -5,6 +5,7 @@ use std::process::Stdio;
 
 use anyhow::{bail, Context, Result};
 
+use crate::proc::Proc;
 use crate::util::{self, Stopwatch};
 
 #[derive(clap::Args, Debug)]
@@ -91,11 +92,10 @@ pub fn run(args: &Args) -> Result<()> {
         cmd.env("KPATH_REQUIRE_ROOT_TESTS", "1");
     }
     let shown = util::display(&cmd);
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("could not start `{shown}`"))?;
+    // A Proc, so an error while reading its output does not leave the tests running.
+    let mut child = Proc::spawn(&mut cmd)?;
     let mut totals = Totals::default();
-    let stdout = child.stdout.take().context("cargo test has no stdout")?;
+    let stdout = child.take_stdout().context("cargo test has no stdout")?;
     // Test output need not be UTF-8; pass it through and parse it lossily.
     for line in BufReader::new(stdout).split(b'\n') {
         let line = line.context("could not read cargo test output")?;
@@ -103,7 +103,7 @@ pub fn run(args: &Args) -> Result<()> {
         println!("{line}");
         totals.add_line(&line);
     }
-    let status = child.wait().context("cargo test did not finish")?;
+    let status = child.wait()?;
     let test_time = clock.secs();
 
     println!();

@@ -72,15 +72,8 @@ pub fn home() -> PathBuf {
 
 /// True when the effective uid is 0.
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
+    // SAFETY: geteuid(2) takes no arguments, cannot fail and touches no memory of ours.
     unsafe { libc::geteuid() == 0 }
-}
-
-/// Sends `sig` to process `pid` (std's Child only offers SIGKILL); a process already gone is
-/// not an error worth reporting here.
-pub fn signal(pid: u32, sig: libc::c_int) {
-    // SAFETY: kill has no memory preconditions.
-    unsafe { libc::kill(pid as libc::pid_t, sig) };
 }
 
 /// How a command looks when typed in a shell, for messages.

@@ -1,0 +1,54 @@
+//! The one median every benchmark in xtask reports.
+
+/// Median of `samples`: the middle value, or the mean of the two middle values for an even
+/// count. NaN samples are left out, so the result is never NaN; `None` when nothing is left.
+pub fn median(samples: &[f64]) -> Option<f64> {
+    let sorted = sorted(samples);
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
+fn sorted(samples: &[f64]) -> Vec<f64> {
+    let mut v: Vec<f64> = samples.iter().copied().filter(|x| !x.is_nan()).collect();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn odd_count_is_the_middle_value() {
+        assert_eq!(median(&[7.0]), Some(7.0));
+        assert_eq!(median(&[1.0, 2.0, 3.0]), Some(2.0));
+    }
+
+    #[test]
+    fn even_count_is_the_mean_of_the_middle_two() {
+        assert_eq!(median(&[1.0, 2.0]), Some(1.5));
+        assert_eq!(median(&[1.0, 2.0, 3.0, 10.0]), Some(2.5));
+    }
+
+    #[test]
+    fn empty_has_no_median() {
+        assert_eq!(median(&[]), None);
+    }
+
+    #[test]
+    fn unsorted_input_is_sorted_first() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(&[-1.0, 5.0, -3.0]), Some(-1.0));
+    }
+
+    #[test]
+    fn nan_samples_are_ignored_and_never_returned() {
+        assert_eq!(median(&[f64::NAN, 1.0, 3.0]), Some(2.0));
+        assert_eq!(median(&[f64::NAN]), None);
+    }
+}
