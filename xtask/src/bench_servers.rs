@@ -58,12 +58,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     ]))?;
     let kpath = util::target_dir().join("release/examples/kpath-serve-bench");
     for tool in ["nginx", "wrk"] {
-        if Command::new("which")
-            .arg(tool)
-            .stdout(Stdio::null())
-            .status()
-            .map_or(true, |s| !s.success())
-        {
+        if util::which(tool).is_none() {
             bail!("{tool} not found: apt-get install {tool} (cargo xtask setup installs it)");
         }
     }

@@ -4,6 +4,7 @@
 mod bench_overhead;
 mod bench_probes;
 mod bench_servers;
+mod bench_startup;
 mod build;
 mod demo;
 mod floor;
@@ -47,6 +48,8 @@ enum Cmd {
     BenchProbes(bench_probes::Args),
     /// Set up, then measure the reference server's requests/s untraced and with kpath attached.
     BenchOverhead(bench_overhead::Args),
+    /// Set up, then time `kpath record -p` from start to attached (and bpftrace, if installed).
+    BenchStartup(bench_startup::Args),
 }
 
 fn main() {
@@ -61,6 +64,7 @@ fn main() {
         Cmd::BenchServers(args) => setup::for_run().and_then(|()| bench_servers::run(args)),
         Cmd::BenchProbes(args) => setup::for_run().and_then(|()| bench_probes::run(args)),
         Cmd::BenchOverhead(args) => setup::for_run().and_then(|()| bench_overhead::run(args)),
+        Cmd::BenchStartup(args) => setup::for_run().and_then(|()| bench_startup::run(args)),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

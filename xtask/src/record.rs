@@ -79,6 +79,13 @@ impl Recording {
         bail!("kpath record did not attach within 20 s")
     }
 
+    /// Waits for a recording with a short `-d` to end by itself; returns the time since spawn.
+    pub fn wait_exit(self) -> Result<(ExitStatus, Duration)> {
+        let started = self.started;
+        let status = self.proc.wait()?;
+        Ok((status, started.elapsed()))
+    }
+
     /// Ends the recording as Ctrl-C would, so kpath writes its run.
     pub fn stop(self) -> Result<ExitStatus> {
         self.proc.stop(libc::SIGINT)
