@@ -5,9 +5,10 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Instant;
 
-use crate::response::Reply;
-use crate::send::{cvt, write_reply};
+use crate::reply::Reply;
+use crate::send::write_reply;
 use crate::session::{Server, Session, RECV_BUF};
+use crate::sys::cvt;
 
 pub struct Connection {
     pub buf: Vec<u8>,

@@ -6,8 +6,8 @@
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
-use crate::io::Body;
-use crate::response::Reply;
+use crate::reply::{Body, Reply};
+use crate::sys::{cvt, setsockopt_int};
 
 /// Writes the rest of `reply`; `Ok(())` once all of it is out.
 ///
@@ -73,20 +73,6 @@ pub fn set_cork(fd: RawFd, on: bool) -> io::Result<()> {
     setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_CORK, i32::from(on))
 }
 
-pub fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
-    // SAFETY: passing a pointer to a live c_int of the size given.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&value as *const i32).cast(),
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    cvt(rc as isize).map(drop)
-}
-
 /// writev(2), or sendmsg(2) with MSG_MORE when `more`: the data is held back (below a full
 /// segment) for what follows, as under TCP_CORK but for this call only.
 fn writev(fd: RawFd, bufs: &[&[u8]], more: bool) -> io::Result<usize> {
@@ -116,13 +102,4 @@ fn writev(fd: RawFd, bufs: &[&[u8]], more: bool) -> io::Result<usize> {
         unsafe { libc::writev(fd, iov.as_ptr(), count as i32) }
     };
     cvt(n)
-}
-
-/// Retries on EINTR are left to the caller's loop; maps -1 to the OS error.
-pub fn cvt(n: isize) -> io::Result<usize> {
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
 }

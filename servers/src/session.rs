@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::http::{self, Version};
 use crate::io::FileStore;
-use crate::response::{self, Conn, Reply};
+use crate::reply::{self, Conn, Reply};
 
 /// Everything a connection needs from the server, shared by all connections.
 pub struct Server {
@@ -52,7 +52,7 @@ impl Session {
                     out.push_back(reply);
                 }
                 Err(e) => {
-                    out.push_back(response::error(e.status(), Conn::Close));
+                    out.push_back(reply::error(e.status(), Conn::Close));
                     self.closing = true;
                     used = buf.len();
                 }
@@ -68,6 +68,6 @@ impl Session {
     /// The reply to a client that took too long to send a request; the connection closes after it.
     pub fn timeout(&mut self) -> Reply {
         self.closing = true;
-        response::error(408, Conn::Close)
+        reply::error(408, Conn::Close)
     }
 }

@@ -8,9 +8,9 @@ use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, RwLock};
 
-use super::body::{Body, Chunk};
-use super::{mime, resolve, ResolveError};
-use crate::response::{self, Conn, Reply};
+use super::mime;
+use super::resolve::{self, ResolveError};
+use crate::reply::{self, Body, Chunk, Conn, Reply};
 
 #[derive(Default)]
 pub struct Cache {
@@ -40,7 +40,7 @@ impl Cache {
         })?;
         let ctype = mime::content_type(rel);
         let len = body.len() as u64;
-        let heads = Conn::ALL.map(|c| Arc::from(response::file_head(ctype, len, c)));
+        let heads = Conn::ALL.map(|c| Arc::from(reply::file_head(ctype, len, c)));
         let entry = Arc::new(CachedFile {
             heads,
             body: body.into(),

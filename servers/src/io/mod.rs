@@ -3,12 +3,12 @@
 //! Every strategy resolves the request path the same way ([`resolve`]) and differs only in what it
 //! does with the opened file, so a benchmark comparing them measures exactly that difference.
 
-mod body;
 mod cache;
 mod mime;
 mod resolve;
 
-pub use body::{Body, Chunk, Mapping};
+/// Re-exported from `reply`, where they live since the reply and its sender use them too.
+pub use crate::reply::{Body, Chunk, Mapping};
 pub use resolve::{decode_target, ResolveError};
 
 use std::fs::File;
@@ -17,7 +17,7 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use crate::http::{Method, Request};
-use crate::response::{self, Conn, Reply};
+use crate::reply::{self, Conn, Reply};
 
 /// How file contents reach the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -90,28 +90,28 @@ impl FileStore {
     fn build(&self, req: &Request<'_>, conn: Conn) -> Reply {
         let rel = match decode_target(req.target) {
             Ok(rel) => rel,
-            Err(e) => return response::error(e.status(), conn),
+            Err(e) => return reply::error(e.status(), conn),
         };
         let head_only = req.method == Method::Head;
         if self.io == Io::Cached {
             return match self.cache.get(&self.root, &rel) {
                 Ok(file) => file.reply(conn, head_only),
-                Err(e) => response::error(e.status(), conn),
+                Err(e) => reply::error(e.status(), conn),
             };
         }
         let (file, len) = match resolve::open_file(&self.root, &rel) {
             Ok(opened) => opened,
-            Err(e) => return response::error(e.status(), conn),
+            Err(e) => return reply::error(e.status(), conn),
         };
         let body = if head_only || len == 0 {
             Body::Empty
         } else {
             match self.load(file, len) {
                 Ok(body) => body,
-                Err(_) => return response::error(500, conn),
+                Err(_) => return reply::error(500, conn),
             }
         };
-        let head = response::file_head(mime::content_type(&rel), len, conn);
+        let head = reply::file_head(mime::content_type(&rel), len, conn);
         Reply::new(head.into(), body, conn)
     }
 

@@ -259,8 +259,8 @@ impl Worker<'_> {
         }
         // SAFETY: fresh fd owned by nothing else.
         let stream = unsafe { TcpStream::from_raw_fd(fd) };
-        crate::send::setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
-        let (sa, len) = crate::net::sockaddr(addr);
+        crate::sys::setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
+        let (sa, len) = crate::sys::sockaddr(addr);
         // SAFETY: sa holds a sockaddr of len bytes.
         let rc = unsafe { libc::connect(fd, (&sa as *const libc::sockaddr_storage).cast(), len) };
         if rc < 0 {

@@ -50,7 +50,7 @@ pub fn tcp_segments(fd: RawFd) -> io::Result<TcpSegments> {
             &mut len,
         )
     };
-    crate::send::cvt(rc as isize)?;
+    crate::sys::cvt(rc as isize)?;
     Ok(TcpSegments {
         connections: 1,
         sent: info.tcpi_segs_out.into(),

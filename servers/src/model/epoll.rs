@@ -14,9 +14,9 @@ use std::time::Instant;
 
 use super::{Spawned, TICK};
 use crate::conn::{Connection, Next};
-use crate::send::cvt;
 use crate::serve::Launch;
 use crate::session::Server;
+use crate::sys::cvt;
 
 const LISTENER: u64 = u64::MAX;
 const CONN_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;

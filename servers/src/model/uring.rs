@@ -17,7 +17,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use super::{Spawned, TICK};
 use crate::conn::Connection;
-use crate::io::Body;
+use crate::reply::Body;
 use crate::send::write_reply;
 use crate::serve::Launch;
 use crate::session::Server;

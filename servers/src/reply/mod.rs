@@ -1,8 +1,11 @@
-//! Response heads and the reply objects every model sends.
+//! Replies: the response heads, the bodies the io strategies fill, and the reply object every
+//! model sends. Below everything that builds or sends a reply; it knows no socket.
+
+mod body;
+
+pub use body::{Body, Chunk, Mapping};
 
 use std::io::Write;
-
-use crate::io::{Body, Chunk};
 
 /// What the reply says about the connection, and whether the server closes it afterwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,8 +44,8 @@ pub struct Reply {
     /// TCP_CORK is set on the socket for this reply (`--io sendfile` bodies).
     pub corked: bool,
     /// A closing reply with nothing received after its request: its tail is held back in the
-    /// socket and the close that follows sends it with the FIN in one segment (see
-    /// [`crate::send::write_reply`]).
+    /// socket and the close that follows sends it with the FIN in one segment (`send` and the
+    /// uring model do this with MSG_MORE).
     pub fin_with_data: bool,
 }
 
