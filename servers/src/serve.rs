@@ -11,36 +11,9 @@ use anyhow::Context;
 
 pub use crate::io::Io;
 use crate::io::{FileStore, RootError};
-use crate::model;
+pub use crate::model::Model;
+use crate::model::{self, Launch};
 use crate::session::Server;
-
-/// How connections are accepted and driven.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Model {
-    /// One non-blocking epoll loop per core, each with its own SO_REUSEPORT listener.
-    #[default]
-    Epoll,
-    /// One acceptor handing connections to a pool of blocking worker threads.
-    Threadpool,
-    /// A thread per connection.
-    Thread,
-    /// The tokio multi-threaded runtime.
-    Tokio,
-    /// io_uring loops batching accepts, receives, sends and closes per iteration.
-    Uring,
-}
-
-impl std::fmt::Display for Model {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Model::Epoll => "epoll",
-            Model::Threadpool => "threadpool",
-            Model::Thread => "thread",
-            Model::Tokio => "tokio",
-            Model::Uring => "uring",
-        })
-    }
-}
 
 /// Library options for [`start`].
 #[derive(Debug, Clone)]
@@ -152,15 +125,6 @@ impl Drop for ServerHandle {
     }
 }
 
-/// What every model gets: the shared server state and a flag polled at least every
-/// [`model::TICK`] to notice shutdown.
-pub struct Launch {
-    pub srv: Arc<Server>,
-    pub addr: SocketAddr,
-    pub threads: usize,
-    pub stop: Arc<AtomicBool>,
-}
-
 pub fn start(cfg: ServerConfig) -> Result<ServerHandle, StartError> {
     let files = FileStore::open(&cfg.root, cfg.io)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -180,17 +144,11 @@ pub fn start(cfg: ServerConfig) -> Result<ServerHandle, StartError> {
         threads,
         stop: Arc::clone(&stop),
     };
-    let started = match cfg.model {
-        Model::Epoll => model::epoll::spawn(launch),
-        Model::Threadpool => model::threadpool::spawn(launch),
-        Model::Thread => model::thread::spawn(launch),
-        Model::Tokio => model::tokio::spawn(launch),
-        Model::Uring => model::uring::spawn(launch),
-    };
-    let (local_addr, threads) = started.map_err(|source| StartError::Listen {
-        addr: cfg.addr,
-        source,
-    })?;
+    let (local_addr, threads) =
+        model::spawn(cfg.model, launch).map_err(|source| StartError::Listen {
+            addr: cfg.addr,
+            source,
+        })?;
     Ok(ServerHandle {
         local_addr,
         stop,

@@ -1,12 +1,13 @@
-//! Driving one connection from a thread that blocks on it (the thread and threadpool models).
+//! Accepting connections for, and serving each from, a thread that blocks on it (the thread and
+//! threadpool models).
 
 use std::io;
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use super::TICK;
+use super::launch::TICK;
 use crate::conn::{Connection, Next};
 use crate::session::Server;
 
@@ -44,6 +45,35 @@ pub fn serve(stream: TcpStream, srv: &Server, stop: &AtomicBool) {
                 }
             }
             Err(_) => return,
+        }
+    }
+}
+
+/// Accepts on a non-blocking listener until `stop`, waking at least every [`TICK`], and hands
+/// each connection, made blocking, to `on_conn`.
+pub fn accept_until_stopped(
+    listener: &TcpListener,
+    stop: &AtomicBool,
+    mut on_conn: impl FnMut(TcpStream),
+) {
+    let mut pfd = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    while !stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                if stream.set_nonblocking(false).is_ok() {
+                    on_conn(stream);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // SAFETY: one valid pollfd.
+                unsafe { libc::poll(&mut pfd, 1, TICK.as_millis() as i32) };
+            }
+            // EMFILE and friends: back off instead of spinning.
+            Err(_) => std::thread::sleep(TICK),
         }
     }
 }

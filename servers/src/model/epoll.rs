@@ -12,9 +12,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::{Spawned, TICK};
+use super::launch::{spawn_loops, Launch, Spawned, TICK};
 use crate::conn::{Connection, Next};
-use crate::serve::Launch;
 use crate::session::Server;
 use crate::sys::cvt;
 
@@ -22,7 +21,7 @@ const LISTENER: u64 = u64::MAX;
 const CONN_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
 
 pub fn spawn(l: Launch) -> Spawned {
-    super::spawn_loops(l, "epoll", Ok, |listener, srv, stop| {
+    spawn_loops(l, "epoll", Ok, |listener, srv, stop| {
         let mut ev = match EventLoop::new(listener, srv) {
             Ok(ev) => ev,
             Err(e) => return log::error!("epoll loop: {e}"),

@@ -1,74 +1,52 @@
-//! The `--model` strategies. Each `spawn` binds, starts its threads and returns at once.
-
-pub mod epoll;
-pub mod thread;
-pub mod threadpool;
-pub mod tokio;
-pub mod uring;
+//! The `--model` strategies: how connections are accepted and driven.
+//!
+//! Each model's `spawn` binds, starts its threads and returns at once; [`spawn`] picks one.
 
 mod blocking;
+mod epoll;
+mod launch;
+mod thread;
+mod threadpool;
+mod tokio;
+mod uring;
 
-use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::Duration;
+pub use launch::{Launch, Spawned};
 
-/// Longest a server thread goes without checking for shutdown and timeouts.
-pub const TICK: Duration = Duration::from_millis(100);
+/// How connections are accepted and driven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Model {
+    /// One non-blocking epoll loop per core, each with its own SO_REUSEPORT listener.
+    #[default]
+    Epoll,
+    /// One acceptor handing connections to a pool of blocking worker threads.
+    Threadpool,
+    /// A thread per connection.
+    Thread,
+    /// The tokio multi-threaded runtime.
+    Tokio,
+    /// io_uring loops batching accepts, receives, sends and closes per iteration.
+    Uring,
+}
 
-pub type Spawned = io::Result<(SocketAddr, Vec<JoinHandle<()>>)>;
-
-/// Accepts on a non-blocking listener until `stop`, waking at least every [`TICK`].
-/// Used by the models whose connections are driven by blocking threads.
-pub fn accept_until_stopped(
-    listener: &TcpListener,
-    stop: &AtomicBool,
-    mut on_conn: impl FnMut(TcpStream),
-) {
-    let mut pfd = libc::pollfd {
-        fd: listener.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    while !stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                if stream.set_nonblocking(false).is_ok() {
-                    on_conn(stream);
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                // SAFETY: one valid pollfd.
-                unsafe { libc::poll(&mut pfd, 1, TICK.as_millis() as i32) };
-            }
-            // EMFILE and friends: back off instead of spinning.
-            Err(_) => std::thread::sleep(TICK),
-        }
+impl std::fmt::Display for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Model::Epoll => "epoll",
+            Model::Threadpool => "threadpool",
+            Model::Thread => "thread",
+            Model::Tokio => "tokio",
+            Model::Uring => "uring",
+        })
     }
 }
 
-/// Binds one SO_REUSEPORT listener per event loop and runs `run` on a thread for each.
-/// `prepare` runs on the calling thread, so a setup failure (no io_uring, say) fails `start`.
-pub fn spawn_loops<T: Send + 'static>(
-    l: crate::serve::Launch,
-    name: &str,
-    prepare: impl Fn(TcpListener) -> io::Result<T>,
-    run: fn(T, &crate::session::Server, &AtomicBool),
-) -> Spawned {
-    let listeners = crate::net::listen_many(l.addr, l.threads.max(1))?;
-    let addr = listeners[0].local_addr()?;
-    let mut threads = Vec::new();
-    for (i, listener) in listeners.into_iter().enumerate() {
-        let (srv, stop) = (Arc::clone(&l.srv), Arc::clone(&l.stop));
-        let state = prepare(listener)?;
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("kpath-{name}-{i}"))
-                .spawn(move || run(state, &srv, &stop))?,
-        );
+/// Starts `model`: binds its listeners and spawns its threads.
+pub fn spawn(model: Model, launch: Launch) -> Spawned {
+    match model {
+        Model::Epoll => epoll::spawn(launch),
+        Model::Threadpool => threadpool::spawn(launch),
+        Model::Thread => thread::spawn(launch),
+        Model::Tokio => self::tokio::spawn(launch),
+        Model::Uring => uring::spawn(launch),
     }
-    Ok((addr, threads))
 }

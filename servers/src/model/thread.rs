@@ -4,9 +4,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use super::{accept_until_stopped, blocking, Spawned};
+use super::blocking::{self, accept_until_stopped};
+use super::launch::{Launch, Spawned};
 use crate::net;
-use crate::serve::Launch;
 
 pub fn spawn(l: Launch) -> Spawned {
     let listener = net::listen(l.addr, false, true)?;

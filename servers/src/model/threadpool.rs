@@ -8,9 +8,9 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use super::{accept_until_stopped, blocking, Spawned, TICK};
+use super::blocking::{self, accept_until_stopped};
+use super::launch::{Launch, Spawned, TICK};
 use crate::net;
-use crate::serve::Launch;
 
 pub fn spawn(l: Launch) -> Spawned {
     let listener = net::listen(l.addr, false, true)?;

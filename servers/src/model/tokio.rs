@@ -12,11 +12,10 @@ use std::time::Instant;
 use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{Spawned, TICK};
+use super::launch::{Launch, Spawned, TICK};
 use crate::conn::{Connection, Next};
 use crate::net;
 use crate::send::write_reply;
-use crate::serve::Launch;
 use crate::session::Server;
 
 pub fn spawn(l: Launch) -> Spawned {

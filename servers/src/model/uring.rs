@@ -15,11 +15,10 @@ use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
-use super::{Spawned, TICK};
+use super::launch::{spawn_loops, Launch, Spawned, TICK};
 use crate::conn::Connection;
 use crate::reply::Body;
 use crate::send::write_reply;
-use crate::serve::Launch;
 use crate::session::Server;
 
 const ACCEPT: u64 = u64::MAX;
@@ -34,7 +33,7 @@ const DRAIN: Duration = Duration::from_secs(2);
 
 pub fn spawn(l: Launch) -> Spawned {
     let prepare = |listener| Ok((IoUring::new(1024)?, listener));
-    super::spawn_loops(l, "uring", prepare, |(ring, listener), srv, stop| {
+    spawn_loops(l, "uring", prepare, |(ring, listener), srv, stop| {
         if let Err(e) = Loop::new(ring, listener, srv).run(stop) {
             log::error!("uring loop: {e}");
         }
