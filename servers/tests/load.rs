@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use common::{start, Tree};
-use servers::load::{run_load, LoadArgs, LoadConfig, LoadError, TargetError};
+use servers::load::{run_load, EndpointError, LoadArgs, LoadConfig, LoadError};
 use servers::{Io, Model};
 
 fn config(url: String) -> LoadConfig {
@@ -110,7 +110,7 @@ fn only_loopback_targets() {
         "ftp://127.0.0.1/",
     ] {
         assert!(
-            matches!(run_load(config(url.into())), Err(LoadError::Target(_))),
+            matches!(run_load(config(url.into())), Err(LoadError::Endpoint(_))),
             "{url}"
         );
     }
@@ -251,7 +251,7 @@ fn bad_url_lists_are_refused_with_a_reason() {
         assert!(
             matches!(
                 e,
-                LoadError::Target(TargetError::Malformed { .. } | TargetError::Scheme { .. })
+                LoadError::Endpoint(EndpointError::Malformed { .. } | EndpointError::Scheme { .. })
             ),
             "{bad}: {e}"
         );

@@ -6,7 +6,7 @@
 //! EPOLLOUT joins the registration only while a write is waiting for room.
 
 use std::io;
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use super::report::{Errors, Stats};
 use super::response::parse_head;
-use super::{tcp_segments, Errors, Target, TcpSegments};
+use super::segments::{tcp_segments, TcpSegments};
 
 /// Longest the loop sleeps without checking the deadline and the per-request timeouts.
 const TICK: Duration = Duration::from_millis(50);
@@ -23,7 +24,7 @@ const BUF: usize = 64 * 1024;
 
 pub struct Plan {
     /// Where to connect (every request names the same host and port).
-    pub target: Arc<Target>,
+    pub addr: SocketAddr,
     /// One request per URL; a connection sends them in turn.
     pub requests: Arc<[Box<[u8]>]>,
     pub close: bool,
@@ -36,14 +37,6 @@ pub struct Plan {
     pub ids: Vec<usize>,
     /// Completed requests so far, for the progress bar.
     pub progress: Arc<AtomicU64>,
-}
-
-pub struct Stats {
-    pub requests: u64,
-    pub bytes: u64,
-    pub errors: Errors,
-    pub latency_ns: Histogram<u64>,
-    pub tcp: TcpSegments,
 }
 
 #[derive(PartialEq, Eq, Clone, Copy)]
@@ -240,7 +233,7 @@ impl Worker<'_> {
     }
 
     fn connect(&mut self, i: usize) -> io::Result<()> {
-        let addr = self.plan.target.addr;
+        let addr = self.plan.addr;
         let domain = if addr.is_ipv4() {
             libc::AF_INET
         } else {

@@ -10,13 +10,15 @@
 //! evenly and the same way every time.
 
 mod client;
+mod endpoint;
+mod report;
 mod response;
 mod segments;
-mod target;
 
+pub use endpoint::{Endpoint, EndpointError};
+pub use report::{Errors, Latency, LoadReport};
 pub use response::{parse_head, Head, HeadError};
 pub use segments::{tcp_segments, TcpSegments};
-pub use target::{Target, TargetError};
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -25,7 +27,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use serde::Serialize;
 
 #[derive(Debug, clap::Args, Clone)]
 #[command(after_help = "Examples:
@@ -156,42 +157,10 @@ fn urls_from_file(urls: &[String], file: &Path) -> Result<Vec<String>, LoadError
     Ok(out)
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Errors {
-    pub connect: u64,
-    pub read: u64,
-    pub timeout: u64,
-    /// Responses with a status outside 2xx/3xx.
-    pub status: u64,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Latency {
-    pub p50: u64,
-    pub p90: u64,
-    pub p99: u64,
-    pub p999: u64,
-    pub max: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct LoadReport {
-    /// How many URLs the connections rotated over.
-    pub urls: usize,
-    pub requests: u64,
-    pub duration_secs: f64,
-    pub requests_per_sec: f64,
-    pub bytes_per_sec: f64,
-    pub errors: Errors,
-    pub latency_ns: Latency,
-    /// Segments of the load's connections, from each client socket's TCP_INFO.
-    pub tcp_segments: TcpSegments,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(transparent)]
-    Target(#[from] TargetError),
+    Endpoint(#[from] EndpointError),
     #[error("no URL to load")]
     NoUrls,
     #[error("every URL must name the same host and port as the first ({first}), not {other}")]
@@ -225,13 +194,13 @@ pub enum LoadError {
 }
 
 /// Every URL parsed, all on the first one's host and port.
-fn targets(urls: &[String]) -> Result<Vec<Target>, LoadError> {
-    let targets = urls
+fn endpoints(urls: &[String]) -> Result<Vec<Endpoint>, LoadError> {
+    let endpoints = urls
         .iter()
-        .map(|u| Target::parse(u))
+        .map(|u| Endpoint::parse(u))
         .collect::<Result<Vec<_>, _>>()?;
-    let first = targets.first().ok_or(LoadError::NoUrls)?;
-    if let Some(other) = targets
+    let first = endpoints.first().ok_or(LoadError::NoUrls)?;
+    if let Some(other) = endpoints
         .iter()
         .find(|t| t.addr != first.addr || !t.host.eq_ignore_ascii_case(&first.host))
     {
@@ -240,22 +209,22 @@ fn targets(urls: &[String]) -> Result<Vec<Target>, LoadError> {
             other: other.host.clone(),
         });
     }
-    Ok(targets)
+    Ok(endpoints)
 }
 
 pub fn run_load(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
-    let targets = targets(&cfg.urls)?;
+    let endpoints = endpoints(&cfg.urls)?;
     if cfg.connections == 0 || cfg.threads == 0 || cfg.threads > cfg.connections {
         return Err(LoadError::Shape);
     }
     if cfg.rate == Some(0) {
         return Err(LoadError::Rate);
     }
-    let requests: Arc<[Box<[u8]>]> = targets
+    let requests: Arc<[Box<[u8]>]> = endpoints
         .iter()
         .map(|t| t.request(cfg.close).into_boxed_slice())
         .collect();
-    let target = Arc::new(targets[0].clone());
+    let addr = endpoints[0].addr;
     let start = Instant::now();
     let deadline = start + cfg.duration;
     let progress: Vec<Arc<AtomicU64>> = (0..cfg.threads).map(|_| Arc::default()).collect();
@@ -274,7 +243,7 @@ pub fn run_load(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
                     (firsts, per_request * cfg.connections as u32)
                 });
                 let plan = client::Plan {
-                    target: Arc::clone(&target),
+                    addr,
                     requests: Arc::clone(&requests),
                     close: cfg.close,
                     timeout: cfg.timeout,
@@ -305,45 +274,7 @@ pub fn run_load(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
     .map_err(LoadError::Thread)?;
     bar.finish_and_clear();
     let elapsed = start.elapsed().as_secs_f64();
-    Ok(summarize(stats, elapsed, requests.len()))
-}
-
-fn summarize(stats: Vec<client::Stats>, elapsed: f64, urls: usize) -> LoadReport {
-    let mut total = client::Stats {
-        requests: 0,
-        bytes: 0,
-        errors: Errors::default(),
-        latency_ns: hdrhistogram::Histogram::new(3).expect("3 significant figures is valid"),
-        tcp: TcpSegments::default(),
-    };
-    for s in stats {
-        total.tcp += s.tcp;
-        total.requests += s.requests;
-        total.bytes += s.bytes;
-        total.errors.connect += s.errors.connect;
-        total.errors.read += s.errors.read;
-        total.errors.timeout += s.errors.timeout;
-        total.errors.status += s.errors.status;
-        // Auto-resizing histogram: adding cannot fail for in-range values.
-        let _ = total.latency_ns.add(&s.latency_ns);
-    }
-    let h = &total.latency_ns;
-    LoadReport {
-        urls,
-        requests: total.requests,
-        duration_secs: elapsed,
-        requests_per_sec: total.requests as f64 / elapsed,
-        bytes_per_sec: total.bytes as f64 / elapsed,
-        errors: total.errors,
-        latency_ns: Latency {
-            p50: h.value_at_quantile(0.5),
-            p90: h.value_at_quantile(0.9),
-            p99: h.value_at_quantile(0.99),
-            p999: h.value_at_quantile(0.999),
-            max: h.max(),
-        },
-        tcp_segments: total.tcp,
-    }
+    Ok(report::summarize(stats, elapsed, requests.len()))
 }
 
 fn progress_bar(cfg: &LoadConfig) -> indicatif::ProgressBar {
@@ -375,37 +306,6 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
-    let ms = |ns: u64| ns as f64 / 1e6;
-    let l = &report.latency_ns;
-    println!(
-        "{url}: {c} connections on {t} threads, {:.1}s",
-        report.duration_secs
-    );
-    println!("  requests/s  {:>12.0}", report.requests_per_sec);
-    println!("  MB/s        {:>12.2}", report.bytes_per_sec / 1e6);
-    println!(
-        "  latency ms  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
-        ms(l.p50),
-        ms(l.p90),
-        ms(l.p99),
-        ms(l.p999),
-        ms(l.max)
-    );
-    let e = &report.errors;
-    println!(
-        "  errors      connect {}  read {}  timeout {}  status {}",
-        e.connect, e.read, e.timeout, e.status
-    );
-    let s = &report.tcp_segments;
-    if report.requests > 0 {
-        let per = |n: u64| n as f64 / report.requests as f64;
-        println!(
-            "  TCP segments/request  sent {:.2} ({:.2} with data)  received {:.2} ({:.2} with data)",
-            per(s.sent),
-            per(s.data_sent),
-            per(s.received),
-            per(s.data_received)
-        );
-    }
+    report.print(&url, c, t);
     Ok(())
 }

@@ -1,9 +1,11 @@
-//! The load target: an `http://` URL whose host must be a loopback address.
+//! Where a load goes: an `http://` URL on this machine's loopback, resolved into the address to
+//! connect to, the Host header and the request path.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
+/// One URL of a load, parsed and resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub struct Endpoint {
     pub addr: SocketAddr,
     /// Host header value, as written in the URL.
     pub host: String,
@@ -11,7 +13,7 @@ pub struct Target {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum TargetError {
+pub enum EndpointError {
     #[error("only http:// URLs are supported: {url}")]
     Scheme { url: String },
     #[error("cannot resolve {host}")]
@@ -26,18 +28,18 @@ pub enum TargetError {
     Malformed { url: String, why: &'static str },
 }
 
-impl Target {
-    pub fn parse(url: &str) -> Result<Target, TargetError> {
+impl Endpoint {
+    pub fn parse(url: &str) -> Result<Endpoint, EndpointError> {
         let rest = url
             .strip_prefix("http://")
-            .ok_or_else(|| TargetError::Scheme {
+            .ok_or_else(|| EndpointError::Scheme {
                 url: url.to_string(),
             })?;
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
-        let malformed = |why| TargetError::Malformed {
+        let malformed = |why| EndpointError::Malformed {
             url: url.to_string(),
             why,
         };
@@ -64,21 +66,21 @@ impl Target {
         };
         let resolved: Vec<SocketAddr> = with_port
             .to_socket_addrs()
-            .map_err(|source| TargetError::Resolve {
+            .map_err(|source| EndpointError::Resolve {
                 host: authority.to_string(),
                 source,
             })?
             .collect();
-        // Every resolved address must be loopback, so a name cannot smuggle in a remote target.
+        // Every resolved address must be loopback, so a name cannot smuggle in a remote host.
         let addr = match resolved.first() {
             Some(first) if resolved.iter().all(|a| a.ip().is_loopback()) => *first,
             _ => {
-                return Err(TargetError::NotLoopback {
+                return Err(EndpointError::NotLoopback {
                     host: authority.to_string(),
                 })
             }
         };
-        Ok(Target {
+        Ok(Endpoint {
             addr,
             host: authority.to_string(),
             path: path.to_string(),
@@ -101,29 +103,29 @@ mod tests {
 
     #[test]
     fn parses_loopback_urls() {
-        let t = Target::parse("http://127.0.0.1:8080/a.html").unwrap();
+        let t = Endpoint::parse("http://127.0.0.1:8080/a.html").unwrap();
         assert_eq!(t.addr, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(
             (t.host.as_str(), t.path.as_str()),
             ("127.0.0.1:8080", "/a.html")
         );
-        assert_eq!(Target::parse("http://[::1]:9").unwrap().path, "/");
-        assert_eq!(Target::parse("http://127.0.0.2").unwrap().addr.port(), 80);
+        assert_eq!(Endpoint::parse("http://[::1]:9").unwrap().path, "/");
+        assert_eq!(Endpoint::parse("http://127.0.0.2").unwrap().addr.port(), 80);
     }
 
     #[test]
     fn refuses_anything_else() {
         assert!(matches!(
-            Target::parse("http://10.0.0.1:80/"),
-            Err(TargetError::NotLoopback { .. })
+            Endpoint::parse("http://10.0.0.1:80/"),
+            Err(EndpointError::NotLoopback { .. })
         ));
         assert!(matches!(
-            Target::parse("http://192.0.2.1/"),
-            Err(TargetError::NotLoopback { .. })
+            Endpoint::parse("http://192.0.2.1/"),
+            Err(EndpointError::NotLoopback { .. })
         ));
         assert!(matches!(
-            Target::parse("https://127.0.0.1/"),
-            Err(TargetError::Scheme { .. })
+            Endpoint::parse("https://127.0.0.1/"),
+            Err(EndpointError::Scheme { .. })
         ));
         for bad in [
             "http://",
@@ -133,7 +135,7 @@ mod tests {
             "http://127.0.0.1:8080/a#top",
         ] {
             assert!(
-                matches!(Target::parse(bad), Err(TargetError::Malformed { .. })),
+                matches!(Endpoint::parse(bad), Err(EndpointError::Malformed { .. })),
                 "{bad}"
             );
         }
