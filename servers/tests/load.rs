@@ -289,3 +289,36 @@ fn bad_url_lists_are_refused_with_a_reason() {
     }
     assert!(Cli::try_parse_from(["load"]).is_err(), "a URL is required");
 }
+
+/// The `--paths-from` server URL goes through the URL parser: a path, a query, another scheme
+/// or no host are refused before any request is made, the parser's reason included.
+#[test]
+fn paths_from_server_url_is_parsed_not_pattern_matched() {
+    let ok = paths_file("parsed", "/a.html\n");
+    let parse = |base: &str| {
+        Cli::parse_from(["load", base, "--paths-from", ok.to_str().unwrap()])
+            .load
+            .into_config()
+    };
+    for with_path in ["http://127.0.0.1:1/?x", "http://127.0.0.1:1//"] {
+        let e = parse(with_path).unwrap_err();
+        assert!(
+            matches!(e, LoadError::PathsFromBase { .. }),
+            "{with_path}: {e}"
+        );
+    }
+    let e = parse("https://127.0.0.1:1").unwrap_err();
+    assert!(
+        matches!(e, LoadError::Endpoint(EndpointError::Scheme { .. })),
+        "{e}"
+    );
+    let e = parse("http://").unwrap_err();
+    assert!(
+        matches!(e, LoadError::Endpoint(EndpointError::Malformed { .. })),
+        "{e}"
+    );
+    // Not resolved here: run_load resolves, and refuses what is not loopback.
+    let cfg = parse("http://server.invalid:1").unwrap();
+    assert_eq!(cfg.urls, ["http://server.invalid:1/a.html"]);
+    std::fs::remove_file(ok).unwrap();
+}

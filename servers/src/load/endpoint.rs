@@ -28,8 +28,17 @@ pub enum EndpointError {
     Malformed { url: String, why: &'static str },
 }
 
-impl Endpoint {
-    pub fn parse(url: &str) -> Result<Endpoint, EndpointError> {
+/// An `http://` URL split into authority and path and checked, but not resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpUrl<'a> {
+    /// `host` or `host:port`, as written: the Host header.
+    pub authority: &'a str,
+    /// Starts with `/`; `/` when the URL has no path.
+    pub path: &'a str,
+}
+
+impl<'a> HttpUrl<'a> {
+    pub fn parse(url: &'a str) -> Result<HttpUrl<'a>, EndpointError> {
         let rest = url
             .strip_prefix("http://")
             .ok_or_else(|| EndpointError::Scheme {
@@ -56,32 +65,20 @@ impl Endpoint {
         if path.contains('#') {
             return Err(malformed("a fragment (#) is never sent to the server"));
         }
-        let with_port = if authority
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        {
-            authority.to_string()
-        } else {
-            format!("{authority}:80")
-        };
-        let resolved: Vec<SocketAddr> = with_port
-            .to_socket_addrs()
-            .map_err(|source| EndpointError::Resolve {
-                host: authority.to_string(),
-                source,
-            })?
-            .collect();
-        // Every resolved address must be loopback, so a name cannot smuggle in a remote host.
-        let addr = match resolved.first() {
-            Some(first) if resolved.iter().all(|a| a.ip().is_loopback()) => *first,
-            _ => {
-                return Err(EndpointError::NotLoopback {
-                    host: authority.to_string(),
-                })
-            }
-        };
+        Ok(HttpUrl { authority, path })
+    }
+
+    /// The URL names only a server (`http://HOST:PORT`, with or without the trailing `/`).
+    pub fn is_server_only(&self) -> bool {
+        self.path == "/"
+    }
+}
+
+impl Endpoint {
+    pub fn parse(url: &str) -> Result<Endpoint, EndpointError> {
+        let HttpUrl { authority, path } = HttpUrl::parse(url)?;
         Ok(Endpoint {
-            addr,
+            addr: resolve_loopback(authority)?,
             host: authority.to_string(),
             path: path.to_string(),
         })
@@ -94,6 +91,32 @@ impl Endpoint {
             self.path, self.host
         )
         .into_bytes()
+    }
+}
+
+/// The address `authority` (port 80 unless it names one) resolves to, if that is loopback.
+fn resolve_loopback(authority: &str) -> Result<SocketAddr, EndpointError> {
+    let with_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let resolved: Vec<SocketAddr> = with_port
+        .to_socket_addrs()
+        .map_err(|source| EndpointError::Resolve {
+            host: authority.to_string(),
+            source,
+        })?
+        .collect();
+    // Every resolved address must be loopback, so a name cannot smuggle in a remote host.
+    match resolved.first() {
+        Some(first) if resolved.iter().all(|a| a.ip().is_loopback()) => Ok(*first),
+        _ => Err(EndpointError::NotLoopback {
+            host: authority.to_string(),
+        }),
     }
 }
 
@@ -138,6 +161,20 @@ mod tests {
                 matches!(Endpoint::parse(bad), Err(EndpointError::Malformed { .. })),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn splits_without_resolving() {
+        // .invalid never resolves (RFC 6761): parsing alone must not try.
+        let u = HttpUrl::parse("http://server.invalid:8080/a?b=1").unwrap();
+        assert_eq!((u.authority, u.path), ("server.invalid:8080", "/a?b=1"));
+        assert!(!u.is_server_only());
+        for server in ["http://h:1", "http://h:1/", "http://[::1]:9/"] {
+            assert!(HttpUrl::parse(server).unwrap().is_server_only(), "{server}");
+        }
+        for path in ["http://h:1/a", "http://h:1//", "http://h:1/?x"] {
+            assert!(!HttpUrl::parse(path).unwrap().is_server_only(), "{path}");
         }
     }
 }

@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use endpoint::HttpUrl;
+
 #[derive(Debug, clap::Args, Clone)]
 #[command(after_help = "Examples:
   kpath load http://127.0.0.1:8080/index.html -c 64 -d 10
@@ -98,7 +100,8 @@ impl Default for LoadConfig {
 }
 
 impl LoadArgs {
-    /// Reads `--paths-from` (the only step that can fail); URLs are checked by [`run_load`].
+    /// Reads `--paths-from` and checks the syntax of its server URL (the only steps that can
+    /// fail); URLs are resolved and checked for loopback by [`run_load`].
     pub fn into_config(self) -> Result<LoadConfig, LoadError> {
         let urls = match &self.paths_from {
             Some(file) => urls_from_file(&self.urls, file)?,
@@ -118,16 +121,14 @@ impl LoadArgs {
 }
 
 /// The URLs of `--paths-from FILE`: each listed path on the server that `urls` (one URL, no
-/// path) names.
+/// path) names. The URL is split by the same parser as every load URL, but not resolved:
+/// [`run_load`] resolves the URLs made from it.
 fn urls_from_file(urls: &[String], file: &Path) -> Result<Vec<String>, LoadError> {
     let [base] = urls else {
         return Err(LoadError::PathsFromUrls { count: urls.len() });
     };
-    let origin = base.strip_suffix('/').unwrap_or(base);
-    if origin
-        .strip_prefix("http://")
-        .is_some_and(|rest| rest.contains('/'))
-    {
+    let server = HttpUrl::parse(base)?;
+    if !server.is_server_only() {
         return Err(LoadError::PathsFromBase { url: base.clone() });
     }
     let text = std::fs::read_to_string(file).map_err(|source| LoadError::PathsFile {
@@ -147,7 +148,7 @@ fn urls_from_file(urls: &[String], file: &Path) -> Result<Vec<String>, LoadError
                 text: line.to_string(),
             });
         }
-        out.push(format!("{origin}{line}"));
+        out.push(format!("http://{}{line}", server.authority));
     }
     if out.is_empty() {
         return Err(LoadError::NoPaths {
