@@ -44,9 +44,11 @@ impl Connection {
     /// One read(2) into the buffer: `Ok(0)` is end of stream.
     pub fn read_from(&mut self, fd: RawFd) -> io::Result<usize> {
         let spare = self.spare();
-        // SAFETY: reading into the Vec's spare capacity, then exposing exactly the bytes read.
+        // SAFETY: spare() returned buf's spare capacity: spare.1 writable bytes from spare.0,
+        // and read(2) writes at most spare.1 bytes there; buf is not touched until set_len.
         let n = cvt(unsafe { libc::read(fd, spare.0.cast(), spare.1) })?;
-        // SAFETY: the kernel initialised n <= spare.1 bytes past len.
+        // SAFETY: read returned n <= spare.1 after writing n bytes just past len, so len + n is
+        // within capacity and every byte below it is initialised.
         unsafe { self.buf.set_len(self.buf.len() + n) };
         Ok(n)
     }

@@ -18,9 +18,11 @@ pub fn listen(addr: SocketAddr, reuseport: bool, nonblocking: bool) -> io::Resul
     if nonblocking {
         ty |= libc::SOCK_NONBLOCK;
     }
-    // SAFETY: plain socket(2); the fd is owned right away.
-    let fd = cvt(unsafe { libc::socket(domain, ty, 0) } as isize)? as i32;
-    // SAFETY: fresh fd owned by nothing else.
+    // SAFETY: socket(2) takes only integers and touches no memory of ours.
+    let fd = unsafe { libc::socket(domain, ty, 0) };
+    let fd = cvt(fd as isize)? as i32;
+    // SAFETY: cvt returned early on -1, so `fd` is the socket just created, held by nothing
+    // else: the OwnedFd (then the TcpListener) is its only owner and closes it once.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let raw = fd.as_raw_fd();
     setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
@@ -33,13 +35,14 @@ pub fn listen(addr: SocketAddr, reuseport: bool, nonblocking: bool) -> io::Resul
     setsockopt_int(raw, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
     setsockopt_int(raw, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, 1)?;
     let (storage, len) = sockaddr(addr);
-    // SAFETY: storage holds a sockaddr of `len` bytes.
-    cvt(
-        unsafe { libc::bind(raw, (&storage as *const libc::sockaddr_storage).cast(), len) }
-            as isize,
-    )?;
-    // SAFETY: listen on a bound socket.
-    cvt(unsafe { libc::listen(raw, 4096) } as isize)?;
+    // SAFETY: sockaddr wrote a sockaddr_in or sockaddr_in6 at the start of the live local
+    // `storage` and `len` is exactly that type's size, so the kernel reads only initialised
+    // bytes inside it.
+    let rc = unsafe { libc::bind(raw, (&storage as *const libc::sockaddr_storage).cast(), len) };
+    cvt(rc as isize)?;
+    // SAFETY: listen(2) takes only integers; `raw` is the socket `fd` owns.
+    let rc = unsafe { libc::listen(raw, 4096) };
+    cvt(rc as isize)?;
     Ok(TcpListener::from(fd))
 }
 

@@ -52,7 +52,9 @@ fn write_with_sendfile(fd: RawFd, file_fd: RawFd, cork: bool, reply: &mut Reply)
             let mut offset = (reply.sent - head_len) as libc::off_t;
             let left = reply.total_len() - reply.sent;
             let count = left.min(1 << 30) as usize;
-            // SAFETY: both fds are open; offset is a valid in/out pointer.
+            // SAFETY: the only memory sendfile touches is `offset`, a live off_t it reads and
+            // updates; the file's bytes go from page cache to socket inside the kernel. The fds
+            // are integers (one that is not open fails with EBADF).
             let n = unsafe { libc::sendfile(fd, file_fd, &mut offset, count) };
             if n == 0 {
                 // The file shrank under us: the promised Content-Length cannot be met.
@@ -88,17 +90,21 @@ fn writev(fd: RawFd, bufs: &[&[u8]], more: bool) -> io::Result<usize> {
         };
         count += 1;
     }
-    // SAFETY: the iovecs point into slices that outlive the call. Rust programs ignore SIGPIPE,
-    // so a peer that went away yields EPIPE rather than killing the process.
+    // Rust programs ignore SIGPIPE, so a peer that went away yields EPIPE rather than killing
+    // the process.
     let n = if more {
-        // SAFETY: all-zero is a valid msghdr (no address, no control data).
+        // SAFETY: msghdr is a C struct of pointers and integers, for which all-zero is valid:
+        // null name, iov and control pointers with zero lengths, flags 0.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_iov = iov.as_mut_ptr();
         msg.msg_iovlen = count as _;
-        // SAFETY: as above; msg points at the live iovecs.
+        // SAFETY: msg's one non-null pointer is msg_iov, to the first `count` (<= 2) entries of
+        // the live `iov`, each naming a slice of `bufs` by its own pointer and length; those
+        // are borrowed for the call and only read. No name, no control data.
         unsafe { libc::sendmsg(fd, &msg, libc::MSG_MORE) }
     } else {
-        // SAFETY: as above.
+        // SAFETY: the first `count` (<= 2) entries of the live `iov` each name a slice of
+        // `bufs` by its own pointer and length; those are borrowed for the call and only read.
         unsafe { libc::writev(fd, iov.as_ptr(), count as i32) }
     };
     cvt(n)

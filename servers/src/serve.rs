@@ -163,7 +163,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Block the signals before any server thread exists so all of them inherit the mask
     // and only the sigwait below sees the signal.
     let set = termination_signals();
-    // SAFETY: set is a valid, initialised sigset_t.
+    // SAFETY: &set points at a sigset_t initialised by sigemptyset/sigaddset, read only; a null
+    // old-mask pointer is allowed and means the previous mask is not written anywhere.
     let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
     anyhow::ensure!(rc == 0, "cannot block SIGINT/SIGTERM");
     let handle = start(cfg).context("starting the server")?;
@@ -172,7 +173,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         handle.local_addr()
     );
     let mut sig = 0;
-    // SAFETY: waiting on the blocked set; sig receives the signal number.
+    // SAFETY: &set is the same initialised sigset_t, read only, and &mut sig a live c_int
+    // that sigwait writes the signal number into.
     unsafe { libc::sigwait(&set, &mut sig) };
     eprintln!("kpath serve: signal {sig}, shutting down");
     handle.shutdown();
@@ -180,7 +182,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn termination_signals() -> libc::sigset_t {
-    // SAFETY: sigemptyset initialises the set before sigaddset uses it.
+    // SAFETY: sigset_t is a plain bit array, valid when zeroed; sigemptyset then initialises it
+    // as POSIX requires before sigaddset, and both only write through &mut set, a live local.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);

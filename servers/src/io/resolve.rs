@@ -119,7 +119,10 @@ pub fn open_file(root: &OwnedFd, rel: &[u8]) -> Result<(File, u64), ResolveError
         mode: 0,
         resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS,
     };
-    // SAFETY: valid NUL-terminated path and open_how of the size passed.
+    // SAFETY: path.as_ptr() is NUL-terminated and `path` lives past the call; &how points at
+    // a live #[repr(C)] OpenHow laid out as struct open_how (three u64s, 24 bytes, the
+    // OPEN_HOW_SIZE_VER0 layout) and the size passed is exactly its size; the kernel only
+    // reads both. The dirfd is `root`'s, borrowed for the call.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_openat2,
@@ -139,7 +142,8 @@ pub fn open_file(root: &OwnedFd, rel: &[u8]) -> Result<(File, u64), ResolveError
             errno => ResolveError::Io { errno },
         });
     }
-    // SAFETY: openat2 returned a fresh fd that nothing else owns.
+    // SAFETY: fd >= 0 is the fd openat2 just created (an int, so the cast is lossless), held
+    // by nothing else: the File is its only owner and closes it once.
     let file = unsafe { File::from_raw_fd(fd as i32) };
     let meta = file.metadata().map_err(|e| ResolveError::Io {
         errno: e.raw_os_error().unwrap_or(0),

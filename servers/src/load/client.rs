@@ -69,12 +69,13 @@ struct Conn {
 }
 
 pub fn run(plan: &Plan) -> io::Result<Stats> {
-    // SAFETY: epoll_create1 returns a fresh fd or -1.
+    // SAFETY: epoll_create1 takes only a flags integer and touches no memory of ours.
     let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
     if ep < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: fresh fd owned by nothing else.
+    // SAFETY: ep >= 0 is the epoll fd just created, held by nothing else, so the OwnedFd is
+    // its only owner and closes it exactly once.
     let ep = unsafe { OwnedFd::from_raw_fd(ep) };
     let mut w = Worker {
         plan,
@@ -136,7 +137,9 @@ fn epoll_wait_for(ep: libc::c_int, events: &mut [libc::epoll_event], wait: Durat
             tv_sec: wait.as_secs() as libc::time_t,
             tv_nsec: wait.subsec_nanos() as libc::c_long,
         };
-        // SAFETY: valid epoll fd, buffer and timeout; no signal mask change.
+        // SAFETY: the kernel writes at most events.len() entries (the maxevents passed, at most
+        // 256) into the live, exclusively borrowed `events`; it only reads `ts`, a live
+        // timespec; a null sigmask means no mask is read or changed.
         let n = unsafe {
             libc::epoll_pwait2(
                 ep,
@@ -152,7 +155,7 @@ fn epoll_wait_for(ep: libc::c_int, events: &mut [libc::epoll_event], wait: Durat
         NO_PWAIT2.store(true, Ordering::Relaxed);
     }
     let ms = wait.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
-    // SAFETY: valid epoll fd and buffer.
+    // SAFETY: as for epoll_pwait2: at most events.len() entries are written into `events`.
     unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, ms) }
 }
 
@@ -239,7 +242,7 @@ impl Worker<'_> {
         } else {
             libc::AF_INET6
         };
-        // SAFETY: plain socket(2).
+        // SAFETY: socket(2) takes only integers and touches no memory of ours.
         let fd = unsafe {
             libc::socket(
                 domain,
@@ -250,11 +253,14 @@ impl Worker<'_> {
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: fresh fd owned by nothing else.
+        // SAFETY: fd >= 0 is the socket just created, held by nothing else; the TcpStream is its
+        // only owner (the Conn keeps it), so it is closed once, on drop.
         let stream = unsafe { TcpStream::from_raw_fd(fd) };
         crate::sys::setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
         let (sa, len) = crate::sys::sockaddr(addr);
-        // SAFETY: sa holds a sockaddr of len bytes.
+        // SAFETY: sys::sockaddr wrote a sockaddr_in or sockaddr_in6 at the start of the live
+        // local `sa` and `len` is exactly that type's size, so the kernel reads only
+        // initialised bytes inside it.
         let rc = unsafe { libc::connect(fd, (&sa as *const libc::sockaddr_storage).cast(), len) };
         if rc < 0 {
             let e = io::Error::last_os_error();
@@ -283,7 +289,8 @@ impl Worker<'_> {
             events: events as u32,
             u64: i as u64,
         };
-        // SAFETY: valid epoll fd, socket fd and event.
+        // SAFETY: `ev` is a live epoll_event on this frame that the kernel only reads; fds that
+        // are not open make the call fail with EBADF.
         if unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), op, fd, &mut ev) } < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -321,7 +328,8 @@ impl Worker<'_> {
         };
         let request = &self.plan.requests[c.req];
         let req = &request[c.written..];
-        // SAFETY: writing from a live slice.
+        // SAFETY: the kernel reads req.len() bytes from req.as_ptr(): exactly the live subslice
+        // `req` of this plan's request, which nothing mutates during the call.
         let n = unsafe { libc::write(fd, req.as_ptr().cast(), req.len()) };
         if n < 0 {
             let e = io::Error::last_os_error();
@@ -354,7 +362,8 @@ impl Worker<'_> {
             }
             let spare = c.buf.spare_capacity_mut();
             let want = spare.len();
-            // SAFETY: reading into the Vec's spare capacity, then exposing what was read.
+            // SAFETY: `spare` is buf's spare capacity: `want` writable bytes from its pointer,
+            // and read(2) writes at most `want` bytes there. MaybeUninit bytes need no init.
             let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), want) };
             if n <= 0 {
                 let err = io::Error::last_os_error();
@@ -364,7 +373,8 @@ impl Worker<'_> {
                 return self.fail(i, false); // EOF or error before the response was complete.
             }
             let n = n as usize;
-            // SAFETY: the kernel initialised n bytes of spare capacity.
+            // SAFETY: read returned 0 < n <= want, having written n bytes at the start of the
+            // spare capacity, so len + n is within capacity and every byte below it initialised.
             unsafe { c.buf.set_len(c.buf.len() + n) };
             c.received += n;
             c.answered = true;

@@ -37,10 +37,12 @@ impl AddAssign for TcpSegments {
 
 /// The counts of one TCP socket so far (Linux 4.6+; older kernels report zeros).
 pub fn tcp_segments(fd: RawFd) -> io::Result<TcpSegments> {
-    // SAFETY: all-zero is a valid tcp_info; the kernel fills at most `len` bytes of it.
+    // SAFETY: tcp_info is a C struct of integer fields only (u8, u32, u64), for which all-zero
+    // is valid; zeros are also what an older kernel's shorter tcp_info leaves in the tail.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    // SAFETY: `info` is a live buffer of `len` bytes.
+    // SAFETY: optval points at `info`, a live, exclusively borrowed tcp_info, and optlen at
+    // `len`, its size: the kernel writes at most that many bytes into it and updates `len`.
     let rc = unsafe {
         libc::getsockopt(
             fd,

@@ -69,7 +69,8 @@ pub fn accept_until_stopped(
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                // SAFETY: one valid pollfd.
+                // SAFETY: nfds is 1 and &mut pfd points at one live pollfd on this frame, the only
+                // memory poll reads and writes; its fd is the listener, borrowed for the loop.
                 unsafe { libc::poll(&mut pfd, 1, TICK.as_millis() as i32) };
             }
             // EMFILE and friends: back off instead of spinning.

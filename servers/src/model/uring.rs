@@ -123,16 +123,22 @@ impl<'a> Loop<'a> {
     fn drain(&mut self, done: &mut Vec<(u64, i32, u32)>) -> io::Result<()> {
         self.stopping = true;
         self.push(opcode::AsyncCancel::new(ACCEPT).build().user_data(CANCEL));
-        for slot in self.slots.iter().flatten() {
-            // SAFETY: shutdown on a socket we own; it is closed later through the ring or on drop.
+        // A closing slot's fd may already be closed (and its number reused elsewhere in the
+        // process): leave it to its Close.
+        for slot in self.slots.iter().flatten().filter(|s| !s.closing) {
+            // SAFETY: shutdown(2) takes only integers. No Close was submitted for this slot, so
+            // slot.fd is still this loop's open connection socket, not a reused number.
             unsafe { libc::shutdown(slot.fd, libc::SHUT_RDWR) };
         }
         let deadline = Instant::now() + DRAIN;
         while self.in_flight > 0 && Instant::now() < deadline {
             self.turn(done)?;
         }
-        for slot in self.slots.iter().flatten() {
-            // SAFETY: closing fds whose close was never submitted.
+        // Slots left here had nothing in flight (a failed submission) or outlived DRAIN.
+        for slot in self.slots.iter().flatten().filter(|s| !s.closing) {
+            // SAFETY: close(2) takes only an integer. The slot never had a Close submitted, so
+            // this loop still owns slot.fd and this is its one close (Slot holds a RawFd, which
+            // closes nothing on drop).
             unsafe { libc::close(slot.fd) };
         }
         Ok(())
@@ -140,8 +146,14 @@ impl<'a> Loop<'a> {
 
     fn push(&mut self, sqe: squeue::Entry) {
         loop {
-            // SAFETY: every pointer in a submitted entry lives in a boxed slot or in self until
-            // its completion is reaped (see `drain`).
+            // SAFETY: push requires the entry's pointers to stay valid until its completion.
+            // They point into a boxed Slot (receive buffer spare capacity, iovecs, msghdr, and
+            // the reply bytes the iovecs name, owned by the slot's queued Reply) or into
+            // self.timespec. A slot has one operation in flight at a time and its Box is freed
+            // only when its Close completes, and neither the buffer nor the front reply is
+            // touched while an operation is pending; the timespec lives as long as the ring,
+            // which is declared first and so dropped first. `drain` shuts every socket down so
+            // pending receives complete before the loop is dropped.
             if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
                 self.in_flight += 1;
                 return;
@@ -177,7 +189,8 @@ impl<'a> Loop<'a> {
             return;
         }
         if self.stopping {
-            // SAFETY: a just-accepted fd nothing else owns.
+            // SAFETY: res >= 0 is the fd this accept just created; no slot was made for it, so
+            // this close is its only one.
             unsafe { libc::close(res) };
             return;
         }
@@ -188,7 +201,8 @@ impl<'a> Loop<'a> {
                 iov_base: std::ptr::null_mut(),
                 iov_len: 0,
             }; 2],
-            // SAFETY: all-zero is a valid msghdr (no address, no iovecs, no control data).
+            // SAFETY: msghdr is a C struct of pointers and integers, for which all-zero is valid:
+            // null name, iov and control pointers with zero lengths, flags 0.
             msg: unsafe { std::mem::zeroed() },
             closing: false,
         });
@@ -215,7 +229,10 @@ impl<'a> Loop<'a> {
                 self.free.push(idx);
             }
             RECV if res > 0 => {
-                // SAFETY: the kernel wrote `res` bytes into the spare capacity we lent it.
+                // SAFETY: this completion is the slot's one Recv, built by arm_recv from
+                // conn.spare(): buf's spare capacity and its length. buf was not touched while it
+                // was pending, and the kernel wrote res > 0 bytes (at most that length) at the
+                // start of it, so len + res bytes are initialised and within capacity.
                 unsafe { slot.conn.buf.set_len(slot.conn.buf.len() + res as usize) };
                 slot.conn.received(res as usize, self.srv, now);
                 self.send_next(idx, now);
@@ -326,7 +343,8 @@ impl<'a> Loop<'a> {
                 if let (true, Some(reply)) = (idle, slot.conn.out.front_mut()) {
                     let _ = write_reply(slot.fd, reply);
                 }
-                // SAFETY: shutdown on a socket this loop owns.
+                // SAFETY: shutdown(2) takes only integers; the slot is not closing, so no Close
+                // was submitted and slot.fd is still this loop's open connection socket.
                 unsafe { libc::shutdown(slot.fd, libc::SHUT_RDWR) };
             }
         }

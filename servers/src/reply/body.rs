@@ -76,9 +76,12 @@ pub struct Mapping {
     _file: File,
 }
 
-// SAFETY: the mapping is read-only and owned by exactly one reply.
+// SAFETY: only the raw pointer keeps Mapping from being Send. A Mapping is the sole owner of
+// its region (mapped in `new`, unmapped in `drop`, never shared or copied), so moving it to
+// another thread moves that ownership, as for a Box<[u8]>; munmap may run on any thread.
 unsafe impl Send for Mapping {}
-// SAFETY: shared access only reads immutable mapped memory.
+// SAFETY: &Mapping gives only &[u8] access (Deref) to a PROT_READ mapping, which no thread can
+// write through, so shared use from several threads is plain concurrent reading.
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
@@ -86,7 +89,9 @@ impl Mapping {
     pub fn new(file: File, len: u64) -> std::io::Result<Self> {
         let len =
             usize::try_from(len).map_err(|_| std::io::Error::from_raw_os_error(libc::EFBIG))?;
-        // SAFETY: a fresh PROT_READ mapping of an open fd; checked for MAP_FAILED below.
+        // SAFETY: a null addr lets the kernel place a new mapping where nothing of ours lives, so
+        // it aliases no Rust object; the fd is `file`, open for the call; len > 0 is the
+        // caller's promise (0 would fail with EINVAL, not misbehave). MAP_FAILED is checked below.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -111,14 +116,19 @@ impl Mapping {
 impl Deref for Mapping {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: ptr/len describe a live PROT_READ mapping owned by self.
+        // SAFETY: ptr/len are the live PROT_READ mapping made in `new` (page-aligned, len bytes)
+        // and unmapped only in drop, which the borrow of self rules out while the slice lives.
+        // As for any server that mmaps files, the served tree must not be truncated or
+        // rewritten meanwhile: a MAP_PRIVATE mapping may still show another process's writes,
+        // and a truncated file raises SIGBUS.
         unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.len) }
     }
 }
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: unmapping exactly the region mapped in `new`, once.
+        // SAFETY: ptr/len are exactly what `new` mapped, drop runs once, and no slice from
+        // deref can outlive &self, so this unmaps only our own region, with no reader left.
         unsafe { libc::munmap(self.ptr, self.len) };
     }
 }
