@@ -26,10 +26,11 @@ pub enum Version {
     Http11,
 }
 
-/// One parsed request head; `target` borrows from the connection's buffer.
+/// One parsed request head, borrowing from the connection's buffer.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Request<'a> {
     pub method: Method,
+    /// The request line's request-target (RFC 9112 3.2), origin-form: `/path?query`.
     pub target: &'a [u8],
     pub version: Version,
     /// Whether the client allows the connection to stay open after the reply.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::http::{self, Version};
 use crate::io::FileStore;
-use crate::reply::{self, Conn, Reply};
+use crate::reply::{self, Persistence, Reply};
 
 /// Everything a connection needs from the server, shared by all connections.
 pub struct Server {
@@ -38,13 +38,13 @@ impl Session {
                     used += req.len;
                     self.served = self.served.saturating_add(1);
                     let limit_hit = srv.keepalive.is_some_and(|n| self.served >= n);
-                    let conn = match (req.keep_alive && !limit_hit, req.version) {
-                        (false, _) => Conn::Close,
-                        (true, Version::Http11) => Conn::KeepAlive,
-                        (true, Version::Http10) => Conn::KeepAlive10,
+                    let persistence = match (req.keep_alive && !limit_hit, req.version) {
+                        (false, _) => Persistence::Close,
+                        (true, Version::Http11) => Persistence::KeepAlive,
+                        (true, Version::Http10) => Persistence::KeepAlive10,
                     };
-                    self.closing = conn == Conn::Close;
-                    let mut reply = srv.files.reply(&req, conn);
+                    self.closing = persistence == Persistence::Close;
+                    let mut reply = srv.files.reply(&req, persistence);
                     // Nothing pipelined behind a closing request: its reply can leave with the
                     // FIN. (Bytes behind it would make close reset the connection, and corked
                     // data would be lost with them, so such a reply goes out uncorked.)
@@ -52,7 +52,7 @@ impl Session {
                     out.push_back(reply);
                 }
                 Err(e) => {
-                    out.push_back(reply::error(e.status(), Conn::Close));
+                    out.push_back(reply::error(e.status(), Persistence::Close));
                     self.closing = true;
                     used = buf.len();
                 }
@@ -68,6 +68,6 @@ impl Session {
     /// The reply to a client that took too long to send a request; the connection closes after it.
     pub fn timeout(&mut self) -> Reply {
         self.closing = true;
-        reply::error(408, Conn::Close)
+        reply::error(408, Persistence::Close)
     }
 }

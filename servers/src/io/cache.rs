@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use super::mime;
 use super::resolve::{self, ResolveError};
-use crate::reply::{self, Body, Chunk, Conn, Reply};
+use crate::reply::{self, Body, Chunk, Persistence, Reply};
 
 #[derive(Default)]
 pub struct Cache {
@@ -18,7 +18,7 @@ pub struct Cache {
 }
 
 pub struct CachedFile {
-    /// One prebuilt head per [`Conn`] variant, indexed by `Conn::index`.
+    /// One prebuilt head per [`Persistence`] variant, indexed by `Persistence::index`.
     heads: [Arc<[u8]>; 3],
     body: Arc<[u8]>,
 }
@@ -40,7 +40,7 @@ impl Cache {
         })?;
         let ctype = mime::content_type(rel);
         let len = body.len() as u64;
-        let heads = Conn::ALL.map(|c| Arc::from(reply::file_head(ctype, len, c)));
+        let heads = Persistence::ALL.map(|p| Arc::from(reply::file_head(ctype, len, p)));
         let entry = Arc::new(CachedFile {
             heads,
             body: body.into(),
@@ -51,16 +51,16 @@ impl Cache {
 }
 
 impl CachedFile {
-    pub fn reply(&self, conn: Conn, head_only: bool) -> Reply {
+    pub fn reply(&self, persistence: Persistence, head_only: bool) -> Reply {
         let body = if head_only || self.body.is_empty() {
             Body::Empty
         } else {
             Body::Bytes(Chunk::Shared(Arc::clone(&self.body)))
         };
         Reply::new(
-            Chunk::Shared(Arc::clone(&self.heads[conn.index()])),
+            Chunk::Shared(Arc::clone(&self.heads[persistence.index()])),
             body,
-            conn,
+            persistence,
         )
     }
 }

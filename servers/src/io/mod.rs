@@ -17,7 +17,7 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use crate::http::{Method, Request};
-use crate::reply::{self, Conn, Reply};
+use crate::reply::{self, Persistence, Reply};
 
 /// How file contents reach the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -79,40 +79,40 @@ impl FileStore {
     }
 
     /// The complete reply to a parsed request; errors become 4xx/5xx replies.
-    pub fn reply(&self, req: &Request<'_>, conn: Conn) -> Reply {
-        let mut reply = self.build(req, conn);
+    pub fn reply(&self, req: &Request<'_>, persistence: Persistence) -> Reply {
+        let mut reply = self.build(req, persistence);
         if req.method == Method::Head {
             reply.body = Body::Empty;
         }
         reply
     }
 
-    fn build(&self, req: &Request<'_>, conn: Conn) -> Reply {
+    fn build(&self, req: &Request<'_>, persistence: Persistence) -> Reply {
         let rel = match decode_target(req.target) {
             Ok(rel) => rel,
-            Err(e) => return reply::error(e.status(), conn),
+            Err(e) => return reply::error(e.status(), persistence),
         };
         let head_only = req.method == Method::Head;
         if self.io == Io::Cached {
             return match self.cache.get(&self.root, &rel) {
-                Ok(file) => file.reply(conn, head_only),
-                Err(e) => reply::error(e.status(), conn),
+                Ok(file) => file.reply(persistence, head_only),
+                Err(e) => reply::error(e.status(), persistence),
             };
         }
         let (file, len) = match resolve::open_file(&self.root, &rel) {
             Ok(opened) => opened,
-            Err(e) => return reply::error(e.status(), conn),
+            Err(e) => return reply::error(e.status(), persistence),
         };
         let body = if head_only || len == 0 {
             Body::Empty
         } else {
             match self.load(file, len) {
                 Ok(body) => body,
-                Err(_) => return reply::error(500, conn),
+                Err(_) => return reply::error(500, persistence),
             }
         };
-        let head = reply::file_head(mime::content_type(&rel), len, conn);
-        Reply::new(head.into(), body, conn)
+        let head = reply::file_head(mime::content_type(&rel), len, persistence);
+        Reply::new(head.into(), body, persistence)
     }
 
     fn load(&self, mut file: File, len: u64) -> std::io::Result<Body> {

@@ -35,7 +35,7 @@ impl ResolveError {
     }
 }
 
-/// Decodes a request target into a root-relative path: no query, no `.`/`..`, no empty segments.
+/// Decodes a request-target (`http::Request::target`) into a root-relative path: no query, no `.`/`..`, no empty segments.
 /// A target naming a directory (trailing slash) gets `index.html` appended.
 pub fn decode_target(target: &[u8]) -> Result<Vec<u8>, ResolveError> {
     let end = target

@@ -1,4 +1,4 @@
-//! `kpath load`: an HTTP load generator for loopback targets.
+//! `kpath load`: an HTTP load generator for servers on this machine's loopback.
 //!
 //! Closed loop (wrk): each connection sends its next request as soon as the previous response
 //! is in. Open loop (`--rate`, wrk2): requests are due on a fixed schedule and latency counts
@@ -37,7 +37,7 @@ use endpoint::HttpUrl;
   kpath load http://127.0.0.1:8080 --paths-from paths.txt -d 5            paths.txt: /f/0.html, /f/1.html, ...
   kpath load http://127.0.0.1:8080/ --close --rate 5000 --json")]
 pub struct LoadArgs {
-    /// Target URLs, all on one loopback host and port. Every connection requests them in turn
+    /// URLs to load, all on one loopback host and port. Every connection requests them in turn
     /// (round-robin), connection N starting at URL N (modulo their count).
     #[arg(required = true, value_name = "URL")]
     pub urls: Vec<String>,

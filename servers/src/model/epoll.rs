@@ -99,7 +99,7 @@ impl<'a> EventLoop<'a> {
             if token == LISTENER {
                 self.accept_all(now);
             } else {
-                self.drive(token as usize, now);
+                self.serve_ready(token as usize, now);
             }
         }
         if now.duration_since(self.last_sweep) >= TICK {
@@ -147,14 +147,16 @@ impl<'a> EventLoop<'a> {
             }
             // TCP_DEFER_ACCEPT usually has the request here already: serve it without waiting
             // for the edge-triggered readiness (which also arrives, and finds nothing new).
-            self.drive(idx, now);
+            self.serve_ready(idx, now);
         }
     }
 
-    /// Reads what is there, answers it, writes what fits; returns whether the connection lives on.
-    fn drive(&mut self, idx: usize, now: Instant) -> bool {
+    /// Serves the connection in slot `idx` as far as it goes without blocking: reads all that
+    /// has arrived, queues the replies it completes, writes what the socket takes, and closes
+    /// the connection once it is done (or the client has left and nothing is left to write).
+    fn serve_ready(&mut self, idx: usize, now: Instant) {
         let Some(slot) = self.slots.get_mut(idx).and_then(Option::as_mut) else {
-            return false;
+            return;
         };
         let fd = slot.stream.as_raw_fd();
         if !slot.conn.session.is_closing() {
@@ -190,7 +192,6 @@ impl<'a> EventLoop<'a> {
         if !keep {
             self.slots[idx] = None; // Dropping the stream closes it and leaves the epoll set.
         }
-        keep
     }
 
     fn sweep(&mut self, now: Instant) {

@@ -21,13 +21,20 @@ use crate::reply::Body;
 use crate::send::write_reply;
 use crate::session::Server;
 
+// Submission user_data. The loop's own operations take the top values; a connection's is
+// `conn_token(slot index, op)`, the op in the low two bits.
 const ACCEPT: u64 = u64::MAX;
 const TIMER: u64 = u64::MAX - 1;
 const CANCEL: u64 = u64::MAX - 2;
 const RECV: u64 = 0;
 const SEND: u64 = 1;
+/// Waiting for room to continue a sendfile body.
 const POLL: u64 = 2;
 const CLOSE: u64 = 3;
+
+fn conn_token(idx: usize, op: u64) -> u64 {
+    (idx as u64) << 2 | op
+}
 /// How long shutdown waits for the kernel to finish in-flight operations on our buffers.
 const DRAIN: Duration = Duration::from_secs(2);
 
@@ -113,6 +120,7 @@ impl<'a> Loop<'a> {
                     self.sweep(now);
                 }
                 CANCEL => {}
+                // The inverse of conn_token.
                 _ => self.on_conn((token >> 2) as usize, token & 3, res, now),
             }
         }
@@ -271,9 +279,8 @@ impl<'a> Loop<'a> {
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         let fd = types::Fd(slot.fd);
-                        let token = (idx as u64) << 2 | POLL;
                         let sqe = opcode::PollAdd::new(fd, libc::POLLOUT as u32).build();
-                        return self.push(sqe.user_data(token));
+                        return self.push(sqe.user_data(conn_token(idx, POLL)));
                     }
                     Err(_) => return self.close(idx),
                 }
@@ -304,7 +311,7 @@ impl<'a> Loop<'a> {
             } else {
                 opcode::Writev::new(fd, slot.iov.as_ptr(), count).build()
             };
-            return self.push(sqe.user_data((idx as u64) << 2 | SEND));
+            return self.push(sqe.user_data(conn_token(idx, SEND)));
         }
         if slot.conn.session.is_closing() {
             self.close(idx);
@@ -319,7 +326,7 @@ impl<'a> Loop<'a> {
         };
         let (ptr, len) = slot.conn.spare();
         let sqe = opcode::Recv::new(types::Fd(slot.fd), ptr, len as u32).build();
-        self.push(sqe.user_data((idx as u64) << 2 | RECV));
+        self.push(sqe.user_data(conn_token(idx, RECV)));
     }
 
     fn close(&mut self, idx: usize) {
@@ -331,7 +338,7 @@ impl<'a> Loop<'a> {
         }
         slot.closing = true;
         let sqe = opcode::Close::new(types::Fd(slot.fd)).build();
-        self.push(sqe.user_data((idx as u64) << 2 | CLOSE));
+        self.push(sqe.user_data(conn_token(idx, CLOSE)));
     }
 
     /// Expired connections are shut down; their pending operation then completes and closes them.

@@ -7,9 +7,10 @@ pub use body::{Body, Chunk, Mapping};
 
 use std::io::Write;
 
-/// What the reply says about the connection, and whether the server closes it afterwards.
+/// Whether the connection persists after this reply (RFC 9112 9.3): what the reply's head says
+/// about it, and whether the server closes it afterwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Conn {
+pub enum Persistence {
     /// HTTP/1.1 persistent: no header needed.
     KeepAlive,
     /// HTTP/1.0 persistent: needs an explicit `Connection: keep-alive`.
@@ -17,8 +18,12 @@ pub enum Conn {
     Close,
 }
 
-impl Conn {
-    pub const ALL: [Conn; 3] = [Conn::KeepAlive, Conn::KeepAlive10, Conn::Close];
+impl Persistence {
+    pub const ALL: [Persistence; 3] = [
+        Persistence::KeepAlive,
+        Persistence::KeepAlive10,
+        Persistence::Close,
+    ];
 
     pub fn index(self) -> usize {
         self as usize
@@ -26,9 +31,9 @@ impl Conn {
 
     fn header(self) -> &'static str {
         match self {
-            Conn::KeepAlive => "",
-            Conn::KeepAlive10 => "Connection: keep-alive\r\n",
-            Conn::Close => "Connection: close\r\n",
+            Persistence::KeepAlive => "",
+            Persistence::KeepAlive10 => "Connection: keep-alive\r\n",
+            Persistence::Close => "Connection: close\r\n",
         }
     }
 }
@@ -50,12 +55,12 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn new(head: Chunk, body: Body, conn: Conn) -> Self {
+    pub fn new(head: Chunk, body: Body, persistence: Persistence) -> Self {
         Reply {
             head,
             body,
             sent: 0,
-            close: conn == Conn::Close,
+            close: persistence == Persistence::Close,
             corked: false,
             fin_with_data: false,
         }
@@ -88,24 +93,30 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
-pub fn file_head(content_type: &str, len: u64, conn: Conn) -> Vec<u8> {
-    head(200, content_type, len, conn, "")
+pub fn file_head(content_type: &str, len: u64, persistence: Persistence) -> Vec<u8> {
+    head(200, content_type, len, persistence, "")
 }
 
-fn head(status: u16, content_type: &str, len: u64, conn: Conn, extra: &str) -> Vec<u8> {
+fn head(
+    status: u16,
+    content_type: &str,
+    len: u64,
+    persistence: Persistence,
+    extra: &str,
+) -> Vec<u8> {
     let mut h = Vec::with_capacity(128);
     // Writing into a Vec cannot fail.
     let _ = write!(
         h,
         "HTTP/1.1 {status} {}\r\nServer: kpath\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\n{}{extra}\r\n",
         reason(status),
-        conn.header(),
+        persistence.header(),
     );
     h
 }
 
 /// A short plain-text error reply; the caller decides whether the connection survives it.
-pub fn error(status: u16, conn: Conn) -> Reply {
+pub fn error(status: u16, persistence: Persistence) -> Reply {
     let body = format!("{status} {}\n", reason(status)).into_bytes();
     let extra = if status == 405 {
         "Allow: GET, HEAD\r\n"
@@ -116,8 +127,8 @@ pub fn error(status: u16, conn: Conn) -> Reply {
         status,
         "text/plain; charset=utf-8",
         body.len() as u64,
-        conn,
+        persistence,
         extra,
     );
-    Reply::new(h.into(), Body::Bytes(body.into()), conn)
+    Reply::new(h.into(), Body::Bytes(body.into()), persistence)
 }
