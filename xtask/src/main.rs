@@ -9,6 +9,7 @@ mod build;
 mod demo;
 mod floor;
 mod lint;
+mod modgraph;
 mod proc;
 mod record;
 mod setup;
@@ -40,8 +41,9 @@ enum Cmd {
     Test(test::Args),
     /// Set up, build a release kpath and record the demo run.
     Demo,
-    /// rustfmt check, clippy on the workspace, clippy on the eBPF crate.
-    Lint,
+    /// rustfmt check, clippy on the workspace and on the eBPF crate, module graph check (no
+    /// import cycles; `--graph` prints the graphs).
+    Lint(lint::Args),
     /// Set up, then compare kpath's server strategies and load generator with nginx and wrk.
     BenchServers(bench_servers::Args),
     /// Set up, then measure the cost of kpath's syscall probes per traced syscall (getpid loop).
@@ -59,7 +61,7 @@ fn main() {
         Cmd::Build(args) => build::run(args),
         Cmd::Test(args) => test::run(args),
         Cmd::Demo => demo::run(),
-        Cmd::Lint => lint::run(),
+        Cmd::Lint(args) => lint::run(args),
         // Setup first: the comparison needs nginx and wrk.
         Cmd::BenchServers(args) => setup::for_run().and_then(|()| bench_servers::run(args)),
         Cmd::BenchProbes(args) => setup::for_run().and_then(|()| bench_probes::run(args)),
