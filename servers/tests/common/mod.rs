@@ -152,12 +152,25 @@ impl Client {
     /// Whether the server has closed the connection (EOF or reset) with nothing more to read.
     pub fn closed_by_server(&mut self) -> bool {
         let mut b = [0u8; 1];
-        matches!(self.stream.read(&mut b), Ok(0) | Err(_)) && self.buf.is_empty()
+        matches!(self.read(&mut b), Ok(0) | Err(_)) && self.buf.is_empty()
+    }
+
+    /// One read, retried on EINTR. A socket read with SO_RCVTIMEO is not restarted: it fails
+    /// with EINTR, even with no signal handler, when the process is stopped and continued
+    /// (signal(7)) or frozen and thawed, which a busy shared machine did to about one run in
+    /// ten of the matrix tests.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.stream.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                res => return res,
+            }
+        }
     }
 
     fn fill(&mut self) -> io::Result<()> {
         let mut chunk = [0u8; 64 * 1024];
-        let n = self.stream.read(&mut chunk)?;
+        let n = self.read(&mut chunk)?;
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
