@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use kpath::kallsyms::Kallsyms;
+use kpath::kernel::kallsyms::Kallsyms;
 use kpath::stacks::{
     folded,
     maps::{parse_maps, MapsSnapshots},

@@ -1,28 +1,27 @@
 //! kpath: where a network server's time goes inside the kernel.
 //!
-//! The binary's subcommands live one per file (`doctor`, `record`, `report`, `workload`); the
-//! loader owns load/attach/fallback; collectors turn kernel maps into a [`run::Run`]; everything
-//! after the collectors is pure and tested without root.
+//! The layers, bottom up (no module imports one above it; `cargo xtask lint` checks):
+//! - [`kernel`]: what the running kernel offers and how to read it (features, BTF, kallsyms,
+//!   tracefs, syscall names);
+//! - [`probes`]: the engine that loads the embedded eBPF object, plans and attaches each
+//!   family's methods with fallback, and reads maps; it names no family;
+//! - [`families`]: one file per probe family (`syscalls`, `kpaths`, `sched`, `locks`, `oncpu`)
+//!   holding its attach methods, its `collect()` and the report section every renderer draws;
+//! - [`run`]: the `run.json` schema; [`stacks`]: symbolized, folded stacks; [`render`]:
+//!   tables, JSON, flame graphs, HTML; [`bench`], [`scenario`], [`vm`]: the libraries behind
+//!   those subcommands;
+//! - [`cmd`]: one file per subcommand (its arguments and `run`), dispatched by `main.rs`.
 
 pub mod bench;
-pub mod btf;
-pub mod collect;
-pub mod costs;
-pub mod diff;
-pub mod doctor;
-pub mod features;
-pub mod flame;
+pub mod cmd;
+pub mod families;
+pub mod fmt;
 pub mod hist;
-pub mod kallsyms;
-pub mod loader;
-pub mod progstats;
-pub mod record;
+pub mod kernel;
+pub mod probes;
+pub mod process;
 pub mod render;
-pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod stacks;
-pub mod syscall_names;
-pub mod target;
 pub mod vm;
-pub mod workload;

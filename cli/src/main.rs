@@ -1,6 +1,7 @@
 //! The `kpath` binary: parses and dispatches; each subcommand lives in its own module.
 use clap::{Parser, Subcommand};
-use kpath::{bench, costs, diff, doctor, flame, record, report, workload};
+use kpath::bench;
+use kpath::cmd::{costs, diff, doctor, flame, record, report, workload};
 
 #[derive(Parser)]
 #[command(

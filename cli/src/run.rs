@@ -59,8 +59,6 @@ pub struct Target {
     pub command: Option<Vec<String>>,
     /// Exit status of a started command (`128 + signal` when killed).
     pub exit_code: Option<i32>,
-    /// Thread-group ids seen in the kernel filter at the end (the target and its fork children).
-    pub tgids_seen: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kpath::diff::{diff_folded, diff_options};
-use kpath::flame::{render, FlameKind, FlameOptions};
+use kpath::render::flame::{diff_folded, diff_options};
+use kpath::render::flame::{render, FlameKind, FlameOptions};
 use kpath::run::{OffcpuSummary, OncpuSummary, Run, Target};
 use kpath::stacks::{folded, symbolize::Folded};
 

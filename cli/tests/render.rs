@@ -248,7 +248,6 @@ fn sample_run() -> Run {
                     .to_vec(),
             ),
             exit_code: Some(0),
-            tgids_seen: 1,
         },
         started_unix_ms: 1_717_171_717_171,
         duration_ns: 10_012_345_678,

@@ -191,7 +191,7 @@ fn bench_report_renders_in_chromium() {
             ..Default::default()
         };
         let r = BenchRun::new(s, &load, &run, &format!("runs/{io}"));
-        sections.push(html::RunSection {
+        sections.push(kpath::bench::report::RunSection {
             name: r.name.clone(),
             run,
             figures: vec![html::Figure {
@@ -206,7 +206,11 @@ fn bench_report_renders_in_chromium() {
         svg: flame_svg(),
     }];
     let page = dir.join("report.html");
-    std::fs::write(&page, html::bench_page(&bench, &sections, &diffs)).unwrap();
+    std::fs::write(
+        &page,
+        kpath::bench::report::bench_page(&bench, &sections, &diffs),
+    )
+    .unwrap();
     check_dom_and_screenshot(
         &bin,
         &page,

@@ -6,6 +6,7 @@
 //! Separate processes keep the recording honest: only the server is traced, and the load
 //! generator's CPU never shows up in its numbers.
 pub mod json;
+pub mod report;
 pub mod table;
 
 use std::fs::File;
@@ -19,7 +20,7 @@ use anyhow::Context as _;
 use servers::serve::{Io, Model};
 
 use self::json::{Bench, BenchRun, LoadSummary, Strategy, BENCH_FORMAT_VERSION};
-use crate::flame::{self, FlameKind};
+use crate::render::flame::{self, FlameKind};
 use crate::render::json as run_json;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -440,9 +441,9 @@ fn diffs(opts: &BenchOptions, bench: &mut Bench) {
         let svg = format!("diff/{}-vs-{}.svg", r.name, base.name);
         let made = read(&r.run_dir)
             .map_err(anyhow::Error::from)
-            .and_then(|b| Ok(crate::diff::diff_folded(&a, &b)?))
+            .and_then(|b| Ok(crate::render::flame::diff_folded(&a, &b)?))
             .and_then(|lines| {
-                let o = crate::diff::diff_options(kind, &base.name, &r.name);
+                let o = crate::render::flame::diff_options(kind, &base.name, &r.name);
                 Ok(flame::render_file(&lines, &o, &opts.out_dir.join(&svg))?)
             });
         match made {
@@ -497,7 +498,7 @@ pub fn bench(opts: &BenchOptions) -> Result<Bench, BenchError> {
     diffs(opts, &mut bench);
     let text = serde_json::to_string_pretty(&bench).expect("a Bench always serializes") + "\n";
     write(&opts.out_dir.join("bench.json"), text.as_bytes())?;
-    crate::render::html::write_bench_report(&opts.out_dir, &bench)?;
+    report::write_bench_report(&opts.out_dir, &bench)?;
     Ok(bench)
 }
 
@@ -512,7 +513,7 @@ pub fn read_bench(path: &Path) -> anyhow::Result<Bench> {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if !crate::features::is_root() {
+    if !crate::kernel::features::is_root() {
         anyhow::bail!("kpath bench records with BPF and needs root: run it with sudo");
     }
     let exe = std::env::current_exe().context("locating the kpath binary")?;

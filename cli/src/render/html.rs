@@ -1,4 +1,4 @@
-//! `report.html`: a run, or a whole bench, as one self-contained file (inline CSS, flame graphs
+//! `report.html`: a run (and the pieces of a bench's, see `bench::report`) as one self-contained file (inline CSS, flame graphs
 //! as inline SVG, no network), so it can be mailed, archived or opened from a CI artifact.
 //!
 //! Flame graphs are inlined without inferno's script: several graphs share one document, and
@@ -8,9 +8,11 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::{fmt_ns, fmt_percent, fmt_si};
-use crate::bench::json::Bench;
-use crate::bench::table as bench_table;
+use super::{fmt_ns, fmt_si};
+use crate::families::{
+    self,
+    section::{Block, Section, SectionOptions},
+};
 use crate::run::Run;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,14 +30,6 @@ pub enum HtmlError {
 pub struct Figure {
     pub title: String,
     pub svg: String,
-}
-
-/// One run of a bench with the graphs found in its directory.
-#[derive(Debug, Clone)]
-pub struct RunSection {
-    pub name: String,
-    pub run: Run,
-    pub figures: Vec<Figure>,
 }
 
 /// Escapes text for HTML element content and double- or single-quoted attributes.
@@ -82,7 +76,7 @@ th{background:#f3f3f3;text-align:left}td.n{text-align:right;font-variant-numeric
 code{background:#f2f2f2;padding:0 3px}
 ";
 
-fn page(title: &str, body: &str) -> String {
+pub fn page(title: &str, body: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -92,7 +86,7 @@ fn page(title: &str, body: &str) -> String {
 }
 
 /// A table whose first row is the header; cells after the first are right-aligned numbers.
-fn table(out: &mut String, id: &str, rows: &[Vec<String>]) {
+pub fn table(out: &mut String, id: &str, rows: &[Vec<String>]) {
     let _ = write!(out, "<table id=\"{}\">", escape(id));
     for (i, row) in rows.iter().enumerate() {
         out.push_str("<tr>");
@@ -109,7 +103,7 @@ fn table(out: &mut String, id: &str, rows: &[Vec<String>]) {
     out.push_str("</table>\n");
 }
 
-fn figure(out: &mut String, f: &Figure) {
+pub fn figure(out: &mut String, f: &Figure) {
     let _ = writeln!(
         out,
         "<h3>{}</h3><div class=\"flame\">{}</div>",
@@ -118,19 +112,41 @@ fn figure(out: &mut String, f: &Figure) {
     );
 }
 
-fn row<const N: usize>(cells: [&str; N]) -> Vec<String> {
+pub fn row<const N: usize>(cells: [&str; N]) -> Vec<String> {
     cells.map(String::from).to_vec()
 }
 
-fn method_note(out: &mut String, run: &Run, family: &str) {
-    if let Some(m) = run.methods.get(family) {
+/// A family's section: its heading, what measured it, its tables and lines.
+fn section(out: &mut String, id: &str, s: &Section) {
+    let _ = write!(out, "<h3>{}</h3>", escape(s.heading));
+    if let Some(m) = &s.method {
         let _ = write!(out, "<p class=\"method\">measured by: {}</p>", escape(m));
+    }
+    for b in &s.blocks {
+        match b {
+            Block::Line(l) => {
+                let _ = write!(out, "<p>{}</p>", escape(l));
+            }
+            Block::Table(t) => {
+                let mut rows = vec![t.columns.iter().map(|c| c.0.to_string()).collect()];
+                rows.extend(t.rows.iter().cloned());
+                table(out, &format!("{id}-{}", t.id), &rows);
+                if t.hidden > 0 {
+                    let _ = write!(
+                        out,
+                        "<p>... {} more {}</p>",
+                        t.hidden,
+                        escape(t.hidden_what)
+                    );
+                }
+            }
+        }
     }
 }
 
-/// The tables of one run (syscalls, kpaths, sched, locks, methods and overhead); `id` prefixes
-/// element ids so a bench page can hold several runs.
-fn run_tables(out: &mut String, id: &str, run: &Run, top: usize) {
+/// The sections of one run, then its methods and overhead; `id` prefixes element ids so a
+/// bench page can hold several runs.
+pub fn run_tables(out: &mut String, id: &str, run: &Run, top: usize) {
     let k = &run.kernel;
     let _ = writeln!(
         out,
@@ -140,98 +156,14 @@ fn run_tables(out: &mut String, id: &str, run: &Run, top: usize) {
         escape(&run.target.kind),
         run.target.pid.map_or_else(String::new, |p| p.to_string())
     );
-    if !run.syscalls.is_empty() {
-        out.push_str("<h3>Top syscalls (by total time)</h3>");
-        method_note(out, run, "syscalls");
-        let mut rows = vec![row([
-            "syscall", "count", "errors", "total", "p50", "p99", "max",
-        ])];
-        let mut sc: Vec<_> = run.syscalls.iter().collect();
-        sc.sort_by(|a, b| b.total_ns.cmp(&a.total_ns).then(a.name.cmp(&b.name)));
-        for r in sc.into_iter().take(top) {
-            rows.push(vec![
-                r.name.clone(),
-                r.count.to_string(),
-                r.errors.to_string(),
-                fmt_ns(r.total_ns),
-                fmt_ns(r.p50_ns),
-                fmt_ns(r.p99_ns),
-                fmt_ns(r.max_ns),
-            ]);
-        }
-        table(out, &format!("{id}-syscalls"), &rows);
+    for s in families::sections(run, &SectionOptions { top }) {
+        section(out, id, &s);
     }
-    if !run.kpaths.is_empty() {
-        out.push_str("<h3>Kernel paths</h3>");
-        method_note(out, run, "kpaths");
-        let mut rows = vec![row([
-            "function",
-            "method",
-            "calls",
-            "total",
-            "max",
-            "on-CPU share",
-            "in syscall",
-        ])];
-        let opt = |v: Option<u64>, f: fn(u64) -> String| v.map_or_else(|| "-".into(), f);
-        for r in &run.kpaths {
-            rows.push(vec![
-                r.function.clone(),
-                r.method.clone(),
-                opt(r.calls, |c| c.to_string()),
-                opt(r.total_ns, fmt_ns),
-                opt(r.max_ns, fmt_ns),
-                fmt_percent(r.oncpu_share),
-                r.syscall.clone(),
-            ]);
-        }
-        table(out, &format!("{id}-kpaths"), &rows);
-    }
-    if let Some(s) = &run.sched {
-        out.push_str("<h3>Scheduling</h3>");
-        method_note(out, run, "sched");
-        let rows = vec![
-            row([
-                "voluntary switches",
-                "involuntary switches",
-                "off-CPU",
-                "wakeups",
-                "run-queue delay p50",
-                "p99",
-                "max",
-            ]),
-            vec![
-                s.voluntary_switches.to_string(),
-                s.involuntary_switches.to_string(),
-                fmt_ns(s.offcpu_ns),
-                s.wakeups.to_string(),
-                fmt_ns(s.runq_delay_p50_ns),
-                fmt_ns(s.runq_delay_p99_ns),
-                fmt_ns(s.runq_delay_max_ns),
-            ],
-        ];
-        table(out, &format!("{id}-sched"), &rows);
-    }
-    if run.methods.contains_key("locks") {
-        out.push_str("<h3>Lock contention</h3>");
-        method_note(out, run, "locks");
-        if run.locks.is_empty() {
-            out.push_str("<p>No contention seen.</p>");
-        } else {
-            let mut rows = vec![row(["caller", "lock", "type", "count", "wait", "max"])];
-            for l in run.locks.iter().take(top) {
-                rows.push(vec![
-                    l.caller.clone(),
-                    l.lock.clone(),
-                    l.lock_type.clone(),
-                    l.count.to_string(),
-                    fmt_ns(l.wait_ns),
-                    fmt_ns(l.max_ns),
-                ]);
-            }
-            table(out, &format!("{id}-locks"), &rows);
-        }
-    }
+    methods(out, id, run);
+}
+
+/// Each family's method, BPF events and lost counts, and the run's warnings.
+fn methods(out: &mut String, id: &str, run: &Run) {
     out.push_str("<h3>Methods and overhead</h3>");
     let mut rows = vec![row([
         "family",
@@ -300,106 +232,11 @@ pub fn run_page(run: &Run, figures: &[Figure]) -> String {
     page(&title, &body)
 }
 
-const GUIDE: &str =
-    "<div class=\"guide\"><p><b>Reading this report.</b> Every strategy served the \
-same file to the same load (runs named <code>-Nfiles</code> spread the same requests over N \
-files of that size), each in its own server process with all probe families attached; every \
-figure is divided by the requests the load generator completed, so rows compare \
-directly.</p><ul>\
-<li><b>syscalls/req</b>: fewer means less kernel crossing per request (mmap adds mmap+munmap, \
-sendfile adds open+close and TCP_CORK setsockopts, cached needs neither).</li>\
-<li><b>syscall time/req</b> counts time inside syscalls, including waiting in epoll_wait or \
-accept; <b>busy/req</b> leaves those waiting syscalls out and is the better cost figure.</li>\
-<li><b>TCP segs/req</b> counts segments both ways, from the load generator's sockets (TCP_INFO) \
-up to each close: a reply in two segments (header, then body) shows here.</li>\
-<li><b>Kernel paths</b> show where the close and open paths go (tcp_close, \
-eventpoll_release_file, do_sys_openat2, __vm_munmap); the method column says whether a row was \
-timed (fentry, kprobe) or estimated from on-CPU samples.</li>\
-<li>In the <b>differential flame graphs</b> widths are the strategy's own samples; red frames \
-grew and blue frames shrank compared with the baseline (normalized to equal totals).</li>\
-<li>Hover a frame for its full name and sample count; the interactive SVGs sit next to this \
-file under <code>runs/</code> and <code>diff/</code>.</li></ul></div>\n";
-
-/// A bench's report: comparison, per-strategy tables, differential and per-run graphs.
-pub fn bench_page(bench: &Bench, runs: &[RunSection], diffs: &[Figure]) -> String {
-    let mut body = String::new();
-    let title = format!("kpath bench: {}", bench.kernel.release);
-    let _ = writeln!(body, "<h1>{}</h1>", escape(&title));
-    let _ = writeln!(
-        body,
-        "<p>{} s of load per strategy, {} connections, a {} byte file; baseline <b>{}</b>.</p>",
-        bench.duration_secs,
-        bench.connections,
-        bench.file_size,
-        escape(&bench.baseline)
-    );
-    body.push_str(GUIDE);
-    body.push_str("<h2>Comparison (per request)</h2>");
-    table(&mut body, "comparison", &bench_table::summary_rows(bench));
-    table(
-        &mut body,
-        "syscalls-per-request",
-        &bench_table::syscall_rows(bench, bench_table::TOP_SYSCALLS),
-    );
-    let k = bench_table::kpath_rows(bench);
-    if k.len() > 1 {
-        table(&mut body, "kpaths-per-request", &k);
-    }
-    if !diffs.is_empty() {
-        body.push_str("<h2>Differential flame graphs (on-CPU, against the baseline)</h2>");
-        for f in diffs {
-            figure(&mut body, f);
-        }
-    }
-    for (i, r) in runs.iter().enumerate() {
-        let _ = writeln!(body, "<h2>{}</h2>", escape(&r.name));
-        run_tables(&mut body, &format!("run{i}"), &r.run, 15);
-        for f in &r.figures {
-            figure(&mut body, f);
-        }
-    }
-    page(&title, &body)
-}
-
-fn write_file(path: &Path, text: &str) -> Result<(), HtmlError> {
+pub fn write_file(path: &Path, text: &str) -> Result<(), HtmlError> {
     std::fs::write(path, text).map_err(|source| HtmlError::Write {
         path: path.to_path_buf(),
         source,
     })
-}
-
-/// Writes `DIR/report.html` for a bench whose runs and graphs are under `dir`; runs whose
-/// `run.json` cannot be read are left out of the per-run part.
-pub fn write_bench_report(dir: &Path, bench: &Bench) -> Result<PathBuf, HtmlError> {
-    let mut runs = Vec::new();
-    let mut diffs = Vec::new();
-    for r in &bench.runs {
-        let rd = dir.join(&r.run_dir);
-        match super::json::from_file(&rd.join("run.json")) {
-            Ok(run) => runs.push(RunSection {
-                name: r.name.clone(),
-                figures: run_figures(&rd, &run, &r.name)
-                    .into_iter()
-                    .filter(|f| f.title.contains("on-CPU"))
-                    .collect(),
-                run,
-            }),
-            Err(e) => log::warn!("report.html: {}: {e}", r.name),
-        }
-        if let Some(svg) = r
-            .diff_oncpu_svg
-            .as_ref()
-            .and_then(|f| std::fs::read_to_string(dir.join(f)).ok())
-        {
-            diffs.push(Figure {
-                title: format!("{} vs {}", r.name, bench.baseline),
-                svg,
-            });
-        }
-    }
-    let path = dir.join("report.html");
-    write_file(&path, &bench_page(bench, &runs, &diffs))?;
-    Ok(path)
 }
 
 /// Writes `DIR/report.html` for a single recorded run.
@@ -451,7 +288,9 @@ mod tests {
             warnings: vec!["<img src=x>".into()],
             ..Default::default()
         };
+        // Sections are drawn for the families the run recorded, as in the terminal.
         run.methods.insert("syscalls".into(), "raw_tp".into());
+        run.methods.insert("kpaths".into(), "sampled".into());
         let html = run_page(
             &run,
             &[Figure {

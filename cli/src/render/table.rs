@@ -8,76 +8,67 @@ use std::fmt::Write as _;
 use prettytable::{format, Cell, Row, Table};
 use probe_common::Family;
 
-use super::{fmt_ns, fmt_percent, fmt_si};
+use super::{fmt_ns, fmt_si};
+use crate::families::{
+    self,
+    section::{Align, Block, Section, SectionOptions},
+};
 use crate::hist;
-use crate::loader::Method;
-use crate::run::{KpathRow, LockRow, Run, SchedRow, SyscallRow};
+use crate::run::Run;
 
 /// What to print; `Default` is what `kpath record` shows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableOptions {
-    /// Rows per syscalls and locks table; the rest is summarized in one line.
-    pub top: usize,
-}
-
-impl Default for TableOptions {
-    fn default() -> Self {
-        TableOptions { top: 25 }
-    }
-}
+pub type TableOptions = SectionOptions;
 
 /// Renders the whole run: header, one section per recorded family, footer.
 pub fn render(run: &Run, opts: &TableOptions) -> String {
     let mut out = String::new();
     header(&mut out, run);
-    let recorded = |f: Family| run.methods.contains_key(f.name());
-    if recorded(Family::Syscalls) {
-        syscalls(&mut out, run, opts);
-    }
-    if recorded(Family::Kpaths) {
-        kpaths(&mut out, run);
-    }
-    if recorded(Family::Sched) {
-        sched(&mut out, run);
-    }
-    if recorded(Family::Locks) {
-        locks(&mut out, run, opts);
-    }
-    if recorded(Family::Oncpu) {
-        oncpu(&mut out, run);
+    for s in families::sections(run, opts) {
+        section(&mut out, &s);
     }
     footer(&mut out, run);
     out
 }
 
-/// The detailed view printed after [`render`]: a bcc-style latency histogram for each of the
-/// top syscalls, each measured kpath and the run-queue delay, in the tables' order.
+/// The detailed view printed after [`render`]: a bcc-style latency histogram for each row of
+/// the sections that keep them (the top syscalls, each measured kpath, the run-queue delay).
 pub fn histograms(run: &Run, opts: &TableOptions) -> String {
     let mut out = String::new();
-    let recorded = |f: Family| run.methods.contains_key(f.name());
-    if recorded(Family::Syscalls) {
-        for r in syscalls_by_total(run).into_iter().take(opts.top) {
-            histogram(&mut out, &format!("{} latency", r.name), &r.hist_log2_ns);
+    for s in families::sections(run, opts) {
+        for (label, h) in &s.histograms {
+            histogram(&mut out, label, h);
         }
-    }
-    if recorded(Family::Kpaths) {
-        for r in &run.kpaths {
-            histogram(
-                &mut out,
-                &format!("{} latency", r.function),
-                &r.hist_log2_ns,
-            );
-        }
-    }
-    if let (true, Some(s)) = (recorded(Family::Sched), &run.sched) {
-        histogram(&mut out, "run-queue delay", &s.runq_delay_hist_log2_ns);
     }
     out
 }
 
+/// One family's section: its title with the method that produced it, then its blocks.
+fn section(out: &mut String, s: &Section) {
+    let _ = writeln!(out);
+    match s.method_described() {
+        Some(d) => {
+            let _ = writeln!(out, "{} [{d}]", s.family.name());
+        }
+        None => {
+            let _ = writeln!(out, "{}", s.family.name());
+        }
+    }
+    for b in &s.blocks {
+        match b {
+            Block::Line(l) => {
+                let _ = writeln!(out, "{l}");
+            }
+            Block::Table(t) => {
+                out.push_str(&table(&t.columns, t.rows.iter().cloned()));
+                more(out, t.hidden, t.hidden_what);
+            }
+        }
+    }
+}
+
 fn header(out: &mut String, run: &Run) {
     let t = &run.target;
-    let mut target = match t.kind.as_str() {
+    let target = match t.kind.as_str() {
         "system" => "system-wide".to_string(),
         "command" => {
             let cmd = t.command.as_deref().unwrap_or_default().join(" ");
@@ -99,9 +90,6 @@ fn header(out: &mut String, run: &Run) {
             None => kind.to_string(),
         },
     };
-    if t.kind != "system" && t.tgids_seen > 1 {
-        let _ = write!(target, ", {} processes traced", t.tgids_seen);
-    }
     let k = &run.kernel;
     let kernel = if k.machine.is_empty() {
         k.release.clone()
@@ -113,33 +101,10 @@ fn header(out: &mut String, run: &Run) {
     let _ = writeln!(out, "duration: {}", fmt_ns(run.duration_ns));
 }
 
-/// The family's section title with the method that produced it.
-fn section_title(out: &mut String, run: &Run, family: Family) {
-    let method = run.methods.get(family.name()).map(String::as_str);
-    let described = method.map(|m| Method::from_name(m).map_or(m, |x| x.describe()));
-    let _ = writeln!(out);
-    match described {
-        Some(d) => {
-            let _ = writeln!(out, "{} [{d}]", family.name());
-        }
-        None => {
-            let _ = writeln!(out, "{}", family.name());
-        }
-    }
-}
-
-/// Column alignment.
-#[derive(Clone, Copy)]
-enum Align {
-    Left,
-    Right,
-}
-use Align::{Left, Right};
-
-fn table(columns: &[(&str, Align)], rows: impl IntoIterator<Item = Vec<String>>) -> String {
+fn table(columns: &[(&'static str, Align)], rows: impl IntoIterator<Item = Vec<String>>) -> String {
     let spec = |a: Align| match a {
-        Left => "l",
-        Right => "r",
+        Align::Left => "l",
+        Align::Right => "r",
     };
     let mut t = Table::new();
     t.set_format(*format::consts::FORMAT_NO_LINESEP_WITH_TITLE);
@@ -160,17 +125,6 @@ fn table(columns: &[(&str, Align)], rows: impl IntoIterator<Item = Vec<String>>)
     t.to_string()
 }
 
-fn avg(total_ns: u64, count: u64) -> String {
-    match total_ns.checked_div(count) {
-        Some(a) => fmt_ns(a),
-        None => "-".to_string(),
-    }
-}
-
-fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> String) -> String {
-    v.map_or_else(|| "-".to_string(), f)
-}
-
 /// Appends the bcc-style histogram of one row, indented under its label.
 fn histogram(out: &mut String, label: &str, h: &[u64]) {
     let bars = hist::render_bars(h, hist::BAR_WIDTH);
@@ -189,204 +143,8 @@ fn more(out: &mut String, hidden: usize, what: &str) {
     }
 }
 
-/// Syscalls in table order: most total time first.
-fn syscalls_by_total(run: &Run) -> Vec<&SyscallRow> {
-    let mut rows: Vec<&SyscallRow> = run.syscalls.iter().collect();
-    rows.sort_by(|a, b| {
-        b.total_ns
-            .cmp(&a.total_ns)
-            .then(b.count.cmp(&a.count))
-            .then(a.name.cmp(&b.name))
-    });
-    rows
-}
-
-fn syscalls(out: &mut String, run: &Run, opts: &TableOptions) {
-    section_title(out, run, Family::Syscalls);
-    if run.syscalls.is_empty() {
-        let _ = writeln!(out, "no syscalls recorded");
-        return;
-    }
-    let rows = syscalls_by_total(run);
-    let shown = &rows[..rows.len().min(opts.top)];
-    out.push_str(&table(
-        &[
-            ("syscall", Left),
-            ("count", Right),
-            ("errors", Right),
-            ("total", Right),
-            ("avg", Right),
-            ("p50", Right),
-            ("p99", Right),
-            ("max", Right),
-        ],
-        shown.iter().map(|r| {
-            vec![
-                r.name.clone(),
-                r.count.to_string(),
-                r.errors.to_string(),
-                fmt_ns(r.total_ns),
-                avg(r.total_ns, r.count),
-                fmt_ns(r.p50_ns),
-                fmt_ns(r.p99_ns),
-                fmt_ns(r.max_ns),
-            ]
-        }),
-    ));
-    more(out, rows.len() - shown.len(), "syscalls");
-}
-
-/// How one kpaths row was measured, as the method column shows it.
-fn kpath_method(method: &str) -> String {
-    match method {
-        "sampled" => "sampled (on-CPU stacks)".to_string(),
-        "fentry" => "fentry/fexit".to_string(),
-        "kprobe" => "kprobe/kretprobe".to_string(),
-        other => other.to_string(),
-    }
-}
-
-fn kpaths(out: &mut String, run: &Run) {
-    section_title(out, run, Family::Kpaths);
-    if run.kpaths.is_empty() {
-        let _ = writeln!(out, "no kernel paths recorded");
-        return;
-    }
-    // Shares need on-CPU samples; without them 0% would read as "never ran".
-    let sampled = run.oncpu.is_some();
-    out.push_str(&table(
-        &[
-            ("function", Left),
-            ("method", Left),
-            ("calls", Right),
-            ("total", Right),
-            ("avg", Right),
-            ("max", Right),
-            ("on-CPU", Right),
-            ("samples", Right),
-            ("in syscall", Left),
-            ("syscall count", Right),
-            ("syscall total", Right),
-        ],
-        run.kpaths.iter().map(|r: &KpathRow| {
-            let avg = match (r.total_ns, r.calls) {
-                (Some(t), Some(c)) => avg(t, c),
-                _ => "-".to_string(),
-            };
-            vec![
-                r.function.clone(),
-                kpath_method(&r.method),
-                opt(r.calls, |c| c.to_string()),
-                opt(r.total_ns, fmt_ns),
-                avg,
-                opt(r.max_ns, fmt_ns),
-                if sampled {
-                    fmt_percent(r.oncpu_share)
-                } else {
-                    "-".to_string()
-                },
-                if sampled {
-                    r.samples.to_string()
-                } else {
-                    "-".to_string()
-                },
-                if r.syscall.is_empty() {
-                    "-".to_string()
-                } else {
-                    r.syscall.clone()
-                },
-                opt(r.syscall_count, |c| c.to_string()),
-                opt(r.syscall_total_ns, fmt_ns),
-            ]
-        }),
-    ));
-}
-
-fn sched(out: &mut String, run: &Run) {
-    section_title(out, run, Family::Sched);
-    let Some(s): Option<&SchedRow> = run.sched.as_ref() else {
-        let _ = writeln!(out, "no scheduling events recorded");
-        return;
-    };
-    out.push_str(&table(
-        &[
-            ("voluntary", Right),
-            ("involuntary", Right),
-            ("off-CPU", Right),
-            ("wakeups", Right),
-            ("runq delays", Right),
-            ("runq p50", Right),
-            ("runq p99", Right),
-            ("runq max", Right),
-        ],
-        [vec![
-            s.voluntary_switches.to_string(),
-            s.involuntary_switches.to_string(),
-            fmt_ns(s.offcpu_ns),
-            s.wakeups.to_string(),
-            s.runq_delay_count.to_string(),
-            fmt_ns(s.runq_delay_p50_ns),
-            fmt_ns(s.runq_delay_p99_ns),
-            fmt_ns(s.runq_delay_max_ns),
-        ]],
-    ));
-}
-
-fn locks(out: &mut String, run: &Run, opts: &TableOptions) {
-    section_title(out, run, Family::Locks);
-    if run.locks.is_empty() {
-        let _ = writeln!(out, "no lock contention recorded");
-        return;
-    }
-    let mut rows: Vec<&LockRow> = run.locks.iter().collect();
-    rows.sort_by(|a, b| {
-        b.wait_ns
-            .cmp(&a.wait_ns)
-            .then(a.caller.cmp(&b.caller))
-            .then(a.lock.cmp(&b.lock))
-    });
-    let shown = &rows[..rows.len().min(opts.top)];
-    out.push_str(&table(
-        &[
-            ("caller", Left),
-            ("lock", Left),
-            ("type", Left),
-            ("count", Right),
-            ("total wait", Right),
-            ("max wait", Right),
-        ],
-        shown.iter().map(|r| {
-            vec![
-                r.caller.clone(),
-                r.lock.clone(),
-                r.lock_type.clone(),
-                r.count.to_string(),
-                fmt_ns(r.wait_ns),
-                fmt_ns(r.max_ns),
-            ]
-        }),
-    ));
-    more(out, rows.len() - shown.len(), "locks");
-}
-
-fn oncpu(out: &mut String, run: &Run) {
-    section_title(out, run, Family::Oncpu);
-    match &run.oncpu {
-        Some(o) => {
-            let _ = writeln!(
-                out,
-                "{} samples at {} Hz, {} unique stacks, {} samples without a stack",
-                o.samples, o.frequency_hz, o.unique_stacks, o.lost_stacks
-            );
-        }
-        None => {
-            let _ = writeln!(out, "no on-CPU samples recorded");
-        }
-    }
-}
-
 /// Family names in the order of the report's sections, then any others alphabetically.
-fn families<'a>(keys: impl IntoIterator<Item = &'a String>) -> Vec<&'a str> {
+fn family_order<'a>(keys: impl IntoIterator<Item = &'a String>) -> Vec<&'a str> {
     let rank = |name: &str| {
         Family::ALL
             .iter()
@@ -401,7 +159,7 @@ fn families<'a>(keys: impl IntoIterator<Item = &'a String>) -> Vec<&'a str> {
 
 fn footer(out: &mut String, run: &Run) {
     let _ = writeln!(out);
-    let methods: Vec<String> = families(run.methods.keys())
+    let methods: Vec<String> = family_order(run.methods.keys())
         .into_iter()
         .map(|f| format!("{f}={}", run.methods[f]))
         .collect();
@@ -416,7 +174,7 @@ fn footer(out: &mut String, run: &Run) {
     );
 
     // A recorded family missing from `lost` was not counted: say so rather than imply 0.
-    let lost: Vec<String> = families(run.lost.keys().chain(run.methods.keys()))
+    let lost: Vec<String> = family_order(run.lost.keys().chain(run.methods.keys()))
         .into_iter()
         .map(|f| match run.lost.get(f) {
             Some(n) => format!("{f} {n} lost"),
@@ -442,13 +200,13 @@ fn footer(out: &mut String, run: &Run) {
         );
         out.push_str(&table(
             &[
-                ("family", Left),
-                ("events", Right),
-                ("events/s", Right),
-                ("BPF ns/event", Right),
-                ("BPF run time", Right),
+                ("family", Align::Left),
+                ("events", Align::Right),
+                ("events/s", Align::Right),
+                ("BPF ns/event", Align::Right),
+                ("BPF run time", Align::Right),
             ],
-            families(o.families.keys()).into_iter().map(|f| {
+            family_order(o.families.keys()).into_iter().map(|f| {
                 let fo = &o.families[f];
                 vec![
                     f.to_string(),
@@ -472,7 +230,7 @@ fn footer(out: &mut String, run: &Run) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::{FamilyOverhead, OncpuSummary, Target};
+    use crate::run::{FamilyOverhead, KpathRow, OncpuSummary, SyscallRow, Target};
 
     fn run_with(families: &[(&str, &str)]) -> Run {
         let mut run = Run {

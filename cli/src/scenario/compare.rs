@@ -229,7 +229,7 @@ pub fn run(c: &Comparison, args: &ScenarioArgs) -> anyhow::Result<()> {
             c.name
         );
     }
-    if !crate::features::is_root() {
+    if !crate::kernel::features::is_root() {
         bail!("kpath scenario records with BPF and needs root: run it with sudo");
     }
     let secs = args.duration.max(1.0).round() as u64;

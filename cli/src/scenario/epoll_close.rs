@@ -5,7 +5,7 @@
 //! backported to some stable series), closing a file that is still registered in epoll ran
 //! eventpoll_release_file under the global `epmutex`: every close-per-request server with more
 //! than one event loop serialized its closes on it. Which kernels still do is read from their
-//! symbols (`ep_free` without `ep_clear_and_put`, see [`crate::doctor::epoll_close_era`]), never
+//! symbols (`ep_free` without `ep_clear_and_put`, see [`crate::cmd::doctor::epoll_close_era`]), never
 //! from version numbers, since distributions backport.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{targets, ScenarioArgs, Target};
 use crate::{
-    doctor::{epoll_close_era, EpollClose},
-    kallsyms::Kallsyms,
+    cmd::doctor::{epoll_close_era, EpollClose},
+    kernel::kallsyms::Kallsyms,
     render::fmt_ns,
     run::{LockRow, Run},
     vm,
@@ -73,7 +73,7 @@ pub fn drive(args: &ScenarioArgs, result: &Path) -> anyhow::Result<()> {
         requests_per_sec: report.requests as f64 / report.secs.max(1e-9),
         errors: report.errors,
         epoll_close: era_name(era).into(),
-        release: crate::features::uname().release,
+        release: crate::kernel::features::uname().release,
     };
     if let Some(p) = result.parent() {
         std::fs::create_dir_all(p)?;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use blazesym::symbolize::{source::Elf, source::Source, Input, Symbolized, Symbolizer};
 
 use super::maps::MapsSnapshots;
-use crate::kallsyms::Kallsyms;
+use crate::kernel::kallsyms::Kallsyms;
 
 /// A stack as read from the kernel, addresses innermost first.
 #[derive(Debug, Clone, Default)]

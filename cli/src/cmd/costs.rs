@@ -526,24 +526,19 @@ pub fn run(args: CostsArgs) -> anyhow::Result<()> {
     let mut costs = measure(&opts)?;
     let mut methods = None;
     if args.traced {
-        let families = crate::record::parse_families(&args.probes)?;
-        let forced = crate::record::parse_forced(&args.methods)?;
-        if !crate::features::is_root() {
-            anyhow::bail!(
-                "kpath costs --traced attaches BPF programs: run it as root (sudo kpath costs --traced)"
-            );
+        let families = crate::families::parse_families(&args.probes)?;
+        let forced = crate::families::parse_forced(&args.methods)?;
+        let (feats, notes) = crate::kernel::features::for_attaching("kpath costs --traced")?;
+        for n in notes {
+            log::info!("{n}");
         }
-        if let Err(e) = crate::features::mount_tracefs() {
-            log::info!("mounting tracefs failed: {e}");
-        }
-        let feats = crate::features::Features::detect();
-        let load = crate::loader::LoadOptions {
+        let load = crate::families::LoadOptions {
             families,
             targets: vec![std::process::id()],
             forced,
             ..Default::default()
         };
-        let mut probes = crate::loader::load(&load, &feats).context("attaching probes")?;
+        let mut probes = crate::families::load(&load, &feats).context("attaching probes")?;
         let traced = measure(&opts);
         methods = Some(
             probes

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
-use crate::loader::{self, Probes};
+use super::{error_chain, plan::MethodId, Probes};
 use crate::run::{FamilyOverhead, Overhead};
 
 /// Run count and run time of one program.
@@ -40,7 +40,7 @@ pub struct ProgStats {
 
 impl ProgStats {
     /// Turns the statistics on now when `enable`.
-    pub fn start(probes: &Probes, enable: bool) -> Self {
+    pub fn start<M: MethodId>(probes: &Probes<M>, enable: bool) -> Self {
         let now = Instant::now();
         let mut s = ProgStats {
             fd: None,
@@ -56,14 +56,14 @@ impl ProgStats {
                     s.fd = Some(fd);
                     s.at_start = counters(probes);
                 }
-                Err(e) => s.error = Some(loader::error_chain(&e)),
+                Err(e) => s.error = Some(error_chain(&e)),
             }
         }
         s
     }
 
     /// Updates the events/s figure for the progress line (every 500 ms at most).
-    pub fn poll(&mut self, probes: &Probes) {
+    pub fn poll<M: MethodId>(&mut self, probes: &Probes<M>) {
         if self.fd.is_none() || self.last.0.elapsed() < Duration::from_millis(500) {
             return;
         }
@@ -84,7 +84,7 @@ impl ProgStats {
     }
 
     /// Turns the statistics off and gives the overhead figures.
-    pub fn finish(self, probes: &Probes) -> Overhead {
+    pub fn finish<M: MethodId>(self, probes: &Probes<M>) -> Overhead {
         if self.fd.is_none() {
             return overhead(&[], Duration::ZERO);
         }
@@ -104,7 +104,7 @@ impl ProgStats {
 }
 
 /// Current counters of every loaded program (zeros for one whose info cannot be read).
-fn counters(probes: &Probes) -> Vec<Counters> {
+fn counters<M: MethodId>(probes: &Probes<M>) -> Vec<Counters> {
     probes
         .programs
         .iter()

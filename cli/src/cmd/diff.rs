@@ -4,43 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use inferno::differential;
 
-use crate::flame::{self, FlameKind, FlameOptions};
-
-#[derive(Debug, thiserror::Error)]
-pub enum DiffError {
-    #[error("differential folding failed")]
-    Fold(#[source] std::io::Error),
-}
-
-/// Two-count folded lines (`stack countA countB`), A scaled to B's total.
-pub fn diff_folded(a: &str, b: &str) -> Result<String, DiffError> {
-    let mut out = Vec::new();
-    let opts = differential::Options {
-        normalize: true,
-        strip_hex: false,
-    };
-    differential::from_readers(opts, a.as_bytes(), b.as_bytes(), &mut out)
-        .map_err(DiffError::Fold)?;
-    Ok(String::from_utf8_lossy(&out).into_owned())
-}
-
-/// Options for a differential graph of `kind` between runs named `a` and `b`.
-pub fn diff_options(kind: FlameKind, a: &str, b: &str) -> FlameOptions {
-    let what = match kind {
-        FlameKind::OnCpu => "On-CPU samples",
-        FlameKind::OffCpu => "Off-CPU time (ns)",
-    };
-    FlameOptions {
-        kind,
-        title: format!("Differential {what}: {a} -> {b}"),
-        subtitle: Some(format!(
-            "widths: {b}; red grew, blue shrank ({a} normalized to {b}'s total)"
-        )),
-        differential: true,
-    }
-}
+use crate::render::flame::{self, diff_folded, diff_options, FlameKind};
 
 #[derive(clap::Args, Debug, Clone)]
 #[command(after_help = "Examples:
@@ -83,18 +48,4 @@ pub fn run(args: DiffArgs) -> anyhow::Result<()> {
     flame::render_file(&lines, &opts, &out)?;
     eprintln!("kpath: wrote {}", out.display());
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn normalizes_the_baseline_to_the_other_total() {
-        // A has 10 samples, B has 100: A's counts are scaled by 10.
-        let d = diff_folded("x;a 5\nx;b 5\n", "x;a 20\nx;c 80\n").unwrap();
-        let mut lines: Vec<&str> = d.lines().collect();
-        lines.sort();
-        assert_eq!(lines, ["x;a 50 20", "x;b 50 0", "x;c 0 80"]);
-    }
 }

@@ -5,9 +5,13 @@ use probe_common::Family;
 use serde::Serialize;
 
 use crate::{
-    features::{self, Features},
-    kallsyms::Kallsyms,
-    loader::{self, LoadOptions, Method},
+    families::{self, LoadOptions, Method},
+    kernel::{
+        features::{self, Features},
+        kallsyms::Kallsyms,
+        tracefs,
+    },
+    probes::{self, plan::plan},
 };
 
 #[derive(clap::Args, Debug, Clone)]
@@ -59,7 +63,7 @@ pub fn diagnose() -> Report {
     let mut warnings = Vec::new();
     let mut mounted = false;
     if root {
-        match features::mount_tracefs() {
+        match tracefs::mount_tracefs() {
             Ok(m) => mounted = m,
             Err(e) => warnings.push(format!("mounting tracefs failed: {e}")),
         }
@@ -78,7 +82,7 @@ pub fn diagnose() -> Report {
             targets: vec![std::process::id()],
             ..Default::default()
         };
-        match loader::load(&opts, &feats) {
+        match families::load(&opts, &feats) {
             Ok(p) => {
                 for f in Family::ALL {
                     let m = p
@@ -88,7 +92,7 @@ pub fn diagnose() -> Report {
                         .ok_or_else(|| "not attached".to_string());
                     methods.insert(f.name(), m);
                 }
-                fentry = if p.kpath_methods.iter().any(|&(_, m)| m == Method::Fentry) {
+                fentry = if p.units.iter().any(|&(_, _, m)| m == Method::Fentry) {
                     Ok(())
                 } else {
                     Err(p
@@ -101,13 +105,13 @@ pub fn diagnose() -> Report {
                 warnings.extend(p.warnings.iter().cloned());
             }
             Err(e) => {
-                warnings.push(loader::error_chain(&e));
+                warnings.push(probes::error_chain(&e));
             }
         }
     } else {
         for f in Family::ALL {
-            let plan = loader::plan(f, &feats, None);
-            let m = plan.usable.first().map(|m| m.name()).ok_or_else(|| {
+            let plan = plan(&families::path(f).table.units[0], &feats, None);
+            let m = plan.usable.first().map(|s| s.method.name()).ok_or_else(|| {
                 plan.skipped
                     .iter()
                     .map(|(m, why)| format!("{}: {why}", m.name()))

@@ -1,4 +1,5 @@
-//! What to trace: an existing process (`-p PID`) or a command kpath starts (`-- CMD ARGS`).
+//! The processes kpath traces: an existing one (`-p PID`), or a command it starts (`-- CMD
+//! ARGS`) as a [`HeldChild`].
 //!
 //! A started command is forked and held before `exec` until the probes are attached and its
 //! pid is in the kernel filter, so counting starts exactly at its exec.
@@ -11,7 +12,7 @@ use std::{
 };
 
 #[derive(Debug, thiserror::Error)]
-pub enum TargetError {
+pub enum ProcessError {
     #[error("no process with pid {pid}")]
     NoSuchPid { pid: u32 },
     #[error("pid {pid}")]
@@ -39,9 +40,9 @@ pub enum TargetError {
 }
 
 /// Checks that `pid` names a live process (threads' ids are not accepted: use the tgid).
-pub fn check_pid(pid: u32) -> Result<(), TargetError> {
+pub fn check_pid(pid: u32) -> Result<(), ProcessError> {
     if pid == 0 || pid > i32::MAX as u32 {
-        return Err(TargetError::NoSuchPid { pid });
+        return Err(ProcessError::NoSuchPid { pid });
     }
     match std::fs::read_to_string(format!("/proc/{pid}/status")) {
         Ok(status) => {
@@ -50,7 +51,7 @@ pub fn check_pid(pid: u32) -> Result<(), TargetError> {
                 .find_map(|l| l.strip_prefix("Tgid:"))
                 .and_then(|v| v.trim().parse::<u32>().ok());
             if tgid.is_some_and(|t| t != pid) {
-                return Err(TargetError::Pid {
+                return Err(ProcessError::Pid {
                     pid,
                     source: io::Error::other(format!(
                         "is a thread of process {}; pass that pid",
@@ -60,8 +61,8 @@ pub fn check_pid(pid: u32) -> Result<(), TargetError> {
             }
             Ok(())
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(TargetError::NoSuchPid { pid }),
-        Err(source) => Err(TargetError::Pid { pid, source }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ProcessError::NoSuchPid { pid }),
+        Err(source) => Err(ProcessError::Pid { pid, source }),
     }
 }
 
@@ -79,8 +80,8 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
-/// A command forked by kpath and held before exec until [`Child::release`].
-pub struct Child {
+/// A command forked by kpath and held before exec until [`HeldChild::release`].
+pub struct HeldChild {
     pub pid: u32,
     go: Option<OwnedFd>,
     exec_err: Option<OwnedFd>,
@@ -111,10 +112,10 @@ fn in_syscall(text: &str, nr: libc::c_long) -> bool {
         == Some(nr)
 }
 
-fn pipe(flags: libc::c_int) -> Result<(OwnedFd, OwnedFd), TargetError> {
+fn pipe(flags: libc::c_int) -> Result<(OwnedFd, OwnedFd), ProcessError> {
     let mut fds = [0; 2];
     if unsafe { libc::pipe2(fds.as_mut_ptr(), flags) } != 0 {
-        return Err(TargetError::Sys {
+        return Err(ProcessError::Sys {
             call: "pipe2",
             source: io::Error::last_os_error(),
         });
@@ -122,15 +123,15 @@ fn pipe(flags: libc::c_int) -> Result<(OwnedFd, OwnedFd), TargetError> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-impl Child {
-    /// Forks `argv`; the child waits for [`Child::release`] before it execs.
-    pub fn spawn(argv: &[String]) -> Result<Child, TargetError> {
-        let program = argv.first().ok_or(TargetError::EmptyCommand)?.clone();
+impl HeldChild {
+    /// Forks `argv`; the child waits for [`HeldChild::release`] before it execs.
+    pub fn spawn(argv: &[String]) -> Result<HeldChild, ProcessError> {
+        let program = argv.first().ok_or(ProcessError::EmptyCommand)?.clone();
         let args: Vec<CString> = argv
             .iter()
             .map(|a| {
                 CString::new(a.as_bytes())
-                    .map_err(|_| TargetError::NulInArgument { arg: a.clone() })
+                    .map_err(|_| ProcessError::NulInArgument { arg: a.clone() })
             })
             .collect::<Result<_, _>>()?;
         let mut ptrs: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
@@ -140,13 +141,13 @@ impl Child {
 
         let pid = unsafe { libc::fork() };
         if pid < 0 {
-            return Err(TargetError::Sys {
+            return Err(ProcessError::Sys {
                 call: "fork",
                 source: io::Error::last_os_error(),
             });
         }
         if pid == 0 {
-            // Child: only async-signal-safe calls from here on.
+            // HeldChild: only async-signal-safe calls from here on.
             unsafe {
                 let mut b = 0u8;
                 libc::close(go_w.as_raw_fd());
@@ -168,7 +169,7 @@ impl Child {
         // Attach only once the child sits in its read: a close or read it entered after the
         // probes came up would be counted as the command's.
         wait_blocked_in_read(pid as u32, Duration::from_secs(5));
-        Ok(Child {
+        Ok(HeldChild {
             pid: pid as u32,
             go: Some(go_w),
             exec_err: Some(err_r),
@@ -178,7 +179,7 @@ impl Child {
     }
 
     /// Lets the child exec; reports exec failure (e.g. command not found).
-    pub fn release(&mut self) -> Result<(), TargetError> {
+    pub fn release(&mut self) -> Result<(), ProcessError> {
         if let Some(go) = self.go.take() {
             let b = 1u8;
             unsafe { libc::write(go.as_raw_fd(), (&b as *const u8).cast(), 1) };
@@ -188,7 +189,7 @@ impl Child {
             let n = unsafe { libc::read(err.as_raw_fd(), (&mut errno as *mut i32).cast(), 4) };
             if n == 4 {
                 let _ = self.wait_timeout(Duration::from_secs(1));
-                return Err(TargetError::Exec {
+                return Err(ProcessError::Exec {
                     program: self.program.clone(),
                     source: io::Error::from_raw_os_error(errno),
                 });
@@ -243,7 +244,7 @@ impl Child {
     }
 }
 
-impl Drop for Child {
+impl Drop for HeldChild {
     fn drop(&mut self) {
         // Never leave a held child behind: closing the go pipe makes it exit (126).
         self.go.take();
@@ -282,7 +283,7 @@ mod tests {
 
     #[test]
     fn spawned_child_waits_in_read() {
-        let mut child = Child::spawn(&["true".to_string()]).expect("spawn");
+        let mut child = HeldChild::spawn(&["true".to_string()]).expect("spawn");
         let text = std::fs::read_to_string(format!("/proc/{}/syscall", child.pid));
         if let Ok(text) = text {
             assert!(in_syscall(&text, libc::SYS_read), "{text}");
@@ -297,7 +298,7 @@ mod tests {
         assert!(e.to_string().contains("999999999"), "{e}");
         assert!(matches!(
             check_pid(0),
-            Err(TargetError::NoSuchPid { pid: 0 })
+            Err(ProcessError::NoSuchPid { pid: 0 })
         ));
     }
 
@@ -309,7 +310,7 @@ mod tests {
 
     #[test]
     fn held_child_runs_only_after_release_and_reports_its_status() {
-        let mut c = Child::spawn(&["sh".into(), "-c".into(), "exit 7".into()]).unwrap();
+        let mut c = HeldChild::spawn(&["sh".into(), "-c".into(), "exit 7".into()]).unwrap();
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(c.try_wait(), None, "child must wait for release");
         c.release().unwrap();
@@ -318,7 +319,7 @@ mod tests {
 
     #[test]
     fn exec_failure_is_reported() {
-        let mut c = Child::spawn(&["/nonexistent/kpath-test".into()]).unwrap();
+        let mut c = HeldChild::spawn(&["/nonexistent/kpath-test".into()]).unwrap();
         let e = c.release().unwrap_err();
         assert!(e.to_string().contains("/nonexistent/kpath-test"), "{e}");
     }
@@ -326,7 +327,7 @@ mod tests {
     #[test]
     fn dropping_an_unreleased_child_does_not_run_it() {
         let dir = std::env::temp_dir().join(format!("kpath-target-test-{}", std::process::id()));
-        let c = Child::spawn(&["touch".into(), dir.display().to_string()]).unwrap();
+        let c = HeldChild::spawn(&["touch".into(), dir.display().to_string()]).unwrap();
         drop(c);
         std::thread::sleep(Duration::from_millis(50));
         assert!(!dir.exists());

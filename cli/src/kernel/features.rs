@@ -4,10 +4,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::btf::{Btf, SchedBtf};
-
-/// The places tracefs may be mounted, in the order the kernel documentation prefers.
-const TRACEFS_PATHS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+use super::btf::{Btf, SchedBtf};
+use super::tracefs::tracefs_dir;
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Features {
@@ -64,63 +62,6 @@ impl Features {
     }
 }
 
-/// The mounted tracefs directory, if any.
-pub fn tracefs_dir() -> Option<PathBuf> {
-    TRACEFS_PATHS
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.join("events").is_dir())
-}
-
-/// Mounts tracefs at /sys/kernel/tracing when no tracefs is mounted. Returns whether it mounted.
-pub fn mount_tracefs() -> std::io::Result<bool> {
-    if tracefs_dir().is_some() {
-        return Ok(false);
-    }
-    let target = c"/sys/kernel/tracing";
-    let ret = unsafe {
-        libc::mount(
-            c"tracefs".as_ptr(),
-            target.as_ptr(),
-            c"tracefs".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if ret != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(true)
-}
-
-/// The byte offset of `field` in a trace event record, from the event's tracefs `format` file.
-pub fn field_offset(tracefs: &Path, category: &str, event: &str, field: &str) -> Option<u32> {
-    let text = std::fs::read_to_string(
-        tracefs
-            .join("events")
-            .join(category)
-            .join(event)
-            .join("format"),
-    )
-    .ok()?;
-    parse_field_offset(&text, field)
-}
-
-/// Finds `field:<type> <field>[...];\toffset:N;` in a tracefs format text.
-pub fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
-    format.lines().find_map(|line| {
-        let decl = line.trim().strip_prefix("field:")?;
-        let (decl, rest) = decl.split_once(';')?;
-        // The name is the declaration's last word, without an array suffix.
-        let name = decl.split_whitespace().last()?.split('[').next()?;
-        if name != field {
-            return None;
-        }
-        rest.split(';')
-            .find_map(|kv| kv.trim().strip_prefix("offset:")?.trim().parse().ok())
-    })
-}
-
 /// Whether every name is a kernel symbol (BPF helpers are named after their implementation).
 fn kallsyms_has_all(names: &[&str]) -> bool {
     let Ok(text) = std::fs::read_to_string("/proc/kallsyms") else {
@@ -155,6 +96,30 @@ fn kallsyms_has_addresses() -> bool {
         })
 }
 
+#[derive(Debug, thiserror::Error)]
+#[error("{what} needs root (CAP_BPF and CAP_PERFMON) to load BPF programs: run it with sudo")]
+pub struct NotRoot {
+    pub what: &'static str,
+}
+
+/// What attaching needs first: root, and tracefs mounted (a fresh machine has none). Returns
+/// the features and notes for the run's warnings (tracefs mounted, or mounting it failed).
+pub fn for_attaching(what: &'static str) -> Result<(Features, Vec<String>), NotRoot> {
+    if !is_root() {
+        return Err(NotRoot { what });
+    }
+    let mut notes = Vec::new();
+    match super::tracefs::mount_tracefs() {
+        Ok(true) => notes
+            .push("tracefs was not mounted: kpath mounted it at /sys/kernel/tracing".to_string()),
+        Ok(false) => {}
+        Err(e) => notes.push(format!(
+            "mounting tracefs at /sys/kernel/tracing failed: {e}"
+        )),
+    }
+    Ok((Features::detect(), notes))
+}
+
 pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
@@ -178,51 +143,5 @@ pub fn uname() -> crate::run::KernelInfo {
         version: s(&u.version),
         machine: s(&u.machine),
         hostname: s(&u.nodename),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_field_offset;
-
-    /// sched_process_fork on Linux 6.18 (`__data_loc` comms) and on 5.10/6.1.
-    const FORK_618: &str = "name: sched_process_fork
-ID: 320
-format:
-\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
-\tfield:__data_loc char[] parent_comm;\toffset:8;\tsize:4;\tsigned:0;
-\tfield:pid_t parent_pid;\toffset:12;\tsize:4;\tsigned:1;
-\tfield:__data_loc char[] child_comm;\toffset:16;\tsize:4;\tsigned:0;
-\tfield:pid_t child_pid;\toffset:20;\tsize:4;\tsigned:1;
-";
-    const FORK_510: &str = "\tfield:char parent_comm[16];\toffset:8;\tsize:16;\tsigned:1;
-\tfield:pid_t parent_pid;\toffset:24;\tsize:4;\tsigned:1;
-\tfield:char child_comm[16];\toffset:28;\tsize:16;\tsigned:1;
-\tfield:pid_t child_pid;\toffset:44;\tsize:4;\tsigned:1;
-";
-
-    #[test]
-    fn offsets_follow_the_kernels_layout() {
-        assert_eq!(parse_field_offset(FORK_618, "child_pid"), Some(20));
-        assert_eq!(parse_field_offset(FORK_510, "child_pid"), Some(44));
-        assert_eq!(parse_field_offset(FORK_510, "child_comm"), Some(28));
-        assert_eq!(parse_field_offset(FORK_618, "parent_comm"), Some(8));
-        assert_eq!(parse_field_offset(FORK_618, "nope"), None);
-    }
-
-    #[test]
-    fn offsets_of_this_kernel_match_or_defaults_hold() {
-        // Where tracefs is mounted, every offset kpath patches must be found.
-        let Some(t) = super::tracefs_dir() else {
-            return;
-        };
-        for (_, cat, ev, field, _) in probe_common::offsets::ALL {
-            if t.join("events").join(cat).join(ev).exists() {
-                assert!(
-                    super::field_offset(&t, cat, ev, field).is_some(),
-                    "{cat}:{ev} {field}"
-                );
-            }
-        }
     }
 }

@@ -54,7 +54,7 @@ fn write_html(dir: &Path) -> anyhow::Result<()> {
     let bench_json = dir.join("bench.json");
     let out = if bench_json.is_file() {
         let bench = crate::bench::read_bench(&bench_json)?;
-        html::write_bench_report(dir, &bench)?
+        crate::bench::report::write_bench_report(dir, &bench)?
     } else {
         let path = run_json_path(dir);
         let run = json::from_file(&path)

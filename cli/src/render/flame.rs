@@ -4,13 +4,16 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::Context as _;
+use inferno::differential;
 use inferno::flamegraph::{
     self,
     color::{BasicPalette, MultiPalette, Palette},
 };
 
-use crate::{render::json, run::Run, stacks::folded};
+use crate::{
+    run::{Artifacts, Run},
+    stacks::{folded, Profiles},
+};
 
 /// Which profile a flame graph shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,47 +145,68 @@ pub fn render_file(text: &str, opts: &FlameOptions, path: &Path) -> Result<(), F
     })
 }
 
-#[derive(clap::Args, Debug, Clone)]
-#[command(after_help = "Examples:
-  kpath flame runs/run-1700000000                 rewrite runs/run-1700000000/oncpu.svg
-  kpath flame runs/run-1700000000 --offcpu -o off.svg")]
-pub struct FlameArgs {
-    /// Run directory written by `kpath record`.
-    pub dir: PathBuf,
-    /// Off-CPU time instead of on-CPU samples.
-    #[arg(long)]
-    pub offcpu: bool,
-    /// SVG to write (default: oncpu.svg or offcpu.svg in DIR).
-    #[arg(short, long)]
-    pub output: Option<PathBuf>,
-}
-
-pub fn run(args: FlameArgs) -> anyhow::Result<()> {
-    let kind = FlameKind::new(args.offcpu);
-    let src = args.dir.join(kind.folded_name());
-    let text = std::fs::read_to_string(&src).with_context(|| {
-        format!(
-            "reading {} (was the run recorded with the {} probes?)",
-            src.display(),
-            if args.offcpu { "sched" } else { "oncpu" }
-        )
-    })?;
-    let run = read_run(&args.dir);
-    let out = args
-        .output
-        .unwrap_or_else(|| args.dir.join(kind.svg_name()));
-    render_file(&text, &FlameOptions::for_run(kind, &run), &out)
-        .with_context(|| format!("rendering {}", src.display()))?;
-    if folded::total(&text) == 0 {
-        eprintln!("kpath: {} holds no stacks", src.display());
+/// Writes the folded files and their SVGs into `dir`; returns their names for run.json.
+pub fn write_artifacts(dir: &Path, p: &Profiles, run: &Run) -> Result<Artifacts, FlameError> {
+    let mut a = Artifacts::default();
+    for (kind, text) in [(FlameKind::OnCpu, &p.oncpu), (FlameKind::OffCpu, &p.offcpu)] {
+        let Some(text) = text else { continue };
+        let folded_name = kind.folded_name().to_string();
+        let svg_name = kind.svg_name().to_string();
+        let path = dir.join(&folded_name);
+        std::fs::write(&path, text).map_err(|source| FlameError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        let svg = dir.join(&svg_name);
+        render_file(text, &FlameOptions::for_run(kind, run), &svg)?;
+        match kind {
+            FlameKind::OnCpu => {
+                a.oncpu_folded = Some(folded_name);
+                a.oncpu_svg = Some(svg_name);
+            }
+            FlameKind::OffCpu => {
+                a.offcpu_folded = Some(folded_name);
+                a.offcpu_svg = Some(svg_name);
+            }
+        }
     }
-    eprintln!("kpath: wrote {}", out.display());
-    Ok(())
+    Ok(a)
 }
 
-/// The run's metadata for titles; a directory holding only folded files still renders.
-pub(crate) fn read_run(dir: &Path) -> Run {
-    json::from_file(&dir.join("run.json")).unwrap_or_default()
+/// Differential flame graphs (inferno's differential folding): widths are run B's; red
+/// frames grew from A to B, blue ones shrank; A is normalized to B's total first.
+#[derive(Debug, thiserror::Error)]
+pub enum DiffError {
+    #[error("differential folding failed")]
+    Fold(#[source] std::io::Error),
+}
+
+/// Two-count folded lines (`stack countA countB`), A scaled to B's total.
+pub fn diff_folded(a: &str, b: &str) -> Result<String, DiffError> {
+    let mut out = Vec::new();
+    let opts = differential::Options {
+        normalize: true,
+        strip_hex: false,
+    };
+    differential::from_readers(opts, a.as_bytes(), b.as_bytes(), &mut out)
+        .map_err(DiffError::Fold)?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Options for a differential graph of `kind` between runs named `a` and `b`.
+pub fn diff_options(kind: FlameKind, a: &str, b: &str) -> FlameOptions {
+    let what = match kind {
+        FlameKind::OnCpu => "On-CPU samples",
+        FlameKind::OffCpu => "Off-CPU time (ns)",
+    };
+    FlameOptions {
+        kind,
+        title: format!("Differential {what}: {a} -> {b}"),
+        subtitle: Some(format!(
+            "widths: {b}; red grew, blue shrank ({a} normalized to {b}'s total)"
+        )),
+        differential: true,
+    }
 }
 
 #[cfg(test)]
@@ -233,5 +257,14 @@ mod tests {
         render("", &opts, &mut empty).unwrap();
         assert!(!empty.is_empty());
         assert!(render("no count here\n", &opts, Vec::new()).is_err());
+    }
+
+    #[test]
+    fn normalizes_the_baseline_to_the_other_total() {
+        // A has 10 samples, B has 100: A's counts are scaled by 10.
+        let d = diff_folded("x;a 5\nx;b 5\n", "x;a 20\nx;c 80\n").unwrap();
+        let mut lines: Vec<&str> = d.lines().collect();
+        lines.sort();
+        assert_eq!(lines, ["x;a 50 20", "x;b 50 0", "x;c 0 80"]);
     }
 }

@@ -1,22 +1,14 @@
-//! Collectors: kernel maps -> run rows, one module per probe family, read once at the end.
-//!
-//! Per-CPU values are summed here; stacks are read from the shared `STACKS` map through a
-//! [`Stacks`] cache so a stack shared by several keys is read and symbolized once.
+//! Reading maps: per-CPU values folded across CPUs, the lost counters, and the shared stack map
+//! through a [`Stacks`] cache, so a stack shared by several keys is read once per recording.
 use std::collections::{BTreeMap, HashMap};
 
 use aya::{
     maps::{MapData, PerCpuArray, PerCpuHashMap, StackTraceMap},
     Ebpf, Pod,
 };
-use probe_common::{Family, StackKey, LOST_STACKS_BASE, MAP_LOST, MAP_STACKS};
+use probe_common::{Family, StackKey, MAP_LOST, MAP_STACKS};
 
-use crate::kallsyms::Kallsyms;
-
-pub mod kpaths;
-pub mod locks;
-pub mod oncpu;
-pub mod sched;
-pub mod syscalls;
+use crate::kernel::kallsyms::Kallsyms;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
@@ -31,7 +23,7 @@ pub enum CollectError {
 }
 
 /// Sums a per-CPU array of u64 per index.
-pub(crate) fn per_cpu_u64s(ebpf: &Ebpf, name: &'static str) -> Result<Vec<u64>, CollectError> {
+pub fn per_cpu_u64s(ebpf: &Ebpf, name: &'static str) -> Result<Vec<u64>, CollectError> {
     let map: PerCpuArray<&MapData, u64> = per_cpu_array(ebpf, name)?;
     map.iter()
         .map(|v| {
@@ -41,7 +33,7 @@ pub(crate) fn per_cpu_u64s(ebpf: &Ebpf, name: &'static str) -> Result<Vec<u64>, 
         .collect()
 }
 
-pub(crate) fn per_cpu_array<'a, V: Pod>(
+pub fn per_cpu_array<'a, V: Pod>(
     ebpf: &'a Ebpf,
     name: &'static str,
 ) -> Result<PerCpuArray<&'a MapData, V>, CollectError> {
@@ -50,7 +42,7 @@ pub(crate) fn per_cpu_array<'a, V: Pod>(
         .ok_or(CollectError::MissingMap { name })
 }
 
-pub(crate) fn per_cpu_hash<'a, K: Pod, V: Pod>(
+pub fn per_cpu_hash<'a, K: Pod, V: Pod>(
     ebpf: &'a Ebpf,
     name: &'static str,
 ) -> Result<PerCpuHashMap<&'a MapData, K, V>, CollectError> {
@@ -60,7 +52,7 @@ pub(crate) fn per_cpu_hash<'a, K: Pod, V: Pod>(
 }
 
 /// Entries of a per-CPU hash map with values folded across CPUs by `fold`.
-pub(crate) fn fold_per_cpu_hash<K: Pod + Eq + std::hash::Hash, V: Pod, A: Default>(
+pub fn fold_per_cpu_hash<K: Pod + Eq + std::hash::Hash, V: Pod, A: Default>(
     ebpf: &Ebpf,
     name: &'static str,
     mut fold: impl FnMut(&mut A, &V),
@@ -90,7 +82,7 @@ pub fn lost(ebpf: &Ebpf) -> Result<(PerFamily, PerFamily), CollectError> {
             f.name().to_string(),
             v.get(f as usize).copied().unwrap_or(0),
         );
-        let si = (LOST_STACKS_BASE + f as u32) as usize;
+        let si = probe_common::lost_stacks_index(f) as usize;
         stacks.insert(f.name().to_string(), v.get(si).copied().unwrap_or(0));
     }
     Ok((events, stacks))

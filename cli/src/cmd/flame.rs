@@ -1,0 +1,55 @@
+//! `kpath flame DIR`: re-render a run's flame graph (on-CPU, or off-CPU with --offcpu) from its
+//! folded stacks.
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+use crate::render::{
+    flame::{render_file, FlameKind, FlameOptions},
+    json,
+};
+use crate::run::Run;
+use crate::stacks::folded;
+
+#[derive(clap::Args, Debug, Clone)]
+#[command(after_help = "Examples:
+  kpath flame runs/run-1700000000                 rewrite runs/run-1700000000/oncpu.svg
+  kpath flame runs/run-1700000000 --offcpu -o off.svg")]
+pub struct FlameArgs {
+    /// Run directory written by `kpath record`.
+    pub dir: PathBuf,
+    /// Off-CPU time instead of on-CPU samples.
+    #[arg(long)]
+    pub offcpu: bool,
+    /// SVG to write (default: oncpu.svg or offcpu.svg in DIR).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+}
+
+pub fn run(args: FlameArgs) -> anyhow::Result<()> {
+    let kind = FlameKind::new(args.offcpu);
+    let src = args.dir.join(kind.folded_name());
+    let text = std::fs::read_to_string(&src).with_context(|| {
+        format!(
+            "reading {} (was the run recorded with the {} probes?)",
+            src.display(),
+            if args.offcpu { "sched" } else { "oncpu" }
+        )
+    })?;
+    let run = read_run(&args.dir);
+    let out = args
+        .output
+        .unwrap_or_else(|| args.dir.join(kind.svg_name()));
+    render_file(&text, &FlameOptions::for_run(kind, &run), &out)
+        .with_context(|| format!("rendering {}", src.display()))?;
+    if folded::total(&text) == 0 {
+        eprintln!("kpath: {} holds no stacks", src.display());
+    }
+    eprintln!("kpath: wrote {}", out.display());
+    Ok(())
+}
+
+/// The run's metadata for titles; a directory holding only folded files still renders.
+pub(crate) fn read_run(dir: &Path) -> Run {
+    json::from_file(&dir.join("run.json")).unwrap_or_default()
+}

@@ -1,0 +1,287 @@
+//! `kpath record`: attach, wait for the target (or the duration, or Ctrl-C), collect, report.
+use std::{
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{bail, Context as _};
+use probe_common::Family;
+
+use crate::{
+    families::{self, LoadOptions, Probes, SectionOptions},
+    kernel::features,
+    probes::stats::ProgStats,
+    process::{self, HeldChild},
+    render::{flame, table},
+    run::{Run, Target},
+    stacks::{maps::MapsRecorder, Profiles},
+};
+
+#[derive(clap::Args, Debug, Clone)]
+#[command(after_help = "Examples:
+  kpath record -- ./my-server --port 8080      start a command and trace it (and its children)
+  kpath record -p $(pidof nginx | tr ' ' '\\n' | tail -1) -d 10
+  kpath record --probes syscalls,sched -d 5 -o runs/idle --json > run.json
+  kpath record --method kpaths=sampled -F 999 -- ./workload")]
+pub struct RecordArgs {
+    /// Trace this process (all its threads, and children it forks while traced).
+    #[arg(short, long, conflicts_with = "command")]
+    pub pid: Option<u32>,
+    /// Stop after this many seconds (default: when the target exits, or Ctrl-C).
+    #[arg(short, long)]
+    pub duration: Option<f64>,
+    /// Probe families, comma separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "syscalls,kpaths,sched,locks,oncpu"
+    )]
+    pub probes: Vec<String>,
+    /// On-CPU sampling frequency (Hz) per CPU.
+    #[arg(short = 'F', long, default_value_t = 99)]
+    pub frequency: u64,
+    /// Run directory to write (default: runs/run-<unix time>).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Print run.json to stdout instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Force an attach method: FAMILY=METHOD, e.g. kpaths=kprobe (repeatable).
+    #[arg(long = "method", value_name = "FAMILY=METHOD")]
+    pub methods: Vec<String>,
+    /// Off-CPU periods shorter than this (µs) are not charged to a stack (still counted in totals).
+    #[arg(long, default_value_t = 0)]
+    pub offcpu_min_us: u64,
+    /// Rows per table.
+    #[arg(long, default_value_t = 25)]
+    pub top: usize,
+    /// Measure kpath's own BPF run time (events/s, ns per event per family) with the kernel's
+    /// BPF statistics, which time every BPF program run on the machine: on this project's
+    /// machine that added ~80 ns to each program run, so it is off unless asked for.
+    #[arg(long)]
+    pub bpf_stats: bool,
+    /// Create this file once every probe is attached (for scripts that start load then).
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+    /// The command to start and trace.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: on_signal only stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    }
+}
+
+/// Why the recording ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Stop {
+    TargetExited,
+    Duration,
+    Signal,
+}
+
+impl RecordArgs {
+    /// Checks the arguments and converts them into load options (targets filled in later).
+    fn load_options(&self) -> anyhow::Result<LoadOptions> {
+        if self.frequency == 0 || self.frequency > 100_000 {
+            bail!(
+                "-F {}: the sampling frequency must be between 1 and 100000 Hz",
+                self.frequency
+            );
+        }
+        if let Some(d) = self.duration {
+            if !(d > 0.0 && d.is_finite()) {
+                bail!("-d {d}: the duration must be a positive number of seconds");
+            }
+        }
+        Ok(LoadOptions {
+            families: families::parse_families(&self.probes)?,
+            targets: Vec::new(),
+            sample_hz: self.frequency,
+            offcpu_min_ns: self.offcpu_min_us * 1000,
+            forced: families::parse_forced(&self.methods)?,
+        })
+    }
+}
+
+pub fn run(args: RecordArgs) -> anyhow::Result<()> {
+    let mut opts = args.load_options()?;
+    let (feats, mut warnings) = features::for_attaching("kpath record")?;
+    if let Some(pid) = args.pid {
+        process::check_pid(pid)?;
+    }
+    let mut child = if args.command.is_empty() {
+        None
+    } else {
+        Some(HeldChild::spawn(&args.command)?)
+    };
+    let target_pid = args.pid.or(child.as_ref().map(|c| c.pid));
+    opts.targets = target_pid.into_iter().collect();
+    let mut probes = families::load(&opts, &feats).context("attaching probes")?;
+    for w in &probes.warnings {
+        log::info!("{w}");
+    }
+    warnings.append(&mut probes.warnings);
+    // Opt-in: the statistics slow every BPF program run on the machine down (see stats).
+    let mut prog_stats = ProgStats::start(&probes, args.bpf_stats);
+    if let Some(why) = &prog_stats.error {
+        warnings.push(format!("BPF run-time statistics unavailable: {why}"));
+    }
+    if let Some(path) = &args.ready_file {
+        std::fs::write(path, b"")
+            .with_context(|| format!("--ready-file: writing {}", path.display()))?;
+    }
+
+    install_signal_handlers();
+    let started_unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let start = Instant::now();
+    if let Some(c) = child.as_mut() {
+        c.release()?;
+    }
+    // Stacks are symbolized from maps snapshots taken while the targets live.
+    let mut maps =
+        (probes.has(Family::Oncpu) || probes.has(Family::Sched)).then(MapsRecorder::default);
+    let stop = wait(
+        &args,
+        &probes,
+        child.as_mut(),
+        start,
+        maps.as_mut(),
+        &mut prog_stats,
+    );
+    let duration = start.elapsed();
+    let exit_code = child.as_mut().and_then(|c| {
+        c.try_wait().or_else(|| {
+            warnings.push(format!(
+                "recording ended ({stop:?}) before the command: kpath terminated it"
+            ));
+            c.terminate(Duration::from_secs(1))
+        })
+    });
+    let overhead = prog_stats.finish(&probes);
+    let (mut run, profiles) =
+        families::collect_run(&probes, duration, maps.as_mut(), opts.offcpu_min_ns)?;
+    probes.detach();
+    drop(probes);
+    run.warnings.splice(0..0, warnings);
+    run.started_unix_ms = started_unix_ms;
+    run.overhead = overhead;
+    run.target = Target {
+        kind: if child.is_some() {
+            "command"
+        } else if args.pid.is_some() {
+            "pid"
+        } else {
+            "system"
+        }
+        .into(),
+        pid: target_pid,
+        command: (!args.command.is_empty()).then(|| args.command.clone()),
+        exit_code,
+    };
+    let dir = args
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/run-{}", started_unix_ms / 1000)));
+    write_run(&dir, &mut run, &profiles, &args)
+}
+
+/// Writes the run directory (folded stacks, flame graphs, run.json) and prints the run.
+fn write_run(
+    dir: &Path,
+    run: &mut Run,
+    profiles: &Profiles,
+    args: &RecordArgs,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating run directory {}", dir.display()))?;
+    if profiles.oncpu.is_some() || profiles.offcpu.is_some() {
+        run.artifacts = Some(flame::write_artifacts(dir, profiles, run)?);
+    }
+    let json = serde_json::to_string_pretty(&run)?;
+    let path = dir.join("run.json");
+    std::fs::write(&path, &json).with_context(|| format!("writing {}", path.display()))?;
+    if args.json {
+        println!("{json}");
+    } else {
+        print!("{}", table::render(run, &SectionOptions { top: args.top }));
+    }
+    eprintln!("kpath: run written to {}", dir.display());
+    Ok(())
+}
+
+/// Waits for the first stop condition, showing progress on a terminal.
+fn wait(
+    args: &RecordArgs,
+    probes: &Probes,
+    mut child: Option<&mut HeldChild>,
+    start: Instant,
+    mut maps: Option<&mut MapsRecorder>,
+    prog_stats: &mut ProgStats,
+) -> Stop {
+    let limit = args.duration.map(Duration::from_secs_f64);
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg}").expect("static template"),
+    );
+    loop {
+        if !bar.is_hidden() {
+            prog_stats.poll(probes);
+        }
+        if STOP.load(Ordering::SeqCst) {
+            bar.finish_and_clear();
+            return Stop::Signal;
+        }
+        if limit.is_some_and(|l| start.elapsed() >= l) {
+            bar.finish_and_clear();
+            return Stop::Duration;
+        }
+        let gone = match child.as_deref_mut() {
+            Some(c) => c.try_wait().is_some(),
+            None => args.pid.is_some_and(|p| !process::pid_alive(p)),
+        };
+        if gone {
+            bar.finish_and_clear();
+            return Stop::TargetExited;
+        }
+        bar.set_message(format!(
+            "recording {:.1}s{}{} · Ctrl-C to stop",
+            start.elapsed().as_secs_f64(),
+            limit
+                .map(|l| format!(" of {:.0}s", l.as_secs_f64()))
+                .unwrap_or_default(),
+            prog_stats
+                .rate()
+                .map(|r| format!(" · {r:.0} BPF events/s"))
+                .unwrap_or_default(),
+        ));
+        bar.tick();
+        if let Some(m) = maps.as_deref_mut() {
+            m.poll(traced_ids(probes));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Ids in the kernel's target filter (tgids, and thread ids passing through).
+fn traced_ids(probes: &Probes) -> Vec<u32> {
+    probes
+        .ebpf
+        .map(probe_common::MAP_TARGETS)
+        .and_then(|m| aya::maps::HashMap::<_, u32, u32>::try_from(m).ok())
+        .map(|t| t.keys().filter_map(Result::ok).collect())
+        .unwrap_or_default()
+}

@@ -1,0 +1,8 @@
+//! What the running kernel offers and how to read it: feature detection, BTF, kallsyms,
+//! tracefs, syscall names. Kernel differences live here, each with the version it comes from.
+
+pub mod btf;
+pub mod features;
+pub mod kallsyms;
+pub mod syscall_names;
+pub mod tracefs;

@@ -1,0 +1,295 @@
+//! Attaching programs by kind, with rollback: a method attaches all its programs or none.
+use aya::{
+    programs::{
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+        FEntry, FExit, KProbe, PerfEvent, Program, ProgramError, RawTracePoint, TracePoint,
+    },
+    Btf, Ebpf,
+};
+
+/// One program and where it attaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prog {
+    /// A BPF raw tracepoint (by name; needs no tracefs).
+    RawTp {
+        prog: &'static str,
+        tp: &'static str,
+    },
+    /// A trace event (`category:event`, through tracefs).
+    TracePoint {
+        prog: &'static str,
+        category: &'static str,
+        event: &'static str,
+    },
+    /// Two programs on every event pair `category:<enter><x>` / `category:<exit><x>` tracefs
+    /// lists (the syscalls:sys_enter_*/sys_exit_* last resort: ~700 attachments).
+    EventPairs {
+        category: &'static str,
+        enter_prog: &'static str,
+        enter_prefix: &'static str,
+        exit_prog: &'static str,
+        exit_prefix: &'static str,
+    },
+    KProbe {
+        prog: &'static str,
+        symbol: &'static str,
+    },
+    /// fentry and fexit trampolines (BTF); kernels that refuse tracing programs fail at load.
+    FEntry {
+        prog: &'static str,
+        symbol: &'static str,
+    },
+    FExit {
+        prog: &'static str,
+        symbol: &'static str,
+    },
+    /// perf_event cpu-clock sampling on every online CPU at the recording's frequency.
+    CpuClock { prog: &'static str },
+}
+
+impl Prog {
+    /// The program's name in the object (the enter program for [`Prog::EventPairs`]).
+    pub fn names(&self) -> Vec<&'static str> {
+        match *self {
+            Prog::RawTp { prog, .. }
+            | Prog::TracePoint { prog, .. }
+            | Prog::KProbe { prog, .. }
+            | Prog::FEntry { prog, .. }
+            | Prog::FExit { prog, .. }
+            | Prog::CpuClock { prog } => vec![prog],
+            Prog::EventPairs {
+                enter_prog,
+                exit_prog,
+                ..
+            } => vec![enter_prog, exit_prog],
+        }
+    }
+}
+
+/// The object and what attaching needs beyond it.
+pub struct Attacher<'a> {
+    pub ebpf: &'a mut Ebpf,
+    pub sample_hz: u64,
+    /// Kernel BTF for fentry/fexit, parsed on first use (most kernels kpath meets refuse or
+    /// never reach fentry, and parsing costs ~20 ms).
+    pub btf: Option<Btf>,
+    pub tracefs: Option<std::path::PathBuf>,
+}
+
+impl Attacher<'_> {
+    /// Attaches every program in order; on a failure unloads those this call attached.
+    pub fn attach_all(&mut self, progs: &[Prog]) -> Result<(), ProgramError> {
+        for (i, p) in progs.iter().enumerate() {
+            if let Err(e) = self.attach(p) {
+                for done in &progs[..=i] {
+                    for name in done.names() {
+                        if let Some(prog) = self.ebpf.program_mut(name) {
+                            unload(prog);
+                        }
+                    }
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn attach(&mut self, p: &Prog) -> Result<(), ProgramError> {
+        match *p {
+            Prog::RawTp { prog, tp } => {
+                let prog: &mut RawTracePoint = program(self.ebpf, prog)?;
+                prog.load()?;
+                prog.attach(tp).map(drop)
+            }
+            Prog::TracePoint {
+                prog,
+                category,
+                event,
+            } => tracepoint(self.ebpf, prog, category, event),
+            Prog::EventPairs {
+                category,
+                enter_prog,
+                enter_prefix,
+                exit_prog,
+                exit_prefix,
+            } => {
+                let dir = self
+                    .tracefs
+                    .as_ref()
+                    .map(|t| t.join("events").join(category));
+                let names = dir
+                    .map(|d| event_pairs(&d, enter_prefix, exit_prefix))
+                    .unwrap_or_default();
+                for n in &names {
+                    tracepoint(
+                        self.ebpf,
+                        enter_prog,
+                        category,
+                        &format!("{enter_prefix}{n}"),
+                    )?;
+                    tracepoint(self.ebpf, exit_prog, category, &format!("{exit_prefix}{n}"))?;
+                }
+                Ok(())
+            }
+            Prog::KProbe { prog, symbol } => {
+                let prog: &mut KProbe = program(self.ebpf, prog)?;
+                prog.load()?;
+                prog.attach(symbol, 0).map(drop)
+            }
+            Prog::FEntry { prog, symbol } => {
+                self.load_btf()?;
+                let btf = self.btf.as_ref().expect("loaded above");
+                let prog: &mut FEntry = program(self.ebpf, prog)?;
+                prog.load(symbol, btf)?;
+                prog.attach().map(drop)
+            }
+            Prog::FExit { prog, symbol } => {
+                self.load_btf()?;
+                let btf = self.btf.as_ref().expect("loaded above");
+                let prog: &mut FExit = program(self.ebpf, prog)?;
+                prog.load(symbol, btf)?;
+                prog.attach().map(drop)
+            }
+            Prog::CpuClock { prog } => {
+                let cpus = aya::util::online_cpus().map_err(|(_, e)| ProgramError::IOError(e))?;
+                let hz = self.sample_hz;
+                let prog: &mut PerfEvent = program(self.ebpf, prog)?;
+                prog.load()?;
+                for cpu in cpus {
+                    prog.attach(
+                        PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                        PerfEventScope::AllProcessesOneCpu { cpu },
+                        SamplePolicy::Frequency(hz),
+                        false,
+                    )?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn load_btf(&mut self) -> Result<(), ProgramError> {
+        if self.btf.is_none() {
+            let b = Btf::from_sys_fs().map_err(|e| {
+                ProgramError::IOError(std::io::Error::other(format!(
+                    "reading kernel BTF failed: {e}"
+                )))
+            })?;
+            self.btf = Some(b);
+        }
+        Ok(())
+    }
+}
+
+/// Loads the trace-event program if needed (one program may attach to many events).
+fn tracepoint(
+    ebpf: &mut Ebpf,
+    name: &str,
+    category: &str,
+    event: &str,
+) -> Result<(), ProgramError> {
+    let prog: &mut TracePoint = program(ebpf, name)?;
+    if prog.fd().is_err() {
+        prog.load()?;
+    }
+    prog.attach(category, event).map(drop)
+}
+
+/// Names `x` with both `<enter>x` and `<exit>x` events in `dir`, sorted.
+fn event_pairs(dir: &std::path::Path, enter: &str, exit: &str) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<String> = rd
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|n| n.strip_prefix(enter).map(str::to_string))
+        .filter(|n| dir.join(format!("{exit}{n}")).exists())
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, ProgramError>
+where
+    &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    let prog = ebpf.program_mut(name).ok_or(ProgramError::NotLoaded)?;
+    prog.try_into()
+}
+
+/// Unloads through the typed program, which detaches its links first.
+pub fn unload(p: &mut Program) {
+    let _ = match p {
+        Program::TracePoint(p) => p.unload(),
+        Program::RawTracePoint(p) => p.unload(),
+        Program::KProbe(p) => p.unload(),
+        Program::FEntry(p) => p.unload(),
+        Program::FExit(p) => p.unload(),
+        Program::PerfEvent(p) => p.unload(),
+        _ => Ok(()),
+    };
+}
+
+/// What a failure of `progs` means, where the kernel's error alone misleads: the host kernel of
+/// these machines refuses BPF_PROG_TYPE_TRACING with EPERM and an empty verifier log.
+pub fn explain(progs: &[Prog], e: &ProgramError) -> String {
+    let chain = error_chain(e);
+    let tracing = progs
+        .iter()
+        .any(|p| matches!(p, Prog::FEntry { .. } | Prog::FExit { .. }));
+    if tracing && chain.contains("Operation not permitted") {
+        "the kernel refused the tracing program (EPERM at load, empty verifier log): \
+         this kernel does not allow fentry/fexit"
+            .to_string()
+    } else {
+        chain
+    }
+}
+
+/// `e: cause: cause` on one line (aya's errors nest the errno two levels down).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_pairs_need_both_halves() {
+        let dir = std::env::temp_dir().join(format!("kpath-pairs-{}", std::process::id()));
+        for n in [
+            "sys_enter_read",
+            "sys_exit_read",
+            "sys_enter_odd",
+            "sys_exit_close",
+        ] {
+            std::fs::create_dir_all(dir.join(n)).unwrap();
+        }
+        let v = event_pairs(&dir, "sys_enter_", "sys_exit_");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(v, ["read"]);
+    }
+
+    #[test]
+    fn fentry_eperm_is_explained() {
+        let e = ProgramError::IOError(std::io::Error::from_raw_os_error(libc::EPERM));
+        let f = [Prog::FEntry {
+            prog: "x",
+            symbol: "tcp_close",
+        }];
+        assert!(explain(&f, &e).contains("does not allow fentry/fexit"));
+        let k = [Prog::KProbe {
+            prog: "x",
+            symbol: "tcp_close",
+        }];
+        assert!(explain(&k, &e).contains("Operation not permitted"));
+    }
+}

@@ -1,0 +1,390 @@
+//! The engine: loads the embedded eBPF object, plans each family's attach methods against what
+//! the kernel offers, attaches them with fallback and rollback, and reads maps. It names no
+//! family: each family hands it a [`FamilyTable`] (see `families/`), and the fallback order is
+//! that table's order.
+//!
+//! [`plan`](plan::plan) prunes a table with what [`Features`] detected (pure, unit-tested);
+//! [`load`] tries the survivors in order, because some failures only show at load time
+//! (fentry's EPERM here), and records every fallback as a warning.
+use std::collections::BTreeMap;
+
+use aya::{programs::ProgramError, Ebpf};
+use probe_common::{
+    Family, GLOBAL_FILTER, GLOBAL_SELF_TGID, GLOBAL_USER_RET, MAP_LOST, MAP_STACKS, MAP_TARGETS,
+    MAP_TARGET_HINTS,
+};
+
+use crate::kernel::features::Features;
+
+pub mod attach;
+pub mod maps;
+pub mod object;
+pub mod plan;
+pub mod stats;
+
+pub use attach::error_chain;
+use attach::{explain, Attacher, Prog};
+use object::Global;
+use plan::{plan, MethodId, MethodSpec, Unit};
+
+/// Label of the programs that follow fork children and thread exits for every family.
+pub const FOLLOW: &str = "follow";
+
+/// The fork follower: traced processes' children join the filter; exits free per-thread slots.
+pub const FOLLOW_PROGRAMS: [Prog; 2] = [
+    Prog::TracePoint {
+        prog: "target_sched_process_fork",
+        category: "sched",
+        event: "sched_process_fork",
+    },
+    Prog::TracePoint {
+        prog: "target_sched_process_exit",
+        category: "sched",
+        event: "sched_process_exit",
+    },
+];
+
+/// Maps and globals the engine itself uses (the families list theirs).
+pub const ENGINE_MAPS: [&str; 4] = [MAP_TARGETS, MAP_TARGET_HINTS, MAP_LOST, MAP_STACKS];
+pub const ENGINE_GLOBALS: [&str; 3] = [GLOBAL_FILTER, GLOBAL_SELF_TGID, GLOBAL_USER_RET];
+
+/// What the engine needs to know of one family.
+#[derive(Debug)]
+pub struct FamilyTable<M: 'static> {
+    pub family: Family,
+    /// Fallback chains; most families have one, kpaths one per kernel function.
+    pub units: &'static [Unit<M>],
+    /// Globals the family's programs read, from what the kernel offers and the options.
+    pub globals: fn(&Features, &LoadOptions<M>) -> Globals,
+}
+
+/// Global names and their values.
+pub type Globals = Vec<(&'static str, Global)>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("loading the BPF object failed")]
+    Object(#[source] aya::EbpfError),
+    #[error("BPF map {name} is missing or has an unexpected type")]
+    Map { name: &'static str },
+    #[error("adding pid {pid} to the target filter failed")]
+    Target {
+        pid: u32,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("{family}: no attach method works on this kernel: {reasons}")]
+    NoMethod {
+        family: &'static str,
+        reasons: String,
+    },
+    #[error("following fork children and thread exits needs sched:sched_process_fork/exit")]
+    FollowForks(#[source] ProgramError),
+    #[error("--method {family}={method}: {family} cannot use {method}")]
+    BadForce {
+        family: &'static str,
+        method: &'static str,
+    },
+}
+
+/// What to load.
+#[derive(Debug, Clone)]
+pub struct LoadOptions<M> {
+    pub families: Vec<Family>,
+    /// Thread-group ids to trace; empty traces every task but kpath.
+    pub targets: Vec<u32>,
+    pub sample_hz: u64,
+    pub offcpu_min_ns: u64,
+    /// Families whose method the user forced (`--method kpaths=kprobe`).
+    pub forced: BTreeMap<&'static str, M>,
+}
+
+impl<M> Default for LoadOptions<M> {
+    fn default() -> Self {
+        LoadOptions {
+            families: Family::ALL.to_vec(),
+            targets: Vec::new(),
+            sample_hz: 99,
+            offcpu_min_ns: 0,
+            forced: BTreeMap::new(),
+        }
+    }
+}
+
+/// Loaded and attached probes. Dropping it detaches every link and unloads every program.
+pub struct Probes<M: 'static> {
+    pub ebpf: Ebpf,
+    /// Family name -> method used (absent when the family was not attached).
+    pub methods: BTreeMap<&'static str, M>,
+    /// Per unit (family, unit name), the method used.
+    pub units: Vec<(Family, &'static str, M)>,
+    /// Loaded programs and what each serves: a family name, or [`FOLLOW`].
+    pub programs: Vec<(&'static str, String)>,
+    pub warnings: Vec<String>,
+    pub sample_hz: u64,
+}
+
+impl<M: MethodId> Probes<M> {
+    pub fn has(&self, f: Family) -> bool {
+        self.methods.contains_key(f.name())
+    }
+
+    /// The method of one unit of a family.
+    pub fn unit_method(&self, f: Family, unit: &str) -> Option<M> {
+        self.units
+            .iter()
+            .find(|(g, u, _)| *g == f && *u == unit)
+            .map(|&(_, _, m)| m)
+    }
+
+    /// Detaches every link and unloads every program, all at once: each tracepoint detach waits
+    /// for an RCU grace period (70-100 ms each on a busy machine), so one after another they
+    /// made Ctrl-C take over a second.
+    pub fn detach(&mut self) {
+        let progs: Vec<&mut aya::programs::Program> =
+            self.ebpf.programs_mut().map(|(_, p)| p).collect();
+        std::thread::scope(|s| {
+            for p in progs {
+                s.spawn(move || attach::unload(p));
+            }
+        });
+    }
+}
+
+/// Loads the object with every family's globals, fills the target filter, attaches the fork
+/// follower and each requested family (from `tables`, in `opts.families` order).
+pub fn load<M: MethodId>(
+    opts: &LoadOptions<M>,
+    features: &Features,
+    tables: &[&'static FamilyTable<M>],
+) -> Result<Probes<M>, LoadError> {
+    let mut globals = vec![
+        (GLOBAL_FILTER, Global::from(!opts.targets.is_empty())),
+        (GLOBAL_SELF_TGID, Global::U32(std::process::id())),
+        // Stacks recover the caller of frameless syscall wrappers where the kernel lets them.
+        (GLOBAL_USER_RET, Global::from(features.task_pt_regs)),
+    ];
+    let offsets = crate::kernel::tracefs::event_offsets(features.tracefs.as_deref());
+    globals.extend(offsets.into_iter().map(|(g, off)| (g, Global::U32(off))));
+    for t in tables {
+        globals.extend((t.globals)(features, opts));
+    }
+    globals.sort_by_key(|g| g.0);
+    globals.dedup_by_key(|g| g.0);
+    let ebpf = object::load(&globals).map_err(LoadError::Object)?;
+    let mut p = Probes {
+        ebpf,
+        methods: BTreeMap::new(),
+        units: Vec::new(),
+        programs: Vec::new(),
+        warnings: Vec::new(),
+        sample_hz: opts.sample_hz,
+    };
+    fill_targets(&mut p.ebpf, &opts.targets)?;
+    let mut session = Session {
+        probes: p,
+        features,
+        tracefs: features.tracefs.clone(),
+        btf: None,
+    };
+    // Always: the exit hook also frees per-thread syscall slots in system-wide mode.
+    session
+        .attach(FOLLOW, &FOLLOW_PROGRAMS)
+        .map_err(LoadError::FollowForks)?;
+    for &family in &opts.families {
+        let Some(table) = tables.iter().find(|t| t.family == family) else {
+            continue;
+        };
+        let forced = opts.forced.get(family.name()).copied();
+        session.attach_family(table, forced)?;
+    }
+    session.attach_used(tables)?;
+    Ok(session.probes)
+}
+
+/// Puts the targets in the kernel filter and their hint slots.
+fn fill_targets(ebpf: &mut Ebpf, targets: &[u32]) -> Result<(), LoadError> {
+    let mut map: aya::maps::HashMap<_, u32, u32> = ebpf
+        .map_mut(MAP_TARGETS)
+        .and_then(|m| aya::maps::HashMap::try_from(m).ok())
+        .ok_or(LoadError::Map { name: MAP_TARGETS })?;
+    for &pid in targets {
+        map.insert(pid, probe_common::target_flags::ROOT, 0)
+            .map_err(|source| LoadError::Target { pid, source })?;
+    }
+    let mut hints: aya::maps::Array<_, u32> = ebpf
+        .map_mut(MAP_TARGET_HINTS)
+        .and_then(|m| aya::maps::Array::try_from(m).ok())
+        .ok_or(LoadError::Map {
+            name: MAP_TARGET_HINTS,
+        })?;
+    for &pid in targets {
+        hints
+            .set(probe_common::hint_slot(pid), 1, 0)
+            .map_err(|source| LoadError::Target { pid, source })?;
+    }
+    Ok(())
+}
+
+/// One load in progress.
+struct Session<'f, M: 'static> {
+    probes: Probes<M>,
+    features: &'f Features,
+    tracefs: Option<std::path::PathBuf>,
+    btf: Option<aya::Btf>,
+}
+
+impl<M: MethodId> Session<'_, M> {
+    fn attach(&mut self, label: &'static str, progs: &[Prog]) -> Result<(), ProgramError> {
+        let mut a = Attacher {
+            ebpf: &mut self.probes.ebpf,
+            sample_hz: self.probes.sample_hz,
+            btf: self.btf.take(),
+            tracefs: self.tracefs.clone(),
+        };
+        let r = a.attach_all(progs);
+        self.btf = a.btf.take();
+        if r.is_ok() {
+            for p in progs {
+                for name in p.names() {
+                    if !self.probes.programs.iter().any(|(_, n)| n == name) {
+                        self.probes.programs.push((label, name.to_string()));
+                    }
+                }
+            }
+        }
+        r
+    }
+
+    /// Attaches every unit of a family by the first of its methods that works.
+    fn attach_family(
+        &mut self,
+        table: &'static FamilyTable<M>,
+        forced: Option<M>,
+    ) -> Result<(), LoadError> {
+        let family = table.family.name();
+        if let Some(m) = forced {
+            let known = table
+                .units
+                .iter()
+                .all(|u| u.methods.iter().any(|s| s.method == m));
+            if !known {
+                return Err(LoadError::BadForce {
+                    family,
+                    method: m.name(),
+                });
+            }
+        }
+        // A method failing the same way for every unit (fentry here) is said once.
+        let mut said: Vec<(M, String)> = Vec::new();
+        for unit in table.units {
+            let plan = plan(unit, self.features, forced);
+            // Units share their methods' needs: skipped methods are said for the first only.
+            if forced.is_none() && std::ptr::eq(unit, &table.units[0]) {
+                for (m, why) in &plan.skipped {
+                    self.probes
+                        .warnings
+                        .push(format!("{family}: {} skipped: {why}", m.describe()));
+                }
+            }
+            let mut reasons = plan.reasons();
+            let mut chosen = None;
+            for spec in &plan.usable {
+                match self.attach(family, spec.programs) {
+                    Ok(()) => {
+                        chosen = Some(spec.method);
+                        break;
+                    }
+                    Err(e) => {
+                        let why = explain(spec.programs, &e);
+                        let msg = failure(family, unit, table.units.len(), spec, &why);
+                        reasons.push(msg.clone());
+                        if !said.iter().any(|(m, w)| *m == spec.method && *w == why) {
+                            self.probes.warnings.push(msg);
+                            said.push((spec.method, why));
+                        }
+                    }
+                }
+            }
+            let Some(m) = chosen else {
+                let reasons = reasons.join("; ");
+                return Err(LoadError::NoMethod {
+                    family,
+                    reasons: if table.units.len() > 1 {
+                        format!("{}: {reasons}", unit.name)
+                    } else {
+                        reasons
+                    },
+                });
+            };
+            self.probes.units.push((table.family, unit.name, m));
+        }
+        // The family's method is the best one any unit got (all agree in practice).
+        let best = self
+            .probes
+            .units
+            .iter()
+            .filter(|(f, _, _)| *f == table.family)
+            .map(|&(_, _, m)| m)
+            .min();
+        if let Some(m) = best {
+            self.probes.methods.insert(family, m);
+        }
+        Ok(())
+    }
+
+    /// Attaches the families that chosen methods read from (see [`MethodSpec::uses`]).
+    fn attach_used(&mut self, tables: &[&'static FamilyTable<M>]) -> Result<(), LoadError> {
+        let mut needed: Vec<(Family, Family)> = Vec::new();
+        for &(f, unit, m) in &self.probes.units {
+            let spec = tables
+                .iter()
+                .filter(|t| t.family == f)
+                .flat_map(|t| t.units.iter())
+                .filter(|u| u.name == unit)
+                .flat_map(|u| u.methods.iter())
+                .find(|s| s.method == m);
+            if let Some(used) = spec.and_then(|s| s.uses) {
+                if !needed.contains(&(f, used)) {
+                    needed.push((f, used));
+                }
+            }
+        }
+        for (by, used) in needed {
+            if self.probes.has(used) {
+                continue;
+            }
+            let Some(table) = tables.iter().find(|t| t.family == used) else {
+                continue;
+            };
+            let before = self.probes.warnings.len();
+            self.attach_family(table, None)
+                .map_err(|e| LoadError::NoMethod {
+                    family: by.name(),
+                    reasons: format!("it reads {}: {}", used.name(), error_chain(&e)),
+                })?;
+            // Its skipped-method notes were not asked for.
+            self.probes.warnings.truncate(before);
+        }
+        Ok(())
+    }
+}
+
+/// `family: <method> failed: why`, naming the unit when the family has several.
+fn failure<M: MethodId>(
+    family: &str,
+    unit: &Unit<M>,
+    units: usize,
+    spec: &MethodSpec<M>,
+    why: &str,
+) -> String {
+    if units > 1 {
+        format!(
+            "{family}: {} for {} failed: {why}",
+            spec.method.describe(),
+            unit.name
+        )
+    } else {
+        format!("{family}: {} failed: {why}", spec.method.describe())
+    }
+}
