@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::{
     families::{self, LoadOptions, Method},
     kernel::{
+        epoll::{epoll_close_era, EpollClose},
         features::{self, Features},
         kallsyms::Kallsyms,
         tracefs,
@@ -23,7 +24,7 @@ pub struct DoctorArgs {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Report {
+pub struct Diagnosis {
     pub kernel: crate::run::KernelInfo,
     pub root: bool,
     pub tracefs_mounted_by_doctor: bool,
@@ -38,27 +39,7 @@ pub struct Report {
     pub ready: bool,
 }
 
-#[derive(Debug, Serialize, Clone, Copy, PartialEq)]
-#[serde(rename_all = "snake_case")]
-pub enum EpollClose {
-    /// `ep_free` and no `ep_clear_and_put`: eventpoll_release_file takes the global epmutex.
-    GlobalEpmutex,
-    /// The refcount rework (Linux 6.4, backported): no global mutex on close.
-    Refcounted,
-}
-
-/// Tells the two epoll eras apart by symbols, never by version numbers.
-pub fn epoll_close_era(has: impl Fn(&str) -> bool) -> Option<EpollClose> {
-    if has("ep_clear_and_put") || has("ep_refcount_dec_and_test") {
-        Some(EpollClose::Refcounted)
-    } else if has("ep_free") && has("epmutex") {
-        Some(EpollClose::GlobalEpmutex)
-    } else {
-        None
-    }
-}
-
-pub fn diagnose() -> Report {
+pub fn diagnose() -> Diagnosis {
     let root = features::is_root();
     let mut warnings = Vec::new();
     let mut mounted = false;
@@ -123,7 +104,7 @@ pub fn diagnose() -> Report {
     }
     let ready =
         root && methods.values().filter(|m| m.is_ok()).count() > 0 && feats.tracefs.is_some();
-    Report {
+    Diagnosis {
         kernel: features::uname(),
         root,
         tracefs_mounted_by_doctor: mounted,
@@ -157,17 +138,10 @@ fn mark(ok: bool) -> &'static str {
     }
 }
 
-pub fn render(r: &Report) -> String {
-    use std::fmt::Write as _;
+/// One line per kernel feature: present, name, what it means here.
+fn feature_rows(r: &Diagnosis) -> [(bool, &'static str, String); 10] {
     let f = &r.features;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "kernel {} ({}) {}",
-        r.kernel.release, r.kernel.machine, r.kernel.version
-    );
-    let _ = writeln!(s, "\nkernel features");
-    let rows: [(bool, &str, String); 10] = [
+    [
         (
             r.root,
             "root",
@@ -240,8 +214,19 @@ pub fn render(r: &Report) -> String {
             "kallsyms",
             "/proc/kallsyms addresses readable".into(),
         ),
-    ];
-    for (ok, name, detail) in rows {
+    ]
+}
+
+pub fn render(r: &Diagnosis) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "kernel {} ({}) {}",
+        r.kernel.release, r.kernel.machine, r.kernel.version
+    );
+    let _ = writeln!(s, "\nkernel features");
+    for (ok, name, detail) in feature_rows(r) {
         let _ = writeln!(s, "  [{}] {name:<17} {detail}", mark(ok));
     }
     let _ = writeln!(s, "\nmethod per family");
@@ -280,30 +265,4 @@ pub fn render(r: &Report) -> String {
         }
     );
     s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn epoll_era_comes_from_symbols() {
-        let has = |set: &'static [&'static str]| move |s: &str| set.contains(&s);
-        // 5.10: ep_free and epmutex, no refcount rework.
-        assert_eq!(
-            epoll_close_era(has(&["ep_free", "epmutex"])),
-            Some(EpollClose::GlobalEpmutex)
-        );
-        // 6.1 with the backport: epmutex symbol remains, but ep_clear_and_put exists.
-        assert_eq!(
-            epoll_close_era(has(&["ep_free", "epmutex", "ep_clear_and_put"])),
-            Some(EpollClose::Refcounted)
-        );
-        // 6.18: epnested_mutex, ep_clear_and_put.
-        assert_eq!(
-            epoll_close_era(has(&["ep_clear_and_put", "epnested_mutex"])),
-            Some(EpollClose::Refcounted)
-        );
-        assert_eq!(epoll_close_era(has(&[])), None);
-    }
 }

@@ -2,6 +2,7 @@
 //! tracefs, syscall names. Kernel differences live here, each with the version it comes from.
 
 pub mod btf;
+pub mod epoll;
 pub mod features;
 pub mod kallsyms;
 pub mod syscall_names;

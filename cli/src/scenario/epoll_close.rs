@@ -5,7 +5,7 @@
 //! backported to some stable series), closing a file that is still registered in epoll ran
 //! eventpoll_release_file under the global `epmutex`: every close-per-request server with more
 //! than one event loop serialized its closes on it. Which kernels still do is read from their
-//! symbols (`ep_free` without `ep_clear_and_put`, see [`crate::cmd::doctor::epoll_close_era`]), never
+//! symbols (`ep_free` without `ep_clear_and_put`, see [`crate::kernel::epoll::epoll_close_era`]), never
 //! from version numbers, since distributions backport.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{targets, ScenarioArgs, Target};
 use crate::{
-    cmd::doctor::{epoll_close_era, EpollClose},
+    kernel::epoll::{epoll_close_era, EpollClose},
     kernel::kallsyms::Kallsyms,
     render::fmt_ns,
     run::{LockRow, Run},
