@@ -99,7 +99,7 @@ fn synthetic_run(extra_syscall: &str, count: u64) -> Run {
     for (f, m) in [
         ("syscalls", "raw_tp"),
         ("kpaths", "sampled"),
-        ("sched", "sched_tp"),
+        ("sched", "sched_tracepoints"),
     ] {
         run.methods.insert(f.into(), m.into());
     }

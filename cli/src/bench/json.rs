@@ -192,7 +192,7 @@ impl BenchRun {
             .map(|s| per((s.voluntary_switches + s.involuntary_switches) as f64, n));
         let locks = run
             .methods
-            .contains_key("locks")
+            .contains_key(probe_common::Family::Locks.name())
             .then(|| per(run.locks.iter().map(|l| l.wait_ns).sum::<u64>() as f64, n));
         let mut lock_callers = BTreeMap::new();
         for l in &run.locks {
@@ -292,7 +292,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        run.methods.insert("locks".into(), "lock_tp".into());
+        run.methods.insert("locks".into(), "lock_tracepoints".into());
         let load = LoadSummary {
             requests: 100,
             requests_per_sec: 50.0,

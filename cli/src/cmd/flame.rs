@@ -9,6 +9,7 @@ use crate::render::{
     json,
 };
 use crate::run::Run;
+use probe_common::Family;
 use crate::stacks::folded;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -33,7 +34,7 @@ pub fn run(args: FlameArgs) -> anyhow::Result<()> {
         format!(
             "reading {} (was the run recorded with the {} probes?)",
             src.display(),
-            if args.offcpu { "sched" } else { "oncpu" }
+            if args.offcpu { Family::Sched } else { Family::Oncpu }.name()
         )
     })?;
     let run = read_run(&args.dir);

@@ -438,7 +438,7 @@ fn render(cols: &[Column]) -> String {
                     })),
                     fmt_calls(run, "tcp_close"),
                     run.methods
-                        .get("locks")
+                        .get(probe_common::Family::Locks.name())
                         .cloned()
                         .unwrap_or_else(|| "-".into()),
                 ]
