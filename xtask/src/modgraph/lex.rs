@@ -9,6 +9,8 @@ pub enum Tok {
     /// `::`
     PathSep,
     Punct(char),
+    /// A plain `"..."` string literal's text, escapes left as written (for `#[path = "..."]`).
+    Str(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -65,7 +67,11 @@ impl Lexer {
             match c {
                 '/' if self.at(1) == Some('/') => self.line_comment(),
                 '/' if self.at(1) == Some('*') => self.block_comment(),
-                '"' => self.string(),
+                '"' => {
+                    let line = self.line;
+                    let text = self.string();
+                    self.push(Tok::Str(text), line);
+                }
                 '\'' => self.quote(),
                 ':' if self.at(1) == Some(':') => {
                     self.push(Tok::PathSep, self.line);
@@ -106,9 +112,10 @@ impl Lexer {
         }
     }
 
-    /// A `"..."` string with escapes; `self.i` is at the opening quote.
-    fn string(&mut self) {
+    /// A `"..."` string with escapes; `self.i` is at the opening quote. Returns its text.
+    fn string(&mut self) -> String {
         self.i += 1;
+        let start = self.i;
         while let Some(c) = self.at(0) {
             match c {
                 '\\' => {
@@ -117,11 +124,12 @@ impl Lexer {
                 }
                 '"' => {
                     self.i += 1;
-                    return;
+                    return self.s[start..self.i - 1].iter().collect();
                 }
                 _ => self.bump(),
             }
         }
+        self.s[start..].iter().collect()
     }
 
     /// `r"..."`, `r#"..."#`, ...; `self.i` is at the first `#` or the quote.
@@ -191,7 +199,9 @@ impl Lexer {
                 let raw: String = self.s[start..self.i].iter().collect();
                 self.push(Tok::Ident(raw), self.line);
             }
-            ("b" | "c", Some('"')) => self.string(),
+            ("b" | "c", Some('"')) => {
+                self.string();
+            }
             ("b", Some('\'')) => self.quote(),
             _ => self.push(Tok::Ident(word), self.line),
         }
@@ -229,6 +239,12 @@ mod tests {
         assert!(leaked.is_empty(), "{leaked:?} leaked from {ids:?}");
         assert!(!ids.contains(&"static".to_string()));
         assert!(ids.ends_with(&["keep".to_string(), "this".to_string()]));
+        let strs: Vec<Tok> = tokenize(r#"#[path = "a/b.rs"] x"#)
+            .into_iter()
+            .map(|t| t.tok)
+            .filter(|t| matches!(t, Tok::Str(_)))
+            .collect();
+        assert_eq!(strs, vec![Tok::Str("a/b.rs".into())]);
     }
 
     #[test]

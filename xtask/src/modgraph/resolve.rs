@@ -71,6 +71,22 @@ fn file_module(rel: &str) -> Option<(Option<Root>, Vec<String>)> {
     Some((None, path))
 }
 
+/// `file` (from a `#[path]` in the source file `rel`) as a path under src, `..` resolved.
+fn relative_to(rel: &str, file: &str) -> String {
+    let mut parts: Vec<&str> = rel.split('/').collect();
+    parts.pop();
+    for part in file.split('/') {
+        match part {
+            "." | "" => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    parts.join("/")
+}
+
 impl Crate {
     pub fn new(lib_name: &str, sources: &[(&str, &str)]) -> Crate {
         let mut by_path: BTreeMap<(Option<Root>, Vec<String>), (String, FileScan)> =
@@ -116,9 +132,17 @@ impl Crate {
             let Some((rel, scan)) = by_path.remove(&key) else {
                 continue; // declared, but no file (inline, #[path] or cfg'd away)
             };
-            for child in &scan.mod_decls {
+            for (child, attr) in &scan.mod_decls {
                 let mut path = node.path.clone();
                 path.push(child.clone());
+                if let Some(file) = attr {
+                    // `#[path]`: the file, relative to the declaring file's folder, is this module.
+                    let moved = file_module(&relative_to(&rel, file))
+                        .and_then(|(_, at)| by_path.remove(&(None, at)));
+                    if let Some(entry) = moved {
+                        by_path.insert((None, path.clone()), entry);
+                    }
+                }
                 if node.path.is_empty() && node.root == Root::Bin {
                     self.bin_top.insert(child.clone());
                 }

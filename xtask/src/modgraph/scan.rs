@@ -21,8 +21,9 @@ pub struct PathRef {
 
 #[derive(Debug, Default)]
 pub struct FileScan {
-    /// `mod x;` at the file's top level (the files this one owns).
-    pub mod_decls: Vec<String>,
+    /// `mod x;` at the file's top level (the files this one owns), with the file named by a
+    /// `#[path = "..."]` attribute in front of it.
+    pub mod_decls: Vec<(String, Option<String>)>,
     pub paths: Vec<PathRef>,
 }
 
@@ -46,7 +47,9 @@ pub fn scan(src: &str) -> FileScan {
                 if let (Some(Tok::Ident(name)), Some(next)) = (tok(&toks, i + 1), tok(&toks, i + 2))
                 {
                     match next {
-                        Tok::Punct(';') if depth == 0 => out.mod_decls.push(name.clone()),
+                        Tok::Punct(';') if depth == 0 => {
+                            out.mod_decls.push((name.clone(), path_attr(&toks, i)))
+                        }
                         Tok::Punct('{') => {
                             inline.push((name.clone(), depth + 1, after_cfg_test(&toks, i)))
                         }
@@ -114,8 +117,25 @@ fn after_cfg_test(toks: &[Token], mut i: usize) -> bool {
             .all(|(t, w)| match &t.tok {
                 Tok::Ident(s) => s == w,
                 Tok::Punct(c) => c.to_string() == w,
-                Tok::PathSep => false,
+                Tok::PathSep | Tok::Str(_) => false,
             })
+}
+
+/// The `"file"` of a `#[path = "file"]` right before the `mod` at `i` (possibly after `pub`).
+fn path_attr(toks: &[Token], mut i: usize) -> Option<String> {
+    if i > 0 && matches!(tok(toks, i - 1), Some(Tok::Ident(s)) if s == "pub") {
+        i -= 1;
+    }
+    let t = |k: usize| i.checked_sub(k).and_then(|j| tok(toks, j));
+    let shape = t(6) == Some(&Tok::Punct('#'))
+        && t(5) == Some(&Tok::Punct('['))
+        && matches!(t(4), Some(Tok::Ident(p)) if p == "path")
+        && t(3) == Some(&Tok::Punct('='))
+        && t(1) == Some(&Tok::Punct(']'));
+    match t(2) {
+        Some(Tok::Str(file)) if shape => Some(file.clone()),
+        _ => None,
+    }
 }
 
 fn is_pub_in(toks: &[Token], i: usize) -> bool {
@@ -239,7 +259,16 @@ mod tests {
                    pub(in crate::hidden) fn g() {}\n\
                    #[cfg(test)]\nmod tests { use super::*; fn t() { self::q::r(); } }\nfn h() { k::l(); }";
         let s = scan(src);
-        assert_eq!(s.mod_decls, vec!["a", "b"]);
+        let decls: Vec<&str> = s.mod_decls.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(decls, vec!["a", "b"]);
+        let with_path = scan("#[path = \"gen/table.rs\"]\nmod table;\nmod plain;");
+        assert_eq!(
+            with_path.mod_decls,
+            vec![
+                ("table".to_string(), Some("gen/table.rs".to_string())),
+                ("plain".to_string(), None)
+            ]
+        );
         let paths: Vec<(String, Vec<String>)> = s
             .paths
             .iter()

@@ -156,6 +156,35 @@ fn undeclared_files_are_skipped_and_listed() {
 }
 
 #[test]
+fn path_attributes_place_the_file() {
+    let f = run(
+        &[
+            ("lib.rs", "mod kernel;\n"),
+            ("kernel/mod.rs", "mod names;\n"),
+            (
+                "kernel/names.rs",
+                "#[path = \"table.rs\"]\nmod table;\nuse table::T;",
+            ),
+            ("kernel/table.rs", "pub struct T;"),
+        ],
+        &[],
+    );
+    assert!(f.unreachable.is_empty(), "{:?}", f.unreachable);
+    let g = f
+        .graphs
+        .iter()
+        .find(|g| g.scope == "kernel::names")
+        .unwrap();
+    assert_eq!(
+        g.edges.keys().collect::<Vec<_>>(),
+        vec![&(
+            "kernel::names".to_string(),
+            "kernel::names::table".to_string()
+        )]
+    );
+}
+
+#[test]
 fn the_directory_file_and_test_only_edges() {
     let f = run(
         &[
