@@ -85,8 +85,22 @@ pub const GLOBAL_SWITCH_PREV_STATE_ARG: &str = "SWITCH_PREV_STATE_ARG";
 
 /// Globals (set at load time) holding trace-event field offsets read from the running kernel's
 /// tracefs `format` files: layouts differ between kernels (6.18's sched_process_fork uses
-/// `__data_loc` comms, so `child_pid` moved from 44 to 20). Defaults are the 5.10-6.x layouts.
+/// `__data_loc` comms, so `child_pid` moved from 44 to 20). The defaults below are the 5.10-6.x
+/// layouts; probe-ebpf initializes its globals from them and the loader falls back to them.
 pub mod offsets {
+    /// sched:sched_process_fork `child_pid`.
+    pub const FORK_CHILD_PID: u32 = 44;
+    /// sched:sched_switch `prev_state`.
+    pub const SWITCH_PREV_STATE: u32 = 32;
+    /// sched:sched_switch `next_pid`.
+    pub const SWITCH_NEXT_PID: u32 = 56;
+    /// sched:sched_wakeup `pid` (sched_wakeup_new shares the layout).
+    pub const WAKEUP_PID: u32 = 24;
+    /// lock:contention_begin `lock_addr` (contention_end shares the offset).
+    pub const LOCK_ADDR: u32 = 8;
+    /// lock:contention_begin `flags`.
+    pub const LOCK_FLAGS: u32 = 16;
+
     /// (global name, category, event, field, default offset)
     pub const ALL: [(&str, &str, &str, &str, u32); 6] = [
         (
@@ -94,25 +108,37 @@ pub mod offsets {
             "sched",
             "sched_process_fork",
             "child_pid",
-            44,
+            FORK_CHILD_PID,
         ),
         (
             "OFF_SWITCH_PREV_STATE",
             "sched",
             "sched_switch",
             "prev_state",
-            32,
+            SWITCH_PREV_STATE,
         ),
         (
             "OFF_SWITCH_NEXT_PID",
             "sched",
             "sched_switch",
             "next_pid",
-            56,
+            SWITCH_NEXT_PID,
         ),
-        ("OFF_WAKEUP_PID", "sched", "sched_wakeup", "pid", 24),
-        ("OFF_LOCK_ADDR", "lock", "contention_begin", "lock_addr", 8),
-        ("OFF_LOCK_FLAGS", "lock", "contention_begin", "flags", 16),
+        ("OFF_WAKEUP_PID", "sched", "sched_wakeup", "pid", WAKEUP_PID),
+        (
+            "OFF_LOCK_ADDR",
+            "lock",
+            "contention_begin",
+            "lock_addr",
+            LOCK_ADDR,
+        ),
+        (
+            "OFF_LOCK_FLAGS",
+            "lock",
+            "contention_begin",
+            "flags",
+            LOCK_FLAGS,
+        ),
     ];
 }
 

@@ -8,9 +8,10 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray, StackTrace},
     programs::tracing::StackIdContext,
+    Global,
 };
 use probe_common::{
-    hint_slot, Family, LOST_ENTRIES, STACKS_CAPACITY, TARGETS_CAPACITY, TARGET_HINTS_SIZE,
+    hint_slot, offsets, Family, LOST_ENTRIES, STACKS_CAPACITY, TARGETS_CAPACITY, TARGET_HINTS_SIZE,
 };
 
 mod kpaths;
@@ -20,56 +21,61 @@ mod sched;
 mod syscalls;
 mod target;
 
+// Run-time settings: `Global`s in .rodata, set by the loader with `EbpfLoader::override_global`
+// under the names in probe_common (GLOBAL_*, offsets::ALL). `Global::load` is a volatile read,
+// so the compiler keeps the load instead of folding in the default; aya freezes the .rodata map
+// before loading the programs, so the verifier sees the loaded value as a constant and prunes
+// the branches it decides.
+
 /// 1: trace only tgids in `TARGETS`; 0: trace every task but kpath itself.
 #[no_mangle]
-static FILTER_ENABLED: u32 = 0;
+static FILTER_ENABLED: Global<u32> = Global::new(0);
 /// kpath's own tgid, excluded in system-wide mode.
 #[no_mangle]
-static SELF_TGID: u32 = 0;
+static SELF_TGID: Global<u32> = Global::new(0);
 /// Off-CPU periods shorter than this are counted in totals but not charged to a stack.
 #[no_mangle]
-static OFFCPU_MIN_NS: u64 = 0;
+static OFFCPU_MIN_NS: Global<u64> = Global::new(0);
 
-// Trace-event field offsets, patched at load from the kernel's format files
-// (probe_common::offsets); the initial values are the 5.10-6.x layouts.
+// Trace-event field offsets, patched at load from the kernel's format files.
 #[no_mangle]
-static OFF_FORK_CHILD_PID: u32 = 44;
+static OFF_FORK_CHILD_PID: Global<u32> = Global::new(offsets::FORK_CHILD_PID);
 #[no_mangle]
-static OFF_SWITCH_PREV_STATE: u32 = 32;
+static OFF_SWITCH_PREV_STATE: Global<u32> = Global::new(offsets::SWITCH_PREV_STATE);
 #[no_mangle]
-static OFF_SWITCH_NEXT_PID: u32 = 56;
+static OFF_SWITCH_NEXT_PID: Global<u32> = Global::new(offsets::SWITCH_NEXT_PID);
 #[no_mangle]
-static OFF_WAKEUP_PID: u32 = 24;
+static OFF_WAKEUP_PID: Global<u32> = Global::new(offsets::WAKEUP_PID);
 #[no_mangle]
-static OFF_LOCK_ADDR: u32 = 8;
+static OFF_LOCK_ADDR: Global<u32> = Global::new(offsets::LOCK_ADDR);
 #[no_mangle]
-static OFF_LOCK_FLAGS: u32 = 16;
+static OFF_LOCK_FLAGS: Global<u32> = Global::new(offsets::LOCK_FLAGS);
 
-// task_struct offsets from kernel BTF for the sched raw tracepoints (cli/src/btf.rs); these
-// defaults are never used: the loader picks those programs only when BTF gave the offsets.
+// task_struct offsets from kernel BTF (cli's `SchedBtf`) for the sched raw tracepoints;
+// these defaults are never used: the loader picks those programs only when BTF gave the offsets.
 #[no_mangle]
-static OFF_TASK_PID: u32 = 0;
+static OFF_TASK_PID: Global<u32> = Global::new(0);
 #[no_mangle]
-static OFF_TASK_STATE: u32 = 0;
+static OFF_TASK_STATE: Global<u32> = Global::new(0);
 #[no_mangle]
-static OFF_TASK_EXIT_STATE: u32 = 0;
+static OFF_TASK_EXIT_STATE: Global<u32> = Global::new(0);
 /// 1: sched_switch's fourth raw argument is prev_state (5.18+); 0: read prev's state field.
 /// With 0 the read of argument 3 sits in a branch the verifier proves dead, so attaching to a
 /// three-argument tracepoint passes its context-size check.
 #[no_mangle]
-static SWITCH_PREV_STATE_ARG: u32 = 0;
-
-/// Reads an offset global.
-#[inline(always)]
-fn offset(g: &u32) -> usize {
-    read_global(g) as usize
-}
+static SWITCH_PREV_STATE_ARG: Global<u32> = Global::new(0);
 
 /// 1 when the kernel has bpf_get_current_task_btf and bpf_task_pt_regs (5.15+). The loader
 /// sets it from kallsyms; with 0 the calls below sit in a branch the verifier proves dead (the
 /// global lives in frozen .rodata), so older kernels load the same programs.
 #[no_mangle]
-static USER_RET_ENABLED: u32 = 0;
+static USER_RET_ENABLED: Global<u32> = Global::new(0);
+
+/// Reads an offset global.
+#[inline(always)]
+fn offset(g: &Global<u32>) -> usize {
+    g.load() as usize
+}
 
 /// Traced thread-group ids (and briefly, thread ids of traced processes: see `target`).
 #[map]
@@ -87,18 +93,11 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_ENTRIES, 0);
 #[map]
 static STACKS: StackTrace = StackTrace::with_max_entries(STACKS_CAPACITY, 0);
 
-#[inline(always)]
-fn read_global<T: Copy>(g: &T) -> T {
-    // The loader patches globals before load; a volatile read keeps the compiler from folding
-    // the compile-time default into the code.
-    unsafe { core::ptr::read_volatile(g) }
-}
-
 /// False when the task with this tgid is certainly not traced: with the filter on, its hint slot
 /// is zero (an array load the verifier inlines). True means "look closer".
 #[inline(always)]
 fn maybe_traced(tgid: u32) -> bool {
-    read_global(&FILTER_ENABLED) == 0 || hint_set(tgid)
+    FILTER_ENABLED.load() == 0 || hint_set(tgid)
 }
 
 /// Whether `id`'s hint slot is set (a slot that cannot be read counts as set).
@@ -118,10 +117,10 @@ fn set_hint(id: u32) {
 /// Whether the task with this tgid is traced.
 #[inline(always)]
 fn is_traced(tgid: u32) -> bool {
-    if read_global(&FILTER_ENABLED) != 0 {
+    if FILTER_ENABLED.load() != 0 {
         hint_set(tgid) && unsafe { TARGETS.get(tgid).is_some() }
     } else {
-        tgid != 0 && tgid != read_global(&SELF_TGID)
+        tgid != 0 && tgid != SELF_TGID.load()
     }
 }
 
@@ -171,7 +170,7 @@ fn user_stack_word() -> u64 {
     };
     // x86_64 `struct pt_regs`: sp is the 20th u64.
     const PT_REGS_SP: usize = 19 * 8;
-    if read_global(&USER_RET_ENABLED) == 0 {
+    if USER_RET_ENABLED.load() == 0 {
         return 0;
     }
     unsafe {

@@ -13,6 +13,7 @@ use aya_ebpf::{
     macros::{map, raw_tracepoint, tracepoint},
     maps::{LruHashMap, PerCpuArray, PerCpuHashMap},
     programs::{tracing::StackIdContext, RawTracePointContext, TracePointContext},
+    Global,
 };
 use probe_common::{
     sched::{OffcpuStart, SchedStats, OFFCPU_CAPACITY},
@@ -20,7 +21,7 @@ use probe_common::{
 };
 
 use crate::{
-    count_lost, current_ids, hist_add, is_traced, offset, read_global, stack_id, OFFCPU_MIN_NS,
+    count_lost, current_ids, hist_add, is_traced, offset, stack_id, OFFCPU_MIN_NS,
     OFF_SWITCH_NEXT_PID, OFF_SWITCH_PREV_STATE, OFF_TASK_EXIT_STATE, OFF_TASK_PID, OFF_TASK_STATE,
     OFF_WAKEUP_PID, SWITCH_PREV_STATE_ARG,
 };
@@ -85,7 +86,7 @@ fn try_switch_raw(ctx: &RawTracePointContext) -> Result<u32, i64> {
             return Ok(true);
         }
         let prev: *const u8 = ctx.arg(1);
-        let state = if read_global(&SWITCH_PREV_STATE_ARG) != 0 {
+        let state = if SWITCH_PREV_STATE_ARG.load() != 0 {
             ctx.arg::<u64>(3) as u32
         } else {
             // Before 5.18 the trace event reads prev's state here too.
@@ -102,7 +103,7 @@ fn try_switch_raw(ctx: &RawTracePointContext) -> Result<u32, i64> {
 
 /// A u32 at the offset in `off` of a kernel `task_struct`.
 #[inline(always)]
-fn task_u32(task: *const u8, off: &u32) -> Result<u32, i64> {
+fn task_u32(task: *const u8, off: &Global<u32>) -> Result<u32, i64> {
     unsafe { bpf_probe_read_kernel(task.wrapping_add(offset(off)) as *const u32) }
         .map_err(i64::from)
 }
@@ -158,7 +159,7 @@ fn switch<C: StackIdContext>(
         if let Some(s) = stats() {
             s.offcpu_ns += ns;
         }
-        if ns >= read_global(&OFFCPU_MIN_NS) {
+        if ns >= OFFCPU_MIN_NS.load() {
             add_offcpu(&out.key, ns);
         }
     }

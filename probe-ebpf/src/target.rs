@@ -3,8 +3,8 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use probe_common::target_flags;
 
 use crate::{
-    current_ids, is_traced, offset, read_global, set_hint, syscalls::SYSCALLS_START,
-    FILTER_ENABLED, OFF_FORK_CHILD_PID, TARGETS,
+    current_ids, is_traced, offset, set_hint, syscalls::SYSCALLS_START, FILTER_ENABLED,
+    OFF_FORK_CHILD_PID, TARGETS,
 };
 
 /// A traced task forked: trace the child too. Thread creation also lands here (the child id is
@@ -15,7 +15,7 @@ pub fn target_sched_process_fork(ctx: TracePointContext) -> u32 {
 }
 
 fn try_fork(ctx: &TracePointContext) -> Result<u32, i64> {
-    if read_global(&FILTER_ENABLED) == 0 {
+    if FILTER_ENABLED.load() == 0 {
         return Ok(0);
     }
     let (tgid, _) = current_ids();
@@ -40,7 +40,7 @@ fn try_fork(ctx: &TracePointContext) -> Result<u32, i64> {
 pub fn target_sched_process_exit(_ctx: TracePointContext) -> u32 {
     let (tgid, tid) = current_ids();
     let _ = SYSCALLS_START.remove(tid);
-    if read_global(&FILTER_ENABLED) != 0 && tid != tgid {
+    if FILTER_ENABLED.load() != 0 && tid != tgid {
         let _ = TARGETS.remove(tid);
     }
     0
