@@ -16,10 +16,11 @@ pub enum KpathFn {
     VmMunmap = 3,
 }
 
-pub const KPATH_COUNT: usize = 4;
+/// Entries of [`MAP_STATS`]: one per traced function.
+pub const KPATH_COUNT: usize = KpathFn::ALL.len();
 
 impl KpathFn {
-    pub const ALL: [KpathFn; KPATH_COUNT] = [
+    pub const ALL: [KpathFn; 4] = [
         KpathFn::EventpollReleaseFile,
         KpathFn::TcpClose,
         KpathFn::DoSysOpenat2,
@@ -55,6 +56,15 @@ impl KpathFn {
         }
     }
 }
+
+// The discriminant indexes MAP_STATS and `KpathFn::ALL` lists the functions in that order.
+const _: () = {
+    let mut i = 0;
+    while i < KpathFn::ALL.len() {
+        assert!(KpathFn::ALL[i] as usize == i);
+        i += 1;
+    }
+};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]

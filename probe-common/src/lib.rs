@@ -41,9 +41,10 @@ pub const MAP_LOST: &str = "LOST";
 pub const fn lost_stacks_index(f: Family) -> u32 {
     LOST_STACKS_BASE + f as u32
 }
-pub const LOST_STACKS_BASE: u32 = 5;
+/// First lost-stacks index in [`MAP_LOST`]: one lost-events slot per family comes before.
+pub const LOST_STACKS_BASE: u32 = Family::ALL.len() as u32;
 /// Entries of [`MAP_LOST`]: lost events, then lost stacks, per family.
-pub const LOST_ENTRIES: u32 = 10;
+pub const LOST_ENTRIES: u32 = 2 * LOST_STACKS_BASE;
 
 /// Name of the shared stack-trace map (on-CPU, off-CPU and lock stacks).
 pub const MAP_STACKS: &str = "STACKS";
@@ -180,6 +181,14 @@ impl Family {
         }
     }
 }
+// `Family as u32` indexes MAP_LOST and `Family::ALL` lists the families in that order.
+const _: () = {
+    let mut i = 0;
+    while i < Family::ALL.len() {
+        assert!(Family::ALL[i] as usize == i);
+        i += 1;
+    }
+};
 
 /// Key of the on-CPU and off-CPU stack maps: one entry per process, thread name and stack pair.
 #[repr(C)]
