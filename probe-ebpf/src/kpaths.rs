@@ -14,13 +14,14 @@ use probe_common::{
     Family,
 };
 
-use crate::{count_lost, current_ids, hist_add, is_traced};
+use crate::{count_lost, current_ids, hist_add, is_traced, IN_FLIGHT_CAPACITY};
 
 #[map]
 static KPATHS_STATS: PerCpuArray<KpathStats> = PerCpuArray::with_max_entries(KPATH_COUNT as u32, 0);
 
 #[map]
-static KPATHS_START: LruHashMap<KpathStartKey, u64> = LruHashMap::with_max_entries(16384, 0);
+static KPATHS_START: LruHashMap<KpathStartKey, u64> =
+    LruHashMap::with_max_entries(IN_FLIGHT_CAPACITY, 0);
 
 #[inline(always)]
 fn entry(func: KpathFn) -> u32 {

@@ -14,14 +14,18 @@ use probe_common::{
     Family,
 };
 
-use crate::{count_lost, current_ids, is_traced, offset, stack_id, OFF_LOCK_ADDR, OFF_LOCK_FLAGS};
+use crate::{
+    count_lost, current_ids, is_traced, offset, stack_id, IN_FLIGHT_CAPACITY, OFF_LOCK_ADDR,
+    OFF_LOCK_FLAGS,
+};
 
 #[map]
 static LOCKS_STATS: PerCpuHashMap<LockKey, LockStats> =
     PerCpuHashMap::with_max_entries(STATS_CAPACITY, 0);
 
 #[map]
-static LOCKS_START: LruHashMap<LockStartKey, LockStart> = LruHashMap::with_max_entries(16384, 0);
+static LOCKS_START: LruHashMap<LockStartKey, LockStart> =
+    LruHashMap::with_max_entries(IN_FLIGHT_CAPACITY, 0);
 
 #[inline(always)]
 fn begin<C: StackIdContext>(ctx: &C, lock_addr: u64, key_addr: u64, flags: u32) -> u32 {

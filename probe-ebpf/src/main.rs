@@ -77,6 +77,9 @@ fn offset(g: &Global<u32>) -> usize {
     g.load() as usize
 }
 
+/// Capacity of the per-thread in-flight maps (syscall, kpath, lock and switch-out starts).
+const IN_FLIGHT_CAPACITY: u32 = 16384;
+
 /// Traced thread-group ids (and briefly, thread ids of traced processes: see `target`).
 #[map]
 static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(TARGETS_CAPACITY, 0);

@@ -21,9 +21,9 @@ use probe_common::{
 };
 
 use crate::{
-    count_lost, current_ids, hist_add, is_traced, offset, stack_id, OFFCPU_MIN_NS,
-    OFF_SWITCH_NEXT_PID, OFF_SWITCH_PREV_STATE, OFF_TASK_EXIT_STATE, OFF_TASK_PID, OFF_TASK_STATE,
-    OFF_WAKEUP_PID, SWITCH_PREV_STATE_ARG,
+    count_lost, current_ids, hist_add, is_traced, offset, stack_id, IN_FLIGHT_CAPACITY,
+    OFFCPU_MIN_NS, OFF_SWITCH_NEXT_PID, OFF_SWITCH_PREV_STATE, OFF_TASK_EXIT_STATE, OFF_TASK_PID,
+    OFF_TASK_STATE, OFF_WAKEUP_PID, SWITCH_PREV_STATE_ARG,
 };
 
 #[map]
@@ -36,11 +36,12 @@ static SCHED_OFFCPU: PerCpuHashMap<StackKey, u64> =
 
 /// Thread id -> when and where it left the CPU.
 #[map]
-static SCHED_SWITCHED_OUT: LruHashMap<u32, OffcpuStart> = LruHashMap::with_max_entries(16384, 0);
+static SCHED_SWITCHED_OUT: LruHashMap<u32, OffcpuStart> =
+    LruHashMap::with_max_entries(IN_FLIGHT_CAPACITY, 0);
 
 /// Thread id -> when it became runnable.
 #[map]
-static SCHED_RUNNABLE: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384, 0);
+static SCHED_RUNNABLE: LruHashMap<u32, u64> = LruHashMap::with_max_entries(IN_FLIGHT_CAPACITY, 0);
 
 /// prev_state bits below TASK_REPORT_MAX; zero means the task was still runnable (preempted).
 const TASK_REPORT_MASK: i64 = 0xff;

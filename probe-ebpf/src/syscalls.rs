@@ -15,7 +15,7 @@ use probe_common::{
     Family,
 };
 
-use crate::{count_lost, current_ids, hist_add, is_traced, maybe_traced};
+use crate::{count_lost, current_ids, hist_add, is_traced, maybe_traced, IN_FLIGHT_CAPACITY};
 
 #[map]
 static SYSCALLS_STATS: PerCpuArray<SyscallStats> = PerCpuArray::with_max_entries(MAX_SYSCALLS, 0);
@@ -23,7 +23,8 @@ static SYSCALLS_STATS: PerCpuArray<SyscallStats> = PerCpuArray::with_max_entries
 /// Per-thread start, updated in place (ts 0 = no syscall in flight); entries of exited threads
 /// are removed by `target_sched_process_exit`.
 #[map]
-pub(crate) static SYSCALLS_START: HashMap<u32, SyscallStart> = HashMap::with_max_entries(16384, 0);
+pub(crate) static SYSCALLS_START: HashMap<u32, SyscallStart> =
+    HashMap::with_max_entries(IN_FLIGHT_CAPACITY, 0);
 
 // raw_syscalls:sys_enter: long id @8; sys_exit: long id @8, long ret @16.
 // syscalls:sys_enter_*: int __syscall_nr @8; syscalls:sys_exit_*: int __syscall_nr @8, long ret @16.
