@@ -210,15 +210,26 @@ pub struct StackKey {
 }
 const _: () = assert!(core::mem::size_of::<StackKey>() == 40);
 
+// aya::Pod promises that any bit pattern is a valid value and that there are no padding bytes
+// (uninitialized memory copied to or from the kernel). Each type below is `#[repr(C)]`, holds
+// only integers and integer arrays, and has its size asserted next to its definition to equal
+// the sum of its fields.
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
+    // SAFETY: repr(C), u32/i32 x4 + [u8; 16] + u64 = 40 bytes (asserted), no padding.
     unsafe impl aya::Pod for StackKey {}
+    // SAFETY: repr(C), 4 x u64 + [u64; HIST_BUCKETS] (size asserted), no padding.
     unsafe impl aya::Pod for syscalls::SyscallStats {}
+    // SAFETY: repr(C), 4 x u64 + [u64; HIST_BUCKETS] (size asserted), no padding.
     unsafe impl aya::Pod for kpaths::KpathStats {}
+    // SAFETY: repr(C), 2 x u32 = 8 bytes (asserted), no padding.
     unsafe impl aya::Pod for kpaths::KpathStartKey {}
+    // SAFETY: repr(C), 8 x u64 + [u64; HIST_BUCKETS] (size asserted), no padding.
     unsafe impl aya::Pod for sched::SchedStats {}
+    // SAFETY: repr(C), u64 + i32 + 3 x u32 = 24 bytes (asserted), no padding.
     unsafe impl aya::Pod for locks::LockKey {}
+    // SAFETY: repr(C), 3 x u64 = 24 bytes (asserted), no padding.
     unsafe impl aya::Pod for locks::LockStats {}
 }
 

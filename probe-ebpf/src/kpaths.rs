@@ -34,6 +34,7 @@ fn entry(func: KpathFn) -> u32 {
         func: func as u32,
     };
     if KPATHS_START
+        // SAFETY: bpf_ktime_get_ns takes no arguments and cannot fail.
         .insert(key, unsafe { bpf_ktime_get_ns() }, 0)
         .is_err()
     {
@@ -49,15 +50,23 @@ fn exit(func: KpathFn) -> u32 {
         tid,
         func: func as u32,
     };
+    // SAFETY: copied at once; the entry is keyed by this thread, which alone inserts and
+    // removes it. An LRU eviction on another CPU reusing the element could make the copy a
+    // wrong sample, never an invalid read.
     let Some(start) = (unsafe { KPATHS_START.get(key) }).copied() else {
         return 0;
     };
     let _ = KPATHS_START.remove(key);
+    // SAFETY: bpf_ktime_get_ns takes no arguments and cannot fail.
     let ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(start);
     let Some(stats) = KPATHS_STATS.get_ptr_mut(func as u32) else {
         count_lost(Family::Kpaths);
         return 0;
     };
+    // SAFETY: this CPU's slot of a per-CPU array, valid while the program runs, and only used
+    // through this reference until the program returns. A kpaths program nesting on this CPU
+    // (fentry programs run with only migration disabled) could interleave its update: at worst
+    // a lost count, as with any per-CPU map updated without atomics.
     let stats = unsafe { &mut *stats };
     stats.calls += 1;
     stats.total_ns += ns;

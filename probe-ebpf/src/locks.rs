@@ -35,6 +35,7 @@ fn begin<C: StackIdContext>(ctx: &C, lock_addr: u64, key_addr: u64, flags: u32) 
     }
     let kstack_id = stack_id(ctx, 0, Family::Locks);
     let start = LockStart {
+        // SAFETY: bpf_ktime_get_ns takes no arguments and cannot fail.
         ts_ns: unsafe { bpf_ktime_get_ns() },
         lock_addr,
         kstack_id,
@@ -59,10 +60,14 @@ fn end(key_addr: u64) -> u32 {
         tid,
         _reserved: 0,
     };
+    // SAFETY: copied at once; the entry is keyed by this thread, which alone inserts and
+    // removes it. An LRU eviction on another CPU reusing the element could make the copy a
+    // wrong sample, never an invalid read.
     let Some(start) = (unsafe { LOCKS_START.get(key) }).copied() else {
         return 0;
     };
     let _ = LOCKS_START.remove(key);
+    // SAFETY: bpf_ktime_get_ns takes no arguments and cannot fail.
     let ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(start.ts_ns);
     let key = LockKey {
         lock_addr: start.lock_addr,
@@ -72,6 +77,9 @@ fn end(key_addr: u64) -> u32 {
         _reserved: 0,
     };
     if let Some(s) = LOCKS_STATS.get_ptr_mut(key) {
+        // SAFETY: this CPU's value in a per-CPU hash map, valid while the program runs. Only the
+        // locks programs use the map, and tracepoint and kprobe programs do not nest on a CPU
+        // (the kernel skips a nested run), so this reference is the only one.
         let s = unsafe { &mut *s };
         s.count += 1;
         s.wait_ns += ns;
@@ -93,6 +101,8 @@ fn end(key_addr: u64) -> u32 {
 
 #[tracepoint]
 pub fn locks_contention_begin(ctx: TracePointContext) -> u32 {
+    // SAFETY: read_at is bpf_probe_read_kernel at ctx + offset: it fails instead of faulting,
+    // and any bits are a valid integer.
     let (Ok(addr), Ok(flags)) = (
         unsafe { ctx.read_at::<u64>(offset(&OFF_LOCK_ADDR)) },
         unsafe { ctx.read_at::<u32>(offset(&OFF_LOCK_FLAGS)) },
@@ -104,6 +114,7 @@ pub fn locks_contention_begin(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn locks_contention_end(ctx: TracePointContext) -> u32 {
+    // SAFETY: as in locks_contention_begin.
     let Ok(addr) = (unsafe { ctx.read_at::<u64>(offset(&OFF_LOCK_ADDR)) }) else {
         return 1;
     };

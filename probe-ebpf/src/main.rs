@@ -113,6 +113,8 @@ fn hint_set(id: u32) -> bool {
 #[inline(always)]
 fn set_hint(id: u32) {
     if let Some(p) = TARGET_HINTS.get_ptr_mut(hint_slot(id)) {
+        // SAFETY: `p` points into TARGET_HINTS' value area, valid while the program runs; other
+        // CPUs may store to the same slot at once, but only the value 1.
         unsafe { *p = 1 };
     }
 }
@@ -121,6 +123,8 @@ fn set_hint(id: u32) {
 #[inline(always)]
 fn is_traced(tgid: u32) -> bool {
     if FILTER_ENABLED.load() != 0 {
+        // SAFETY: only the entry's presence is tested; its value, which a concurrent remove could
+        // let another entry reuse, is never read.
         hint_set(tgid) && unsafe { TARGETS.get(tgid).is_some() }
     } else {
         tgid != 0 && tgid != SELF_TGID.load()
@@ -137,6 +141,9 @@ fn current_ids() -> (u32, u32) {
 #[inline(always)]
 fn count_lost_at(index: u32) {
     if let Some(p) = LOST.get_ptr_mut(index) {
+        // SAFETY: `p` is this CPU's slot of a per-CPU array, valid while the program runs, and
+        // programs run with migration disabled. A program nesting on this CPU (a perf sample
+        // in NMI) could interleave with the increment: at worst one loss goes uncounted.
         unsafe { *p += 1 };
     }
 }
@@ -176,19 +183,23 @@ fn user_stack_word() -> u64 {
     if USER_RET_ENABLED.load() == 0 {
         return 0;
     }
-    unsafe {
-        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as usize;
-        if regs == 0 {
-            return 0;
-        }
-        let Ok(sp) = bpf_probe_read_kernel((regs + PT_REGS_SP) as *const u64) else {
-            return 0;
-        };
-        if sp == 0 {
-            return 0;
-        }
-        bpf_probe_read_user(sp as *const u64).unwrap_or(0)
+    // SAFETY: the loader sets USER_RET_ENABLED only on kernels with both helpers;
+    // bpf_get_current_task_btf returns the current task as a BTF pointer, the argument
+    // bpf_task_pt_regs requires, and never fails.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as usize;
+    if regs == 0 {
+        return 0;
     }
+    // SAFETY: bpf_probe_read_kernel checks the address and fails instead of faulting; any bits
+    // are a valid u64.
+    let Ok(sp) = (unsafe { bpf_probe_read_kernel((regs + PT_REGS_SP) as *const u64) }) else {
+        return 0;
+    };
+    if sp == 0 {
+        return 0;
+    }
+    // SAFETY: as above, for a user address of the current task.
+    unsafe { bpf_probe_read_user(sp as *const u64) }.unwrap_or(0)
 }
 
 /// Adds `ns` to a log2 histogram.

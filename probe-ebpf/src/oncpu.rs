@@ -22,6 +22,8 @@ static ONCPU_SAMPLES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 fn in_kernel(ctx: &PerfEventContext) -> bool {
     // `bpf_perf_event_data` starts with x86_64 `struct pt_regs`; cs is its 18th u64.
     const PT_REGS_CS: usize = 17 * 8;
+    // SAFETY: `ctx.ctx` is the `bpf_perf_event_data` the kernel passed, whose pt_regs (21 u64s)
+    // holds cs at PT_REGS_CS; the verifier checks the context access.
     let cs =
         unsafe { core::ptr::read_volatile((ctx.ctx as *const u8).add(PT_REGS_CS) as *const u64) };
     cs & 3 == 0
@@ -34,6 +36,8 @@ pub fn oncpu_sample(ctx: PerfEventContext) -> u32 {
         return 0;
     }
     if let Some(n) = ONCPU_SAMPLES.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot of a per-CPU array, valid while the program runs. Only this
+        // program uses the map, and a perf event does not fire inside its own program.
         unsafe { *n += 1 };
     }
     let key = StackKey {
@@ -49,6 +53,7 @@ pub fn oncpu_sample(ctx: PerfEventContext) -> u32 {
         },
     };
     if let Some(v) = ONCPU_COUNTS.get_ptr_mut(key) {
+        // SAFETY: this CPU's value in a per-CPU hash map, used only by this program (as above).
         unsafe { *v += 1 };
     } else if ONCPU_COUNTS.insert(key, 1, 0).is_err() {
         count_lost(Family::Oncpu);

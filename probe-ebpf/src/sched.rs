@@ -48,6 +48,9 @@ const TASK_REPORT_MASK: i64 = 0xff;
 
 #[inline(always)]
 fn stats() -> Option<&'static mut SchedStats> {
+    // SAFETY: `p` is this CPU's slot of a per-CPU array, valid while the program runs. Only the
+    // sched programs use it; their hooks run under the run-queue lock with interrupts off, so
+    // none nests on this CPU, and each caller drops the reference before taking another.
     SCHED_STATS.get_ptr_mut(0).map(|p| unsafe { &mut *p })
 }
 
@@ -64,8 +67,11 @@ pub fn sched_sched_switch(ctx: TracePointContext) -> u32 {
 }
 
 fn try_switch_event(ctx: &TracePointContext) -> Result<u32, i64> {
+    // SAFETY: read_at is bpf_probe_read_kernel at ctx + offset: it fails instead of faulting,
+    // and any bits are a valid integer.
     let next: i32 = unsafe { ctx.read_at(offset(&OFF_SWITCH_NEXT_PID)) }.map_err(|e| e as i64)?;
     let preempted = || {
+        // SAFETY: as above.
         let state: i64 =
             unsafe { ctx.read_at(offset(&OFF_SWITCH_PREV_STATE)) }.map_err(|e| e as i64)?;
         Ok(state & TASK_REPORT_MASK == 0)
@@ -105,6 +111,8 @@ fn try_switch_raw(ctx: &RawTracePointContext) -> Result<u32, i64> {
 /// A u32 at the offset in `off` of a kernel `task_struct`.
 #[inline(always)]
 fn task_u32(task: *const u8, off: &Global<u32>) -> Result<u32, i64> {
+    // SAFETY: bpf_probe_read_kernel fails instead of faulting on a bad address (wrapping_add
+    // keeps the arithmetic defined for any offset); any bits are a valid u32.
     unsafe { bpf_probe_read_kernel(task.wrapping_add(offset(off)) as *const u32) }
         .map_err(i64::from)
 }
@@ -122,6 +130,7 @@ fn switch<C: StackIdContext>(
     preempted: impl FnOnce() -> Result<bool, i64>,
     next: u32,
 ) -> Result<u32, i64> {
+    // SAFETY: bpf_ktime_get_ns takes no arguments and cannot fail.
     let now = unsafe { bpf_ktime_get_ns() };
     // The tracepoint runs on the outgoing task.
     let (tgid, prev_tid) = current_ids();
@@ -154,6 +163,10 @@ fn switch<C: StackIdContext>(
     if next == 0 {
         return Ok(0);
     }
+    // SAFETY: the record is copied at once. `next`'s records are written only by its own
+    // switch-out and wakeups, which cannot run during this switch (it holds `next`'s run-queue
+    // lock); an LRU eviction on another CPU reusing the element could make the copy a wrong
+    // sample, never an invalid read. The same holds for SCHED_RUNNABLE below.
     if let Some(out) = unsafe { SCHED_SWITCHED_OUT.get(next) }.copied() {
         let _ = SCHED_SWITCHED_OUT.remove(next);
         let ns = now.saturating_sub(out.ts_ns);
@@ -164,6 +177,7 @@ fn switch<C: StackIdContext>(
             add_offcpu(&out.key, ns);
         }
     }
+    // SAFETY: as for SCHED_SWITCHED_OUT above.
     if let Some(t) = unsafe { SCHED_RUNNABLE.get(next) }.copied() {
         let _ = SCHED_RUNNABLE.remove(next);
         let ns = now.saturating_sub(t);
@@ -182,6 +196,8 @@ fn switch<C: StackIdContext>(
 #[inline(always)]
 fn add_offcpu(key: &StackKey, ns: u64) {
     if let Some(v) = SCHED_OFFCPU.get_ptr_mut(key) {
+        // SAFETY: `v` is this CPU's value in a per-CPU hash map, valid while the program runs;
+        // only sched_switch writes the map, and it does not nest on a CPU (see `stats`).
         unsafe { *v += ns };
     } else if SCHED_OFFCPU.insert(key, ns, 0).is_err() {
         count_lost(Family::Sched);
@@ -191,6 +207,7 @@ fn add_offcpu(key: &StackKey, ns: u64) {
 /// A sleeping traced thread (it has a switch-out record) became runnable.
 #[tracepoint]
 pub fn sched_sched_wakeup(ctx: TracePointContext) -> u32 {
+    // SAFETY: as in try_switch_event.
     match unsafe { ctx.read_at::<i32>(offset(&OFF_WAKEUP_PID)) } {
         Ok(pid) => wakeup(pid as u32),
         Err(_) => 1,
@@ -208,6 +225,7 @@ pub fn sched_raw_sched_wakeup(ctx: RawTracePointContext) -> i32 {
 
 #[inline(always)]
 fn wakeup(pid: u32) -> u32 {
+    // SAFETY: only the entry's presence is tested; its value is never read.
     if unsafe { SCHED_SWITCHED_OUT.get(pid) }.is_none() {
         return 0;
     }
@@ -222,6 +240,7 @@ fn mark_runnable(pid: u32) {
         s.wakeups += 1;
     }
     if SCHED_RUNNABLE
+        // SAFETY: bpf_ktime_get_ns takes no arguments and cannot fail.
         .insert(pid, unsafe { bpf_ktime_get_ns() }, 0)
         .is_err()
     {
@@ -233,6 +252,7 @@ fn mark_runnable(pid: u32) {
 #[tracepoint]
 pub fn sched_sched_wakeup_new(ctx: TracePointContext) -> u32 {
     wakeup_new(|| {
+        // SAFETY: as in try_switch_event.
         unsafe { ctx.read_at::<i32>(offset(&OFF_WAKEUP_PID)) }
             .map(|p| p as u32)
             .map_err(|e| e as i64)

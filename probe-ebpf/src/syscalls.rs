@@ -45,17 +45,21 @@ pub fn syscalls_raw_sys_exit(ctx: RawTracePointContext) -> i32 {
 
 #[tracepoint]
 pub fn syscalls_sys_enter(ctx: TracePointContext) -> u32 {
+    // SAFETY: read_at is bpf_probe_read_kernel at ctx + offset, which fails instead of
+    // faulting; any bits are a valid integer. The same holds for every read_at below.
     let nr = unsafe { ctx.read_at::<i64>(NR_OFFSET) }.unwrap_or(-1);
     enter(nr)
 }
 
 #[tracepoint]
 pub fn syscalls_sys_exit(ctx: TracePointContext) -> u32 {
+    // SAFETY: as in syscalls_sys_enter.
     exit(unsafe { ctx.read_at::<i64>(RET_OFFSET) }.unwrap_or(0))
 }
 
 #[tracepoint]
 pub fn syscalls_sys_enter_each(ctx: TracePointContext) -> u32 {
+    // SAFETY: as in syscalls_sys_enter.
     let nr = unsafe { ctx.read_at::<i32>(NR_OFFSET) }
         .map(|n| n as i64)
         .unwrap_or(-1);
@@ -64,6 +68,7 @@ pub fn syscalls_sys_enter_each(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn syscalls_sys_exit_each(ctx: TracePointContext) -> u32 {
+    // SAFETY: as in syscalls_sys_enter.
     exit(unsafe { ctx.read_at::<i64>(RET_OFFSET) }.unwrap_or(0))
 }
 
@@ -77,6 +82,9 @@ fn enter(nr: i64) -> u32 {
     // clock is read only once the thread is known to be traced: every other task on the machine
     // passes through here too.
     if let Some(slot) = SYSCALLS_START.get_ptr_mut(tid) {
+        // SAFETY: `slot` is this thread's entry, valid while the program runs; only programs
+        // running on this thread (its syscalls, its exit) touch it, one at a time.
+        // bpf_ktime_get_ns takes no arguments and cannot fail.
         unsafe {
             *slot = SyscallStart {
                 ts_ns: bpf_ktime_get_ns(),
@@ -89,6 +97,7 @@ fn enter(nr: i64) -> u32 {
         return 0;
     }
     let start = SyscallStart {
+        // SAFETY: bpf_ktime_get_ns takes no arguments and cannot fail.
         ts_ns: unsafe { bpf_ktime_get_ns() },
         nr: nr as u64,
     };
@@ -108,17 +117,23 @@ fn exit(ret: i64) -> u32 {
     let Some(slot) = SYSCALLS_START.get_ptr_mut(tid) else {
         return 0;
     };
+    // SAFETY: `slot` is this thread's entry (see `enter`).
     let start = unsafe { *slot };
     if start.ts_ns == 0 {
         return 0;
     }
+    // SAFETY: as above.
     unsafe { (*slot).ts_ns = 0 };
+    // SAFETY: bpf_ktime_get_ns takes no arguments and cannot fail.
     let now = unsafe { bpf_ktime_get_ns() };
     let ns = now.saturating_sub(start.ts_ns);
     let Some(stats) = SYSCALLS_STATS.get_ptr_mut(start.nr as u32) else {
         count_lost(Family::Syscalls);
         return 0;
     };
+    // SAFETY: this CPU's slot of a per-CPU array, valid while the program runs. Only the
+    // syscalls programs use the map; they run with preemption disabled and never from an
+    // interrupt, so none nests on this CPU and this reference is the only one.
     let stats = unsafe { &mut *stats };
     stats.count += 1;
     if (-4095..0).contains(&ret) {

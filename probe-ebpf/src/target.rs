@@ -22,6 +22,8 @@ fn try_fork(ctx: &TracePointContext) -> Result<u32, i64> {
     if !is_traced(tgid) {
         return Ok(0);
     }
+    // SAFETY: read_at is bpf_probe_read_kernel at ctx + offset: it fails instead of faulting,
+    // and any bits are a valid i32.
     let child: i32 = unsafe { ctx.read_at(offset(&OFF_FORK_CHILD_PID)) }.map_err(|e| e as i64)?;
     let child = child as u32;
     if child != tgid {
