@@ -1,7 +1,6 @@
 //! The `kpath` binary: parses and dispatches; each subcommand lives in its own module.
 use clap::{Parser, Subcommand};
-use kpath::bench;
-use kpath::cmd::{costs, diff, doctor, flame, record, report, workload};
+use kpath::cmd::{bench, costs, diff, doctor, flame, record, report, scenario, vm, workload};
 
 #[derive(Parser)]
 #[command(
@@ -42,9 +41,9 @@ enum Command {
     /// A built-in workload that opens, maps and closes files and connections (for demos).
     Workload(workload::WorkloadArgs),
     /// Run a kpath subcommand inside a stock Debian kernel (bookworm, bullseye) under qemu.
-    Vm(kpath::vm::VmArgs),
+    Vm(vm::VmArgs),
     /// A built-in experiment on this kernel and in guests, side by side (epoll-close).
-    Scenario(kpath::scenario::ScenarioArgs),
+    Scenario(scenario::ScenarioArgs),
 }
 
 fn main() {
@@ -63,8 +62,8 @@ fn main() {
         Command::Serve(a) => servers::serve::run(a),
         Command::Load(a) => servers::load::run(a),
         Command::Workload(a) => workload::run(&a),
-        Command::Vm(a) => kpath::vm::run(a),
-        Command::Scenario(a) => kpath::scenario::run(a),
+        Command::Vm(a) => vm::run(a),
+        Command::Scenario(a) => scenario::run(a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

@@ -1,5 +1,5 @@
 //! The processes kpath traces: an existing one (`-p PID`), or a command it starts (`-- CMD
-//! ARGS`) as a [`HeldChild`].
+//! ARGS`) as a [`HeldChild`]; and [`KillOnDrop`], the one way kpath owns a child process.
 //!
 //! A started command is forked and held before `exec` until the probes are attached and its
 //! pid is in the kernel filter, so counting starts exactly at its exec.
@@ -7,7 +7,9 @@ use std::{
     ffi::CString,
     io,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::unix::process::ExitStatusExt,
     path::Path,
+    process::ExitStatus,
     time::{Duration, Instant},
 };
 
@@ -80,13 +82,120 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
-/// A command forked by kpath and held before exec until [`HeldChild::release`].
+/// A child process that is terminated if it still runs when this is dropped: SIGTERM, up to a
+/// grace period to exit, then SIGKILL; reaped either way. Errors and early returns never leave a
+/// server, a recording or a guest behind.
+///
+/// It waits by pid (waitpid), so it owns children from [`std::process::Command`]
+/// ([`KillOnDrop::adopt`]) and children kpath forks itself ([`HeldChild`]) alike.
+#[derive(Debug)]
+pub struct KillOnDrop {
+    pid: u32,
+    status: Option<ExitStatus>,
+    grace: Duration,
+}
+
+impl KillOnDrop {
+    /// How long a dropped child has between SIGTERM and SIGKILL, unless [`KillOnDrop::grace`]
+    /// says otherwise.
+    pub const GRACE: Duration = Duration::from_secs(2);
+
+    /// Takes over a child spawned by [`std::process::Command`]. Only the process is kept: piped
+    /// stdio handles still in `child` are closed, so take them out first if they are needed.
+    pub fn adopt(child: std::process::Child) -> KillOnDrop {
+        KillOnDrop::from_pid(child.id())
+    }
+
+    fn from_pid(pid: u32) -> KillOnDrop {
+        KillOnDrop {
+            pid,
+            status: None,
+            grace: KillOnDrop::GRACE,
+        }
+    }
+
+    /// Sets the SIGTERM-to-SIGKILL grace period used on drop.
+    pub fn grace(mut self, grace: Duration) -> KillOnDrop {
+        self.grace = grace;
+        self
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Reaps the child if it exited; its status, or `None` while it runs.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            let mut st = 0;
+            // SAFETY: waitpid only writes the status through the valid pointer; WNOHANG never
+            // blocks. `pid` is our unreaped child, so no other process can be reaped.
+            let r = unsafe { libc::waitpid(self.pid as libc::pid_t, &mut st, libc::WNOHANG) };
+            if r == self.pid as libc::pid_t {
+                self.status = Some(ExitStatus::from_raw(st));
+            }
+        }
+        self.status
+    }
+
+    /// Waits up to `timeout` for the child to exit; `None` if it still runs.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.try_wait() {
+                return Some(s);
+            }
+            if start.elapsed() >= timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Sends `signal` unless the child has already been reaped (its pid may be reused by then).
+    pub fn signal(&mut self, signal: libc::c_int) -> io::Result<()> {
+        if self.try_wait().is_some() {
+            return Ok(());
+        }
+        // SAFETY: kill takes no pointers; the pid is our child, not yet reaped, so it cannot
+        // name another process.
+        if unsafe { libc::kill(self.pid as libc::pid_t, signal) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, up to `grace` to exit, then SIGKILL; the status, or `None` if even SIGKILL did
+    /// not reap it within 2 s.
+    pub fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
+        if let Some(s) = self.try_wait() {
+            return Some(s);
+        }
+        let _ = self.signal(libc::SIGTERM);
+        if let Some(s) = self.wait_timeout(grace) {
+            return Some(s);
+        }
+        let _ = self.signal(libc::SIGKILL);
+        self.wait_timeout(Duration::from_secs(2))
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.try_wait().is_none() {
+            self.terminate(self.grace);
+        }
+    }
+}
+
+/// A command forked by kpath and held before exec until [`HeldChild::release`]; like every
+/// [`KillOnDrop`], terminated and reaped if it still runs when dropped.
 pub struct HeldChild {
     pub pid: u32,
+    child: KillOnDrop,
     go: Option<OwnedFd>,
     exec_err: Option<OwnedFd>,
     program: String,
-    status: Option<i32>,
 }
 
 /// Waits until `pid` is blocked in read(2) (from /proc/PID/syscall), or `limit` passes, or the
@@ -114,13 +223,20 @@ fn in_syscall(text: &str, nr: libc::c_long) -> bool {
 
 fn pipe(flags: libc::c_int) -> Result<(OwnedFd, OwnedFd), ProcessError> {
     let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two fds pipe2 writes.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), flags) } != 0 {
         return Err(ProcessError::Sys {
             call: "pipe2",
             source: io::Error::last_os_error(),
         });
     }
+    // SAFETY: pipe2 succeeded: both fds are open and owned by nothing else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// `128 + signal` for a killed child, like a shell's `$?`.
+fn exit_code(s: ExitStatus) -> i32 {
+    s.code().or(s.signal().map(|n| 128 + n)).unwrap_or(-1)
 }
 
 impl HeldChild {
@@ -139,6 +255,9 @@ impl HeldChild {
         let (go_r, go_w) = pipe(libc::O_CLOEXEC)?;
         let (err_r, err_w) = pipe(libc::O_CLOEXEC)?;
 
+        // SAFETY: the child runs only async-signal-safe calls (close, read, execvp, write,
+        // _exit) on memory prepared before the fork, so forking a multithreaded process is
+        // sound; it never returns into Rust code.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             return Err(ProcessError::Sys {
@@ -147,7 +266,9 @@ impl HeldChild {
             });
         }
         if pid == 0 {
-            // HeldChild: only async-signal-safe calls from here on.
+            // SAFETY: the fds are the child's copies of open pipe ends; `b` and `errno` are
+            // live locals of the sizes passed; `ptrs` is a NULL-terminated array of pointers
+            // into `args`, which outlive the exec. The OwnedFds are never dropped here.
             unsafe {
                 let mut b = 0u8;
                 libc::close(go_w.as_raw_fd());
@@ -171,10 +292,10 @@ impl HeldChild {
         wait_blocked_in_read(pid as u32, Duration::from_secs(5));
         Ok(HeldChild {
             pid: pid as u32,
+            child: KillOnDrop::from_pid(pid as u32),
             go: Some(go_w),
             exec_err: Some(err_r),
             program,
-            status: None,
         })
     }
 
@@ -182,10 +303,13 @@ impl HeldChild {
     pub fn release(&mut self) -> Result<(), ProcessError> {
         if let Some(go) = self.go.take() {
             let b = 1u8;
+            // SAFETY: `go` is the open write end of the go pipe; one byte from a live local.
             unsafe { libc::write(go.as_raw_fd(), (&b as *const u8).cast(), 1) };
         }
         if let Some(err) = self.exec_err.take() {
             let mut errno = 0i32;
+            // SAFETY: `err` is the open read end of the exec-error pipe; at most 4 bytes into
+            // a live i32. It returns 0 (EOF) when the exec closed the CLOEXEC write end.
             let n = unsafe { libc::read(err.as_raw_fd(), (&mut errno as *mut i32).cast(), 4) };
             if n == 4 {
                 let _ = self.wait_timeout(Duration::from_secs(1));
@@ -200,56 +324,25 @@ impl HeldChild {
 
     /// Reaps the child if it exited; returns its status (`128 + signal` when killed).
     pub fn try_wait(&mut self) -> Option<i32> {
-        if self.status.is_some() {
-            return self.status;
-        }
-        let mut st = 0;
-        let r = unsafe { libc::waitpid(self.pid as i32, &mut st, libc::WNOHANG) };
-        if r == self.pid as i32 {
-            self.status = Some(if libc::WIFEXITED(st) {
-                libc::WEXITSTATUS(st)
-            } else if libc::WIFSIGNALED(st) {
-                128 + libc::WTERMSIG(st)
-            } else {
-                -1
-            });
-        }
-        self.status
+        self.child.try_wait().map(exit_code)
     }
 
     pub fn wait_timeout(&mut self, timeout: Duration) -> Option<i32> {
-        let start = Instant::now();
-        loop {
-            if let Some(s) = self.try_wait() {
-                return Some(s);
-            }
-            if start.elapsed() >= timeout {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        self.child.wait_timeout(timeout).map(exit_code)
     }
 
     /// SIGTERM, then SIGKILL after `grace`.
     pub fn terminate(&mut self, grace: Duration) -> Option<i32> {
-        if self.try_wait().is_some() {
-            return self.status;
-        }
-        unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
-        if let Some(s) = self.wait_timeout(grace) {
-            return Some(s);
-        }
-        unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
-        self.wait_timeout(Duration::from_secs(2))
+        self.child.terminate(grace).map(exit_code)
     }
 }
 
 impl Drop for HeldChild {
     fn drop(&mut self) {
-        // Never leave a held child behind: closing the go pipe makes it exit (126).
-        self.go.take();
-        if self.status.is_none() {
-            let _ = self.wait_timeout(Duration::from_millis(200));
+        // An unreleased child sees the go pipe close and exits (126) without running the
+        // command; `child`, dropped next, reaps it (or terminates a released one still running).
+        if self.go.take().is_some() {
+            let _ = self.child.wait_timeout(Duration::from_millis(200));
         }
     }
 }
@@ -322,6 +415,65 @@ mod tests {
         let mut c = HeldChild::spawn(&["/nonexistent/kpath-test".into()]).unwrap();
         let e = c.release().unwrap_err();
         assert!(e.to_string().contains("/nonexistent/kpath-test"), "{e}");
+    }
+
+    /// Whether `pid` is gone entirely (reaped, not a zombie).
+    fn reaped(pid: u32) -> bool {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    }
+
+    #[test]
+    fn kill_on_drop_terminates_and_reaps() {
+        let c = std::process::Command::new("sleep")
+            .arg("100")
+            .spawn()
+            .unwrap();
+        let c = KillOnDrop::adopt(c);
+        let pid = c.pid();
+        let t = Instant::now();
+        drop(c);
+        assert!(reaped(pid), "sleep {pid} left behind");
+        assert!(t.elapsed() < KillOnDrop::GRACE, "SIGTERM was enough");
+    }
+
+    #[test]
+    fn kill_on_drop_kills_what_ignores_sigterm_after_the_grace() {
+        let c = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "trap '' TERM; echo ready; while :; do sleep 0.05; done",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut c = c;
+        let mut line = String::new();
+        use std::io::BufRead as _;
+        std::io::BufReader::new(c.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let c = KillOnDrop::adopt(c).grace(Duration::from_millis(300));
+        let pid = c.pid();
+        let t = Instant::now();
+        drop(c);
+        assert!(reaped(pid), "sh {pid} left behind");
+        assert!(
+            t.elapsed() >= Duration::from_millis(300),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+
+    #[test]
+    fn kill_on_drop_reports_the_exit_status() {
+        let c = std::process::Command::new("sh")
+            .args(["-c", "exit 3"])
+            .spawn()
+            .unwrap();
+        let mut c = KillOnDrop::adopt(c);
+        let s = c.wait_timeout(Duration::from_secs(5)).expect("exits");
+        assert_eq!(s.code(), Some(3));
+        assert!(c.signal(libc::SIGTERM).is_ok(), "no signal after the reap");
     }
 
     #[test]

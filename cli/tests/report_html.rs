@@ -164,7 +164,8 @@ fn run_report_renders_in_chromium() {
 fn bench_report_renders_in_chromium() {
     let Some(bin) = chromium() else { return };
     let dir = common::tmpdir("html-bench");
-    let strategies = [("mmap", "munmap", 1000), ("cached", "<evil>&name", 10)];
+    use servers::serve::{Io, Model};
+    let strategies = [(Io::Mmap, "munmap", 1000), (Io::Cached, "<evil>&name", 10)];
     let mut sections = Vec::new();
     let mut bench = Bench {
         kernel: KernelInfo {
@@ -179,12 +180,7 @@ fn bench_report_renders_in_chromium() {
     };
     for (io, sc, count) in strategies {
         let run = synthetic_run(sc, count);
-        let s = Strategy {
-            io: io.into(),
-            model: "epoll".into(),
-            keepalive: Some(1),
-            files: None,
-        };
+        let s = Strategy::new(io, Model::Epoll, 1);
         let load = LoadSummary {
             requests: 1000,
             requests_per_sec: 333.0,

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use servers::serve::{Io, Model};
 
 use crate::run::{KernelInfo, KpathRow, Run};
 
@@ -28,11 +29,16 @@ pub struct Bench {
     pub runs: Vec<BenchRun>,
 }
 
-/// One server strategy, as `kpath serve` takes it, and the files the load spreads over.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+/// One server strategy, as `kpath serve` takes it, and the files the load spreads over. Bench
+/// runs a list of them; a scenario that compares strategies is a fixed list of them.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Strategy {
-    pub io: String,
-    pub model: String,
+    /// `kpath serve --io`, by its command-line name (`sendfile-nocork`).
+    #[serde(with = "by_name")]
+    pub io: Io,
+    /// `kpath serve --model`, by its command-line name.
+    #[serde(with = "by_name")]
+    pub model: Model,
     /// Requests per connection; `None` is unlimited.
     pub keepalive: Option<u32>,
     /// Distinct files of the bench's size that the requests rotate over (`kpath load
@@ -41,7 +47,37 @@ pub struct Strategy {
     pub files: Option<u32>,
 }
 
+/// `io`/`model` in bench.json: the command-line name, as `kpath serve` takes it.
+mod by_name {
+    use clap::ValueEnum;
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    pub fn serialize<T: std::fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub fn deserialize<'de, T: ValueEnum, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
+        let name = String::deserialize(d)?;
+        T::from_str(&name, false).map_err(serde::de::Error::custom)
+    }
+}
+
 impl Strategy {
+    /// A strategy over one file; `keepalive` 0 is unlimited (a `const fn`, for the scenarios'
+    /// tables).
+    pub const fn new(io: Io, model: Model, keepalive: u32) -> Strategy {
+        Strategy {
+            io,
+            model,
+            keepalive: if keepalive == 0 {
+                None
+            } else {
+                Some(keepalive)
+            },
+            files: None,
+        }
+    }
+
     /// `mmap-epoll-ka1` (`sendfile-epoll-kainf-1000files` over many files): the run directory
     /// name and the table label.
     pub fn name(&self) -> String {
@@ -250,8 +286,8 @@ mod tests {
     #[test]
     fn strategy_names() {
         let s = |ka| Strategy {
-            io: "mmap".into(),
-            model: "epoll".into(),
+            io: Io::Mmap,
+            model: Model::Epoll,
             keepalive: ka,
             files: None,
         };
@@ -262,6 +298,24 @@ mod tests {
             ..s(None)
         };
         assert_eq!(many.name(), "mmap-epoll-kainf-1000files");
+        assert_eq!(Strategy::new(Io::Cached, Model::Uring, 0).keepalive, None);
+    }
+
+    #[test]
+    fn strategies_keep_their_command_line_names_in_json() {
+        let s = Strategy {
+            files: Some(10),
+            ..Strategy::new(Io::SendfileNocork, Model::Threadpool, 1)
+        };
+        let v = serde_json::to_value(s).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"io": "sendfile-nocork", "model": "threadpool", "keepalive": 1, "files": 10})
+        );
+        assert_eq!(serde_json::from_value::<Strategy>(v).unwrap(), s);
+        let bogus =
+            serde_json::json!({"io": "carrier-pigeon", "model": "epoll", "keepalive": null});
+        assert!(serde_json::from_value::<Strategy>(bogus).is_err());
     }
 
     #[test]
@@ -292,7 +346,8 @@ mod tests {
             ],
             ..Default::default()
         };
-        run.methods.insert("locks".into(), "lock_tracepoints".into());
+        run.methods
+            .insert("locks".into(), "lock_tracepoints".into());
         let load = LoadSummary {
             requests: 100,
             requests_per_sec: 50.0,
@@ -305,12 +360,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let s = Strategy {
-            io: "mmap".into(),
-            model: "epoll".into(),
-            keepalive: Some(1),
-            files: None,
-        };
+        let s = Strategy::new(Io::Mmap, Model::Epoll, 1);
         let b = BenchRun::new(s, &load, &run, "runs/mmap-epoll-ka1");
         assert_eq!(b.name, "mmap-epoll-ka1");
         assert_eq!(b.syscalls_per_request, 2.5);

@@ -13,51 +13,16 @@ use std::fs::File;
 use std::io::Read as _;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use servers::serve::{Io, Model};
 
 use self::json::{Bench, BenchRun, LoadSummary, Strategy, BENCH_FORMAT_VERSION};
+use crate::process::KillOnDrop;
 use crate::render::flame::{self, FlameKind};
 use crate::render::json as run_json;
-
-#[derive(clap::Args, Debug, Clone)]
-#[command(after_help = "Examples:
-  sudo kpath bench --io mmap,sendfile,cached --model epoll --keepalive 1 -d 3 -o runs/bench
-  sudo kpath bench --io cached --model epoll,threadpool,uring --keepalive 1,100
-  sudo kpath bench --io sendfile --keepalive 0 --files 1,1000     one file for all vs 1000 files")]
-pub struct BenchArgs {
-    /// File strategies, comma separated (read, mmap, sendfile, sendfile-nocork, cached).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "cached")]
-    pub io: Vec<Io>,
-    /// Threading models, comma separated (epoll, threadpool, thread, tokio, uring).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "epoll")]
-    pub model: Vec<Model>,
-    /// Requests per connection, comma separated (1 closes after every reply; 0 is unlimited).
-    #[arg(long, value_delimiter = ',', default_value = "1")]
-    pub keepalive: Vec<u32>,
-    /// Load generator connections.
-    #[arg(short = 'c', long, default_value_t = 32)]
-    pub connections: usize,
-    /// Seconds of load per strategy.
-    #[arg(short = 'd', long, default_value_t = 5)]
-    pub duration: u64,
-    /// Size in bytes of the file every request fetches.
-    #[arg(long = "file", default_value_t = 1400)]
-    pub file_size: usize,
-    /// Distinct files (each --file bytes) the requests rotate over, comma separated: 1 sends
-    /// one file to every connection, N spreads each connection's requests over N files.
-    #[arg(long, value_delimiter = ',', default_value = "1", value_parser = clap::value_parser!(u32).range(1..))]
-    pub files: Vec<u32>,
-    /// On-CPU sampling frequency (Hz) of each recording.
-    #[arg(short = 'F', long, default_value_t = 99)]
-    pub frequency: u64,
-    /// Bench directory (default: runs/bench-<unix time>).
-    #[arg(short, long)]
-    pub output: Option<PathBuf>,
-}
 
 /// Library options for [`bench`].
 #[derive(Debug, Clone)]
@@ -79,12 +44,7 @@ pub struct BenchOptions {
 impl Default for BenchOptions {
     fn default() -> Self {
         BenchOptions {
-            strategies: vec![Strategy {
-                io: Io::Cached.to_string(),
-                model: Model::Epoll.to_string(),
-                keepalive: Some(1),
-                files: None,
-            }],
+            strategies: vec![Strategy::new(Io::Cached, Model::Epoll, 1)],
             connections: 32,
             load_threads: 2,
             duration: Duration::from_secs(5),
@@ -93,46 +53,6 @@ impl Default for BenchOptions {
             out_dir: PathBuf::from("runs/bench"),
             kpath: PathBuf::from("kpath"),
             attach_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-impl BenchArgs {
-    /// Every combination, io outermost, so `--io a,b` reads as the comparison's rows.
-    pub fn strategies(&self) -> Vec<Strategy> {
-        let mut out = Vec::new();
-        for io in &self.io {
-            for model in &self.model {
-                for &ka in &self.keepalive {
-                    for &files in &self.files {
-                        let s = Strategy {
-                            io: io.to_string(),
-                            model: model.to_string(),
-                            keepalive: (ka > 0).then_some(ka),
-                            files: (files > 1).then_some(files),
-                        };
-                        if !out.contains(&s) {
-                            out.push(s);
-                        }
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    pub fn into_options(self, kpath: PathBuf, now_secs: u64) -> BenchOptions {
-        BenchOptions {
-            strategies: self.strategies(),
-            connections: self.connections,
-            duration: Duration::from_secs(self.duration),
-            file_size: self.file_size,
-            frequency: self.frequency,
-            out_dir: self
-                .output
-                .unwrap_or_else(|| PathBuf::from(format!("runs/bench-{now_secs}"))),
-            kpath,
-            ..BenchOptions::default()
         }
     }
 }
@@ -175,38 +95,6 @@ pub enum BenchError {
     Html(#[from] crate::render::html::HtmlError),
     #[error("no strategy to run")]
     Empty,
-}
-
-/// A child that is killed and reaped if it is still running when dropped (errors, Ctrl-C paths).
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
-    /// Waits up to `timeout`; `None` if it is still running.
-    fn wait_for(&mut self, timeout: Duration) -> std::io::Result<Option<ExitStatus>> {
-        let start = Instant::now();
-        loop {
-            if let Some(s) = self.0.try_wait()? {
-                return Ok(Some(s));
-            }
-            if start.elapsed() >= timeout {
-                return Ok(None);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
 }
 
 fn write(path: &Path, data: &[u8]) -> Result<(), BenchError> {
@@ -288,34 +176,60 @@ fn run_one(
         source,
     })?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    // Dropped in reverse order on an error: the recording stops before its server.
+    let server = start_server(opts, s, root, addr, &run_dir)?;
+    let mut record = start_recording(opts, server.pid(), &run_dir)?;
+    let load = run_load(opts, s, addr)?;
+    write(&run_dir.join("load.json"), &load)?;
+    let load: LoadSummary = serde_json::from_slice(&load).map_err(BenchError::LoadOutput)?;
+    stop_recording(&mut record, &run_dir)?;
+    drop(server);
+    let run = run_json::from_file(&run_dir.join("run.json"))?;
+    Ok(BenchRun::new(*s, &load, &run, run_rel))
+}
 
+/// `cmd` with stdin closed and stdout and stderr appended to the log at `path`.
+fn spawn_logged(
+    mut cmd: Command,
+    path: &Path,
+    what: &'static str,
+) -> Result<KillOnDrop, BenchError> {
+    let log = log_file(path)?;
+    let log2 = log.try_clone().map_err(|source| BenchError::Write {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(log2)
+        .stderr(log)
+        .spawn()
+        .map_err(|source| BenchError::Spawn { what, source })?;
+    Ok(KillOnDrop::adopt(child))
+}
+
+/// `kpath serve` of the strategy on `addr`, once it accepts connections.
+fn start_server(
+    opts: &BenchOptions,
+    s: &Strategy,
+    root: &Path,
+    addr: SocketAddr,
+    run_dir: &Path,
+) -> Result<KillOnDrop, BenchError> {
     let serve_log = run_dir.join("serve.log");
     let mut cmd = Command::new(&opts.kpath);
-    cmd.args(["serve", "--io", &s.io, "--model", &s.model, "--addr"])
+    cmd.args(["serve", "--io", &s.io.to_string()])
+        .args(["--model", &s.model.to_string(), "--addr"])
         .arg(addr.to_string())
         .arg("--root")
         .arg(root);
     if let Some(ka) = s.keepalive {
         cmd.args(["--keepalive", &ka.to_string()]);
     }
-    let log = log_file(&serve_log)?;
-    let server = cmd
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(|source| BenchError::Write {
-            path: serve_log.clone(),
-            source,
-        })?)
-        .stderr(log)
-        .spawn()
-        .map_err(|source| BenchError::Spawn {
-            what: "kpath serve",
-            source,
-        })?;
-    let mut server = Proc(server);
+    let mut server = spawn_logged(cmd, &serve_log, "kpath serve")?;
     let start = Instant::now();
     while TcpStream::connect(addr).is_err() {
-        let exited = server.0.try_wait().ok().flatten().is_some();
-        if exited || start.elapsed() > Duration::from_secs(10) {
+        if server.try_wait().is_some() || start.elapsed() > Duration::from_secs(10) {
             return Err(BenchError::NotListening {
                 addr,
                 secs: 10,
@@ -324,40 +238,32 @@ fn run_one(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    Ok(server)
+}
 
-    // Record until SIGINT; the duration is only a backstop should bench itself die.
+/// `kpath record -p SERVER` into `run_dir`, once its probes are attached. It records until
+/// SIGINT ([`stop_recording`]); its duration is only a backstop should bench itself die.
+fn start_recording(
+    opts: &BenchOptions,
+    server: u32,
+    run_dir: &Path,
+) -> Result<KillOnDrop, BenchError> {
     let record_log = run_dir.join("record.log");
     let ready = run_dir.join("record.ready");
     let _ = std::fs::remove_file(&ready);
-    let log = log_file(&record_log)?;
     let backstop = opts.duration.as_secs() + 120;
-    let record = Command::new(&opts.kpath)
-        .args(["record", "-p", &server.pid().to_string()])
+    let mut cmd = Command::new(&opts.kpath);
+    cmd.args(["record", "-p", &server.to_string()])
         .args(["-d", &backstop.to_string()])
-        .args([
-            "-F",
-            &opts.frequency.to_string(),
-            "--bpf-stats",
-            "--ready-file",
-        ])
+        .args(["-F", &opts.frequency.to_string(), "--bpf-stats"])
+        .arg("--ready-file")
         .arg(&ready)
         .arg("-o")
-        .arg(&run_dir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(|source| BenchError::Write {
-            path: record_log.clone(),
-            source,
-        })?)
-        .stderr(log)
-        .spawn()
-        .map_err(|source| BenchError::Spawn {
-            what: "kpath record",
-            source,
-        })?;
-    let mut record = Proc(record);
+        .arg(run_dir);
+    let mut record = spawn_logged(cmd, &record_log, "kpath record")?;
     let start = Instant::now();
     while !ready.exists() {
-        if let Ok(Some(status)) = record.0.try_wait() {
+        if let Some(status) = record.try_wait() {
             return Err(BenchError::RecordExited {
                 status,
                 log: tail(&record_log),
@@ -371,7 +277,11 @@ fn run_one(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    Ok(record)
+}
 
+/// `kpath load --json` against the server; its report as printed.
+fn run_load(opts: &BenchOptions, s: &Strategy, addr: SocketAddr) -> Result<Vec<u8>, BenchError> {
     let mut load = Command::new(&opts.kpath);
     load.arg("load");
     match s.files {
@@ -391,35 +301,30 @@ fn run_one(
             what: "kpath load",
             source,
         })?;
-    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
     if !out.status.success() {
         return Err(BenchError::LoadFailed {
             status: out.status,
-            stderr,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         });
     }
-    write(&run_dir.join("load.json"), &out.stdout)?;
-    let load: LoadSummary = serde_json::from_slice(&out.stdout).map_err(BenchError::LoadOutput)?;
+    Ok(out.stdout)
+}
 
-    unsafe { libc::kill(record.pid() as libc::pid_t, libc::SIGINT) };
+/// SIGINT to `kpath record`, which then writes the run; waits for it to finish.
+fn stop_recording(record: &mut KillOnDrop, run_dir: &Path) -> Result<(), BenchError> {
     let wait = Duration::from_secs(120);
-    let status = match record.wait_for(wait) {
-        Ok(Some(s)) => s,
-        _ => {
-            return Err(BenchError::RecordHung {
-                secs: wait.as_secs(),
-            })
-        }
-    };
+    // An error means it is gone already: the wait reports how it ended.
+    let _ = record.signal(libc::SIGINT);
+    let status = record.wait_timeout(wait).ok_or(BenchError::RecordHung {
+        secs: wait.as_secs(),
+    })?;
     if !status.success() {
         return Err(BenchError::RecordFailed {
             status,
-            log: tail(&record_log),
+            log: tail(&run_dir.join("record.log")),
         });
     }
-    drop(server);
-    let run = run_json::from_file(&run_dir.join("run.json"))?;
-    Ok(BenchRun::new(s.clone(), &load, &run, run_rel))
+    Ok(())
 }
 
 /// On-CPU differential flame graphs of every run against the first; a missing folded file (the
@@ -512,73 +417,9 @@ pub fn read_bench(path: &Path) -> anyhow::Result<Bench> {
         .with_context(|| format!("{} is not a valid bench.json", path.display()))
 }
 
-pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if !crate::kernel::features::is_root() {
-        anyhow::bail!("kpath bench records with BPF and needs root: run it with sudo");
-    }
-    let exe = std::env::current_exe().context("locating the kpath binary")?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let opts = args.into_options(exe, now);
-    let bench = bench(&opts).context("kpath bench")?;
-    print!("{}", table::render(&bench));
-    eprintln!(
-        "kpath: bench written to {} (report.html, bench.json, runs/, diff/)",
-        opts.out_dir.display()
-    );
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        bench: BenchArgs,
-    }
-
-    #[test]
-    fn every_combination_in_order() {
-        let a = Cli::parse_from([
-            "kpath",
-            "--io",
-            "mmap,cached",
-            "--model",
-            "epoll",
-            "--keepalive",
-            "1,0",
-        ])
-        .bench;
-        let names: Vec<String> = a.strategies().iter().map(Strategy::name).collect();
-        assert_eq!(
-            names,
-            [
-                "mmap-epoll-ka1",
-                "mmap-epoll-kainf",
-                "cached-epoll-ka1",
-                "cached-epoll-kainf"
-            ]
-        );
-        let o = a.into_options(PathBuf::from("/k"), 7);
-        assert_eq!(o.out_dir, PathBuf::from("runs/bench-7"));
-        assert_eq!(o.duration, Duration::from_secs(5));
-        assert!(Cli::try_parse_from(["kpath", "--io", "bogus"]).is_err());
-
-        let a = Cli::parse_from(["kpath", "--io", "sendfile-nocork", "--files", "1,1000"]).bench;
-        let names: Vec<String> = a.strategies().iter().map(Strategy::name).collect();
-        assert_eq!(
-            names,
-            [
-                "sendfile-nocork-epoll-ka1",
-                "sendfile-nocork-epoll-ka1-1000files"
-            ]
-        );
-        assert!(Cli::try_parse_from(["kpath", "--files", "0"]).is_err());
-    }
 
     #[test]
     fn page_has_the_requested_size() {

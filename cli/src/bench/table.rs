@@ -189,12 +189,8 @@ mod tests {
     use crate::bench::json::Strategy;
 
     fn run(io: &str, counts: &[(&str, f64)]) -> BenchRun {
-        let strategy = Strategy {
-            io: io.into(),
-            model: "epoll".into(),
-            keepalive: Some(1),
-            files: None,
-        };
+        let io = clap::ValueEnum::from_str(io, false).expect("an io strategy");
+        let strategy = Strategy::new(io, servers::serve::Model::Epoll, 1);
         BenchRun {
             name: strategy.name(),
             strategy,

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 
-use super::ScenarioArgs;
+use servers::serve::{Io, Model};
+
+use super::ScenarioOptions;
 use crate::bench::{
     self,
     json::{Bench, BenchRun, Strategy},
@@ -23,34 +25,15 @@ pub struct Comparison {
     /// Why the kernel behaves so.
     pub why: &'static str,
     /// Baseline first.
-    pub strategies: &'static [Spec],
+    pub strategies: &'static [Strategy],
     /// Lines computed from the measured runs.
     pub findings: fn(&Bench) -> Vec<String>,
     /// On-CPU sampling frequency when the findings read sampled shares; `None` is bench's.
     pub frequency: Option<u64>,
 }
 
-/// One strategy of a comparison.
-#[derive(Debug, Clone, Copy)]
-pub struct Spec {
-    pub io: &'static str,
-    pub model: &'static str,
-    /// Requests per connection; 0 is unlimited.
-    pub keepalive: u32,
-    /// Distinct files the requests rotate over; 1 is one file for all.
-    pub files: u32,
-}
-
-/// A strategy over one file.
-pub const fn spec(io: &'static str, model: &'static str, keepalive: u32) -> Spec {
-    Spec {
-        io,
-        model,
-        keepalive,
-        files: 1,
-    }
-}
-
+/// The steps of the blog post the scenario is named after (its author, Gulan): mmap+write per
+/// request, sendfile, an in-memory cache, then the cache behind a thread pool.
 pub const GULAN: Comparison = Comparison {
     name: "gulan",
     runs: "the same close-per-request load against mmap+write per request, sendfile, an \
@@ -64,10 +47,10 @@ pub const GULAN: Comparison = Comparison {
           and a worker per connection: a wakeup and a context switch that the event loop never \
           pays.",
     strategies: &[
-        spec("mmap", "epoll", 1),
-        spec("sendfile", "epoll", 1),
-        spec("cached", "epoll", 1),
-        spec("cached", "threadpool", 1),
+        Strategy::new(Io::Mmap, Model::Epoll, 1),
+        Strategy::new(Io::Sendfile, Model::Epoll, 1),
+        Strategy::new(Io::Cached, Model::Epoll, 1),
+        Strategy::new(Io::Cached, Model::Threadpool, 1),
     ],
     findings: gulan_findings,
     frequency: None,
@@ -83,7 +66,10 @@ pub const BATCHING: Comparison = Comparison {
     why: "every syscall crosses into the kernel and back (see `kpath costs`, null syscall); \
           io_uring queues the operations in shared rings and enters the kernel once per batch, \
           so syscalls per request fall below one when many connections are busy at once.",
-    strategies: &[spec("cached", "epoll", 0), spec("cached", "uring", 0)],
+    strategies: &[
+        Strategy::new(Io::Cached, Model::Epoll, 0),
+        Strategy::new(Io::Cached, Model::Uring, 0),
+    ],
     findings: batching_findings,
     frequency: None,
 };
@@ -99,16 +85,16 @@ pub const THREADPOOL: Comparison = Comparison {
           cores. An event loop collects many ready connections per epoll_wait and only sleeps \
           when none is ready.",
     strategies: &[
-        spec("cached", "epoll", 0),
-        spec("cached", "threadpool", 0),
-        spec("cached", "thread", 0),
+        Strategy::new(Io::Cached, Model::Epoll, 0),
+        Strategy::new(Io::Cached, Model::Threadpool, 0),
+        Strategy::new(Io::Cached, Model::Thread, 0),
     ],
     findings: threadpool_findings,
     frequency: None,
 };
 
 /// The first run of `io` on `model`.
-pub(super) fn by<'a>(b: &'a Bench, io: &str, model: &str) -> Option<&'a BenchRun> {
+pub(super) fn by(b: &Bench, io: Io, model: Model) -> Option<&BenchRun> {
     b.runs
         .iter()
         .find(|r| r.strategy.io == io && r.strategy.model == model)
@@ -159,7 +145,10 @@ pub(super) fn summary(r: &BenchRun) -> String {
 
 fn gulan_findings(b: &Bench) -> Vec<String> {
     let mut out: Vec<String> = b.runs.iter().map(summary).collect();
-    if let (Some(m), Some(c)) = (by(b, "mmap", "epoll"), by(b, "cached", "epoll")) {
+    if let (Some(m), Some(c)) = (
+        by(b, Io::Mmap, Model::Epoll),
+        by(b, Io::Cached, Model::Epoll),
+    ) {
         out.push(format!(
             "mmap costs {:.1}x the syscalls and {:.1}x the busy kernel time per request of the cache \
              (mmap {:.2} + munmap {:.2} per request)",
@@ -169,7 +158,10 @@ fn gulan_findings(b: &Bench) -> Vec<String> {
             per_req(m, "munmap"),
         ));
     }
-    if let (Some(e), Some(t)) = (by(b, "cached", "epoll"), by(b, "cached", "threadpool")) {
+    if let (Some(e), Some(t)) = (
+        by(b, Io::Cached, Model::Epoll),
+        by(b, Io::Cached, Model::Threadpool),
+    ) {
         let verdict = if t.requests_per_sec < e.requests_per_sec {
             "worse"
         } else {
@@ -193,7 +185,10 @@ fn gulan_findings(b: &Bench) -> Vec<String> {
 
 fn batching_findings(b: &Bench) -> Vec<String> {
     let mut out: Vec<String> = b.runs.iter().map(summary).collect();
-    if let (Some(e), Some(u)) = (by(b, "cached", "epoll"), by(b, "cached", "uring")) {
+    if let (Some(e), Some(u)) = (
+        by(b, Io::Cached, Model::Epoll),
+        by(b, Io::Cached, Model::Uring),
+    ) {
         out.push(format!(
             "syscalls per request: epoll {:.2} (read {:.2}, writev {:.2}, epoll_wait {:.2}) vs \
              io_uring {:.2} (io_uring_enter {:.2})",
@@ -222,8 +217,8 @@ fn threadpool_findings(b: &Bench) -> Vec<String> {
 }
 
 /// Runs a comparison on this kernel and prints its explanation, tables and findings.
-pub fn run(c: &Comparison, args: &ScenarioArgs) -> anyhow::Result<()> {
-    if !args.kernels.is_empty() {
+pub fn run(c: &Comparison, opts: &ScenarioOptions) -> anyhow::Result<()> {
+    if !opts.kernels.is_empty() {
         bail!(
             "scenario {} compares server strategies on this kernel; --kernel is for epoll-close",
             c.name
@@ -232,8 +227,8 @@ pub fn run(c: &Comparison, args: &ScenarioArgs) -> anyhow::Result<()> {
     if !crate::kernel::features::is_root() {
         bail!("kpath scenario records with BPF and needs root: run it with sudo");
     }
-    let secs = args.duration.max(1.0).round() as u64;
-    let out_dir = args.out_dir.clone().unwrap_or_else(|| {
+    let secs = opts.duration_secs.max(1.0).round() as u64;
+    let out_dir = opts.out_dir.clone().unwrap_or_else(|| {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -242,15 +237,15 @@ pub fn run(c: &Comparison, args: &ScenarioArgs) -> anyhow::Result<()> {
     println!("scenario {}\n", c.name);
     println!("runs:        {}", c.runs);
     println!("look at:     {}\n", c.look_at);
-    let opts = BenchOptions {
-        strategies: strategies(c),
+    let bench_opts = BenchOptions {
+        strategies: c.strategies.to_vec(),
         duration: Duration::from_secs(secs),
         out_dir: out_dir.clone(),
         kpath: std::env::current_exe().context("locating the kpath binary")?,
         frequency: c.frequency.unwrap_or(BenchOptions::default().frequency),
         ..BenchOptions::default()
     };
-    let b = bench::bench(&opts).with_context(|| format!("scenario {}", c.name))?;
+    let b = bench::bench(&bench_opts).with_context(|| format!("scenario {}", c.name))?;
     print!("{}", bench::table::render(&b));
     println!("\nmeasured on {}:", b.kernel.release);
     for line in (c.findings)(&b) {
@@ -264,44 +259,19 @@ pub fn run(c: &Comparison, args: &ScenarioArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The comparison's strategies as bench takes them.
-pub fn strategies(c: &Comparison) -> Vec<Strategy> {
-    c.strategies
-        .iter()
-        .map(|s| Strategy {
-            io: s.io.to_string(),
-            model: s.model.to_string(),
-            keepalive: (s.keepalive > 0).then_some(s.keepalive),
-            files: (s.files > 1).then_some(s.files),
-        })
-        .collect()
-}
-
-/// Comparisons have no separate load process: bench drives `kpath load` itself.
-pub fn no_drive(args: &ScenarioArgs, _: &std::path::Path) -> anyhow::Result<()> {
-    bail!(
-        "scenario {} has no --drive half",
-        args.name.as_deref().unwrap_or("?")
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    fn run(io: &str, model: &str, rps: f64, spr: f64, busy: f64, cs: f64) -> BenchRun {
+    fn run(io: Io, model: Model, rps: f64, spr: f64, busy: f64, cs: f64) -> BenchRun {
         let mut counts = BTreeMap::new();
-        counts.insert("mmap".to_string(), if io == "mmap" { 1.0 } else { 0.0 });
-        counts.insert("munmap".to_string(), if io == "mmap" { 1.0 } else { 0.0 });
+        let mapped = if io == Io::Mmap { 1.0 } else { 0.0 };
+        counts.insert("mmap".to_string(), mapped);
+        counts.insert("munmap".to_string(), mapped);
         BenchRun {
             name: format!("{io}-{model}-ka1"),
-            strategy: Strategy {
-                io: io.into(),
-                model: model.into(),
-                keepalive: Some(1),
-                files: None,
-            },
+            strategy: Strategy::new(io, model, 1),
             requests_per_sec: rps,
             syscalls_per_request: spr,
             busy_kernel_ns_per_request: busy,
@@ -315,9 +285,9 @@ mod tests {
     fn gulan_findings_compare_mmap_with_the_cache_and_judge_the_pool() {
         let b = Bench {
             runs: vec![
-                run("mmap", "epoll", 20_000.0, 10.0, 40_000.0, 0.1),
-                run("cached", "epoll", 28_000.0, 5.0, 16_000.0, 0.3),
-                run("cached", "threadpool", 18_000.0, 6.0, 20_000.0, 1.5),
+                run(Io::Mmap, Model::Epoll, 20_000.0, 10.0, 40_000.0, 0.1),
+                run(Io::Cached, Model::Epoll, 28_000.0, 5.0, 16_000.0, 0.3),
+                run(Io::Cached, Model::Threadpool, 18_000.0, 6.0, 20_000.0, 1.5),
             ],
             ..Bench::default()
         };
@@ -335,23 +305,16 @@ mod tests {
     }
 
     #[test]
-    fn comparisons_name_valid_strategies() {
-        use clap::ValueEnum as _;
-        use servers::{Io, Model};
+    fn comparisons_run_distinct_strategies() {
         let cork = super::super::cork::CORK;
         let fanout = super::super::fanout::FANOUT;
         for c in [GULAN, BATCHING, THREADPOOL, cork, fanout] {
-            let s = strategies(&c);
-            for st in &s {
-                assert!(Io::from_str(&st.io, false).is_ok(), "{}: {}", c.name, st.io);
-                assert!(Model::from_str(&st.model, false).is_ok(), "{}", st.model);
-            }
-            let mut names: Vec<String> = s.iter().map(Strategy::name).collect();
+            let mut names: Vec<String> = c.strategies.iter().map(Strategy::name).collect();
             names.sort();
             names.dedup();
             assert_eq!(
                 names.len(),
-                s.len(),
+                c.strategies.len(),
                 "{}: run directories must differ",
                 c.name
             );

@@ -1,7 +1,9 @@
 //! `kpath scenario cork`: header and body of a small reply under TCP_CORK, without it, and as one
 //! writev, counted in TCP segments as well as syscalls.
-use super::compare::{by, change, fastest, ns_per_req, per_req, spec, Comparison};
-use crate::bench::json::{Bench, BenchRun};
+use servers::serve::{Io, Model};
+
+use super::compare::{by, change, fastest, ns_per_req, per_req, Comparison};
+use crate::bench::json::{Bench, BenchRun, Strategy};
 use crate::bench::table::{fmt_ns_per, fmt_per};
 
 pub const CORK: Comparison = Comparison {
@@ -25,9 +27,9 @@ pub const CORK: Comparison = Comparison {
           pushes what is queued). A writev of the header and a cached body gives the kernel \
           both in one call: one segment, no setsockopt, and no open, sendfile or close either.",
     strategies: &[
-        spec("sendfile", "epoll", 0),
-        spec("sendfile-nocork", "epoll", 0),
-        spec("cached", "epoll", 0),
+        Strategy::new(Io::Sendfile, Model::Epoll, 0),
+        Strategy::new(Io::SendfileNocork, Model::Epoll, 0),
+        Strategy::new(Io::Cached, Model::Epoll, 0),
     ],
     findings: cork_findings,
     frequency: None,
@@ -60,9 +62,9 @@ fn line(r: &BenchRun) -> String {
 
 pub fn cork_findings(b: &Bench) -> Vec<String> {
     let mut out: Vec<String> = b.runs.iter().map(line).collect();
-    let corked = by(b, "sendfile", "epoll");
-    let plain = by(b, "sendfile-nocork", "epoll");
-    let cached = by(b, "cached", "epoll");
+    let corked = by(b, Io::Sendfile, Model::Epoll);
+    let plain = by(b, Io::SendfileNocork, Model::Epoll);
+    let cached = by(b, Io::Cached, Model::Epoll);
     if let (Some(c), Some(n)) = (corked, plain) {
         if let (Some(cs), Some(ns)) = (c.reply_segments_per_request, n.reply_segments_per_request) {
             let what = if ns >= cs + 0.5 {
@@ -133,15 +135,9 @@ pub fn cork_findings(b: &Bench) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::json::Strategy;
 
-    fn run(io: &str, rps: f64, reply: f64, tcp: f64, setsockopt: f64, busy: f64) -> BenchRun {
-        let strategy = Strategy {
-            io: io.into(),
-            model: "epoll".into(),
-            keepalive: None,
-            files: None,
-        };
+    fn run(io: Io, rps: f64, reply: f64, tcp: f64, setsockopt: f64, busy: f64) -> BenchRun {
+        let strategy = Strategy::new(io, Model::Epoll, 0);
         BenchRun {
             name: strategy.name(),
             strategy,
@@ -156,7 +152,7 @@ mod tests {
                 ("writev".to_string(), 300.0),
                 (
                     "sendfile".to_string(),
-                    if io == "cached" { 0.0 } else { 400.0 },
+                    if io == Io::Cached { 0.0 } else { 400.0 },
                 ),
             ]
             .into(),
@@ -168,9 +164,9 @@ mod tests {
     fn findings_compare_segments_syscalls_and_time() {
         let b = Bench {
             runs: vec![
-                run("sendfile", 90_000.0, 1.0, 2.0, 2.0, 9_000.0),
-                run("sendfile-nocork", 80_000.0, 2.0, 3.1, 0.0, 10_000.0),
-                run("cached", 150_000.0, 1.0, 2.0, 0.0, 4_000.0),
+                run(Io::Sendfile, 90_000.0, 1.0, 2.0, 2.0, 9_000.0),
+                run(Io::SendfileNocork, 80_000.0, 2.0, 3.1, 0.0, 10_000.0),
+                run(Io::Cached, 150_000.0, 1.0, 2.0, 0.0, 4_000.0),
             ],
             ..Bench::default()
         };
@@ -213,8 +209,8 @@ mod tests {
     fn coalesced_replies_and_missing_counts_are_said_so() {
         let mut b = Bench {
             runs: vec![
-                run("sendfile", 90_000.0, 1.0, 2.0, 2.0, 9_000.0),
-                run("sendfile-nocork", 95_000.0, 1.1, 2.1, 0.0, 8_000.0),
+                run(Io::Sendfile, 90_000.0, 1.0, 2.0, 2.0, 9_000.0),
+                run(Io::SendfileNocork, 95_000.0, 1.1, 2.1, 0.0, 8_000.0),
             ],
             ..Bench::default()
         };

@@ -1,5 +1,5 @@
 //! `kpath scenario epoll-close`: a close-per-request HTTP load over sockets in epoll, recorded on
-//! each target kernel.
+//! each kernel asked for (this machine's, and guests').
 //!
 //! Until the refcount rework (Linux 6.4, "epoll: use refcount to reduce ep_mutex contention", also
 //! backported to some stable series), closing a file that is still registered in epoll ran
@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context as _};
 use serde::{Deserialize, Serialize};
 
-use super::{targets, ScenarioArgs, Target};
+use super::{places, ScenarioOptions, Where};
 use crate::{
     kernel::epoll::{epoll_close_era, EpollClose},
     kernel::kallsyms::Kallsyms,
@@ -23,9 +23,9 @@ use crate::{
     vm,
 };
 
-/// What the load itself reports, written by [`drive`] next to run.json.
+/// What the load itself reports, written by [`drive`] next to run.json (as `drive.json`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Drive {
+pub struct DriveReport {
     pub requests: u64,
     pub requests_per_sec: f64,
     pub errors: u64,
@@ -34,12 +34,14 @@ pub struct Drive {
     pub release: String,
 }
 
-/// The load: an epoll server (one loop per CPU, each with its own epoll instance; every accepted
-/// socket is registered and closed while still registered, as nginx does) and blocking clients
-/// that close their side too, in this one process. The reference server (`kpath serve`) is not
-/// used: it answers a request that arrived with the accept before registering the socket, so its
-/// close-per-request sockets never enter epoll.
-pub fn drive(args: &ScenarioArgs, result: &Path) -> anyhow::Result<()> {
+/// The scenario's load half, which [`run`] starts under `kpath record` on each kernel (`kpath
+/// scenario epoll-close --drive RESULT`): an epoll server (two loops per CPU, each with its own
+/// epoll instance; every accepted socket is registered and closed while still registered, as
+/// nginx does) and blocking clients that close their side too, in this one process, for
+/// `opts.duration_secs`. It writes its [`DriveReport`] to `result`. The reference server (`kpath
+/// serve`) is not used: it answers a request that arrived with the accept before registering the
+/// socket, so its close-per-request sockets never enter epoll.
+pub fn drive(opts: &ScenarioOptions, result: &Path) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding a listener")?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
@@ -56,8 +58,8 @@ pub fn drive(args: &ScenarioArgs, result: &Path) -> anyhow::Result<()> {
         .collect();
     let report = close_per_request_load(
         addr,
-        args.connections,
-        Duration::from_secs_f64(args.duration),
+        opts.connections,
+        Duration::from_secs_f64(opts.duration_secs),
     );
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     for s in servers {
@@ -68,7 +70,7 @@ pub fn drive(args: &ScenarioArgs, result: &Path) -> anyhow::Result<()> {
     let era = Kallsyms::load()
         .ok()
         .and_then(|k| epoll_close_era(|s| k.has_symbol(s)));
-    let d = Drive {
+    let d = DriveReport {
         requests: report.requests,
         requests_per_sec: report.requests as f64 / report.secs.max(1e-9),
         errors: report.errors,
@@ -92,19 +94,20 @@ fn serve_loop(
     use std::io::{Read, Write};
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     const REPLY: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
-    // SAFETY: plain syscall; the fd is owned right after.
+    // SAFETY: epoll_create1 takes no pointers; it returns a new fd (owned just below) or -1.
     let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
     if ep < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    // SAFETY: fresh fd from epoll_create1.
+    // SAFETY: `ep` is the open fd epoll_create1 just returned, owned by nothing else.
     let ep = unsafe { OwnedFd::from_raw_fd(ep) };
     let add = |fd: i32| {
         let mut ev = libc::epoll_event {
             events: libc::EPOLLIN as u32,
             u64: fd as u64,
         };
-        // SAFETY: valid epoll fd, target fd and event struct.
+        // SAFETY: `ep` is an open epoll fd, `fd` an open socket, `ev` a live event struct the
+        // kernel copies before returning.
         if unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -116,7 +119,7 @@ fn serve_loop(
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
     let mut buf = [0u8; 4096];
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        // SAFETY: valid epoll fd and event buffer of 64 entries.
+        // SAFETY: `ep` is an open epoll fd; `events` has room for the 64 events asked for.
         let n = unsafe { libc::epoll_wait(ep.as_raw_fd(), events.as_mut_ptr(), 64, 100) };
         for ev in &events[..n.max(0) as usize] {
             let fd = ev.u64 as i32;
@@ -215,21 +218,22 @@ fn era_name(e: Option<EpollClose>) -> &'static str {
     }
 }
 
-/// One target's outcome.
+/// One kernel's outcome: a column of the table.
 struct Column {
     label: String,
-    result: anyhow::Result<(Run, Drive)>,
+    result: anyhow::Result<(Run, DriveReport)>,
     note: Option<String>,
 }
 
-pub fn run(args: &ScenarioArgs) -> anyhow::Result<()> {
-    if !(args.duration > 0.0 && args.duration.is_finite()) {
+/// The host half: records [`drive`] on each kernel `opts` names and prints them side by side.
+pub fn run(opts: &ScenarioOptions) -> anyhow::Result<()> {
+    if !(opts.duration_secs > 0.0 && opts.duration_secs.is_finite()) {
         bail!(
             "-d {}: the duration must be a positive number of seconds",
-            args.duration
+            opts.duration_secs
         );
     }
-    let out = args.out_dir.clone().unwrap_or_else(|| {
+    let out = opts.out_dir.clone().unwrap_or_else(|| {
         let t = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -237,16 +241,16 @@ pub fn run(args: &ScenarioArgs) -> anyhow::Result<()> {
         PathBuf::from(format!("runs/scenario-epoll-close-{t}"))
     });
     let mut cols = Vec::new();
-    for t in targets(args) {
-        let label = t.label();
+    for place in places(opts) {
+        let label = place.label();
         eprintln!(
             "kpath scenario: epoll-close on {label} ({:.0} s of load)",
-            args.duration
+            opts.duration_secs
         );
         let dir = out.join(&label);
-        let (result, note) = match &t {
-            Target::Host => (record_host(args, &dir), None),
-            Target::Guest(k) => match record_guest(args, k, &dir) {
+        let (result, note) = match &place {
+            Where::Host => (record_host(opts, &dir), None),
+            Where::Guest(k) => match record_guest(opts, k, &dir) {
                 Ok((r, note)) => (Ok(r), Some(note)),
                 Err(e) => (Err(e), None),
             },
@@ -263,13 +267,13 @@ pub fn run(args: &ScenarioArgs) -> anyhow::Result<()> {
     print!("{}", render(&cols));
     eprintln!("kpath scenario: runs written under {}", out.display());
     if cols.iter().all(|c| c.result.is_err()) {
-        bail!("no target produced a run");
+        bail!("no kernel produced a run");
     }
     Ok(())
 }
 
-/// `kpath record` arguments that run this scenario's load, writing under `run_dir`.
-fn record_args(args: &ScenarioArgs, kpath: &str, run_dir: &str) -> Vec<String> {
+/// `kpath record` arguments that run this scenario's load ([`drive`]), writing under `run_dir`.
+fn record_args(opts: &ScenarioOptions, kpath: &str, run_dir: &str) -> Vec<String> {
     let mut v: Vec<String> = [
         "record",
         "--probes",
@@ -288,29 +292,30 @@ fn record_args(args: &ScenarioArgs, kpath: &str, run_dir: &str) -> Vec<String> {
         "--drive".into(),
         format!("{run_dir}/drive.json"),
         "-d".into(),
-        args.duration.to_string(),
+        opts.duration_secs.to_string(),
         "-c".into(),
-        args.connections.to_string(),
+        opts.connections.to_string(),
     ]);
     v
 }
 
-fn read(run_dir: &Path) -> anyhow::Result<(Run, Drive)> {
+fn read(run_dir: &Path) -> anyhow::Result<(Run, DriveReport)> {
     let load = |name: &str| -> anyhow::Result<String> {
         let p = run_dir.join(name);
         std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
     };
     let run: Run = serde_json::from_str(&load("run.json")?).context("parsing run.json")?;
-    let drive: Drive = serde_json::from_str(&load("drive.json")?).context("parsing drive.json")?;
+    let drive: DriveReport =
+        serde_json::from_str(&load("drive.json")?).context("parsing drive.json")?;
     Ok((run, drive))
 }
 
-fn record_host(args: &ScenarioArgs, dir: &Path) -> anyhow::Result<(Run, Drive)> {
+fn record_host(opts: &ScenarioOptions, dir: &Path) -> anyhow::Result<(Run, DriveReport)> {
     let exe = std::env::current_exe().context("locating the kpath binary")?;
     let run_dir = dir.join("run");
     let out = Command::new(&exe)
         .args(record_args(
-            args,
+            opts,
             &exe.to_string_lossy(),
             &run_dir.to_string_lossy(),
         ))
@@ -330,15 +335,15 @@ fn record_host(args: &ScenarioArgs, dir: &Path) -> anyhow::Result<(Run, Drive)> 
 }
 
 fn record_guest(
-    args: &ScenarioArgs,
+    opts: &ScenarioOptions,
     kernel: &str,
     dir: &Path,
-) -> anyhow::Result<((Run, Drive), String)> {
+) -> anyhow::Result<((Run, DriveReport), String)> {
     let o = vm::run_guest(&vm::VmOptions {
         kernel: kernel.into(),
         out_dir: dir.to_path_buf(),
-        timeout: Duration::from_secs_f64(args.duration + 300.0),
-        args: record_args(args, "kpath", "run"),
+        timeout: Duration::from_secs_f64(opts.duration_secs + 300.0),
+        args: record_args(opts, "kpath", "run"),
         ..Default::default()
     })?;
     if o.exit_code != 0 {
@@ -395,83 +400,102 @@ fn fmt_locks((n, w): (u64, u64)) -> String {
     }
 }
 
+/// The rows of the table, in order; [`values`] gives a column's cells in the same order.
+const ROWS: &[&str] = &[
+    "kernel",
+    "close of an epoll-watched file",
+    "requests/s",
+    "eventpoll_release_file",
+    "epmutex contention",
+    "  from eventpoll_release_file",
+    "ep->mtx contention",
+    "tcp_close",
+    "lock method",
+];
+
+/// One kernel's cells, row by row ([`ROWS`]).
+fn values(run: &Run, d: &DriveReport) -> Vec<String> {
+    let epmutex = |r: &LockRow| r.lock == "epmutex";
+    vec![
+        run.kernel.release.clone(),
+        match d.epoll_close.as_str() {
+            "global_epmutex" => "takes the GLOBAL epmutex".into(),
+            "refcounted" => "refcounted, no global mutex".into(),
+            _ => "unknown (symbols unreadable)".into(),
+        },
+        format!(
+            "{:.0} ({} requests, {} errors)",
+            d.requests_per_sec, d.requests, d.errors
+        ),
+        fmt_calls(run, "eventpoll_release_file"),
+        fmt_locks(locks_sum(&run.locks, epmutex)),
+        fmt_locks(locks_sum(&run.locks, |r| {
+            epmutex(r) && r.caller.starts_with("eventpoll_release_file")
+        })),
+        fmt_locks(locks_sum(&run.locks, |r| {
+            !epmutex(r) && r.lock_type.contains("mutex") && is_epoll_caller(&r.caller)
+        })),
+        fmt_calls(run, "tcp_close"),
+        run.methods
+            .get(probe_common::Family::Locks.name())
+            .cloned()
+            .unwrap_or_else(|| "-".into()),
+    ]
+}
+
+/// The side-by-side table, then a line per kernel on how it closes epoll-watched files.
 fn render(cols: &[Column]) -> String {
-    use std::fmt::Write as _;
-    let mut rows: Vec<(&str, Vec<String>)> = vec![
-        ("kernel", vec![]),
-        ("close of an epoll-watched file", vec![]),
-        ("requests/s", vec![]),
-        ("eventpoll_release_file", vec![]),
-        ("epmutex contention", vec![]),
-        ("  from eventpoll_release_file", vec![]),
-        ("ep->mtx contention", vec![]),
-        ("tcp_close", vec![]),
-        ("lock method", vec![]),
-    ];
-    for c in cols {
-        let vals: Vec<String> = match &c.result {
+    let cells: Vec<Vec<String>> = cols
+        .iter()
+        .map(|c| match &c.result {
+            Ok((run, d)) => values(run, d),
             Err(e) => {
                 let mut v = vec![format!("failed: {e:#}")];
-                v.resize(rows.len(), String::new());
+                v.resize(ROWS.len(), String::new());
                 v
             }
-            Ok((run, d)) => {
-                let epmutex = |r: &LockRow| r.lock == "epmutex";
-                vec![
-                    run.kernel.release.clone(),
-                    match d.epoll_close.as_str() {
-                        "global_epmutex" => "takes the GLOBAL epmutex".into(),
-                        "refcounted" => "refcounted, no global mutex".into(),
-                        _ => "unknown (symbols unreadable)".into(),
-                    },
-                    format!(
-                        "{:.0} ({} requests, {} errors)",
-                        d.requests_per_sec, d.requests, d.errors
-                    ),
-                    fmt_calls(run, "eventpoll_release_file"),
-                    fmt_locks(locks_sum(&run.locks, epmutex)),
-                    fmt_locks(locks_sum(&run.locks, |r| {
-                        epmutex(r) && r.caller.starts_with("eventpoll_release_file")
-                    })),
-                    fmt_locks(locks_sum(&run.locks, |r| {
-                        !epmutex(r) && r.lock_type.contains("mutex") && is_epoll_caller(&r.caller)
-                    })),
-                    fmt_calls(run, "tcp_close"),
-                    run.methods
-                        .get(probe_common::Family::Locks.name())
-                        .cloned()
-                        .unwrap_or_else(|| "-".into()),
-                ]
-            }
-        };
-        for (row, v) in rows.iter_mut().zip(vals) {
-            row.1.push(v);
-        }
-    }
-    let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r.1[i].len())
-                .chain([cols[i].label.len()])
+        })
+        .collect();
+    let mut s = table(cols, &cells);
+    s.push('\n');
+    s += &verdicts(cols);
+    s
+}
+
+/// Rows are [`ROWS`], columns the kernels, each as wide as its widest cell.
+fn table(cols: &[Column], cells: &[Vec<String>]) -> String {
+    use std::fmt::Write as _;
+    let w0 = ROWS.iter().map(|r| r.len()).max().unwrap_or(0);
+    let widths: Vec<usize> = cols
+        .iter()
+        .zip(cells)
+        .map(|(c, v)| {
+            v.iter()
+                .map(String::len)
+                .chain([c.label.len()])
                 .max()
                 .unwrap_or(0)
         })
         .collect();
-    let mut s = String::new();
-    let _ = write!(s, "{:w0$}", "");
+    let mut s = format!("{:w0$}", "");
     for (c, w) in cols.iter().zip(&widths) {
         let _ = write!(s, "  {:w$}", c.label);
     }
     s.push('\n');
-    for (name, vals) in &rows {
+    for (i, name) in ROWS.iter().enumerate() {
         let _ = write!(s, "{name:w0$}");
-        for (v, w) in vals.iter().zip(&widths) {
-            let _ = write!(s, "  {v:w$}");
+        for (v, w) in cells.iter().zip(&widths) {
+            let _ = write!(s, "  {:w$}", v[i]);
         }
         s.push('\n');
     }
-    s.push('\n');
+    s
+}
+
+/// Per kernel: the guest's note, and what its symbols say about closing epoll-watched files.
+fn verdicts(cols: &[Column]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
     for c in cols {
         if let Some(n) = &c.note {
             let _ = writeln!(s, "{}: {n}", c.label);
@@ -479,8 +503,8 @@ fn render(cols: &[Column]) -> String {
         if let Ok((run, d)) = &c.result {
             let verdict = match d.epoll_close.as_str() {
                 "global_epmutex" => {
-                    "ep_free and epmutex, no ep_clear_and_put: every close of an \
-                                     epoll-watched file takes the global epmutex"
+                    "ep_free and epmutex, no ep_clear_and_put: every close of an epoll-watched \
+                     file takes the global epmutex"
                 }
                 "refcounted" => "ep_clear_and_put: closes take only that epoll instance's ep->mtx",
                 _ => "epoll close era unknown",
@@ -491,7 +515,8 @@ fn render(cols: &[Column]) -> String {
     if cols.iter().any(|c| c.note.is_some()) {
         let _ = writeln!(
             s,
-            "guests run under software emulation: compare requests/s between guests, not with the host"
+            "guests run under qemu (software emulation unless KVM is named above): compare \
+             requests/s between guests, not with the host"
         );
     }
     s
@@ -526,7 +551,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        let drive = Drive {
+        let drive = DriveReport {
             requests: 100,
             requests_per_sec: 50.0,
             epoll_close: "global_epmutex".into(),

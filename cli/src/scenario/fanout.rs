@@ -1,7 +1,9 @@
 //! `kpath scenario sendfile-fanout`: one file sent to every connection vs the same requests
 //! spread over many files, with sendfile.
-use super::compare::{change, ns_per_req, per_req, spec, Comparison, Spec};
-use crate::bench::json::{Bench, BenchRun};
+use servers::serve::{Io, Model};
+
+use super::compare::{change, ns_per_req, per_req, Comparison};
+use crate::bench::json::{Bench, BenchRun, Strategy};
 use crate::bench::table::{fmt_ns_per, fmt_per};
 
 /// Distinct files of the many-files run.
@@ -82,10 +84,10 @@ pub const FANOUT: Comparison = Comparison {
           its bouncing shows in openat2's time rather than as lock waits; only its spinlock \
           fallback is one.",
     strategies: &[
-        spec("sendfile", "epoll", 0),
-        Spec {
-            files: FILES,
-            ..spec("sendfile", "epoll", 0)
+        Strategy::new(Io::Sendfile, Model::Epoll, 0),
+        Strategy {
+            files: Some(FILES),
+            ..Strategy::new(Io::Sendfile, Model::Epoll, 0)
         },
     ],
     findings: fanout_findings,
@@ -131,103 +133,111 @@ fn do_sys_openat2(r: &BenchRun) -> String {
 }
 
 pub fn fanout_findings(b: &Bench) -> Vec<String> {
-    let mut out: Vec<String> = b
-        .runs
-        .iter()
-        .map(|r| {
-            format!(
-                "{}: {:.0} req/s, {} openat2/req taking {}/req, sendfile {}/req, lock wait \
-                 {}/req, {} busy in syscalls/req",
-                r.name,
-                r.requests_per_sec,
-                fmt_per(opens(r)),
-                fmt_ns_per(open_ns(r)),
-                fmt_ns_per(ns_per_req(r, "sendfile")),
-                lock_wait(r),
-                fmt_ns_per(r.busy_kernel_ns_per_request),
-            )
-        })
-        .collect();
+    let mut out: Vec<String> = b.runs.iter().map(run_line).collect();
     out.extend(b.runs.iter().map(do_sys_openat2));
     let one = b.runs.iter().find(|r| r.strategy.files.is_none());
     let many = b.runs.iter().find(|r| r.strategy.files.is_some());
     let (Some(one), Some(many)) = (one, many) else {
         return out;
     };
+    out.push(one_vs_many(one, many));
+    out.extend(lock_findings(b, one, many));
+    out
+}
+
+fn run_line(r: &BenchRun) -> String {
+    format!(
+        "{}: {:.0} req/s, {} openat2/req taking {}/req, sendfile {}/req, lock wait {}/req, {} \
+         busy in syscalls/req",
+        r.name,
+        r.requests_per_sec,
+        fmt_per(opens(r)),
+        fmt_ns_per(open_ns(r)),
+        fmt_ns_per(ns_per_req(r, "sendfile")),
+        lock_wait(r),
+        fmt_ns_per(r.busy_kernel_ns_per_request),
+    )
+}
+
+/// Open, sendfile and busy time and req/s of the many-files run against the one-file run.
+fn one_vs_many(one: &BenchRun, many: &BenchRun) -> String {
     let n = many.strategy.files.unwrap_or(0);
-    out.push(format!(
+    let sendfile = |r: &BenchRun| ns_per_req(r, "sendfile");
+    let busy = |r: &BenchRun| r.busy_kernel_ns_per_request;
+    format!(
         "{n} files instead of one: openat2 {} vs {} per request ({}), sendfile {} vs {} ({}), \
          busy {} vs {} ({}), req/s {:.0} vs {:.0} ({})",
         fmt_ns_per(open_ns(many)),
         fmt_ns_per(open_ns(one)),
         change(open_ns(one), open_ns(many)),
-        fmt_ns_per(ns_per_req(many, "sendfile")),
-        fmt_ns_per(ns_per_req(one, "sendfile")),
-        change(ns_per_req(one, "sendfile"), ns_per_req(many, "sendfile")),
-        fmt_ns_per(many.busy_kernel_ns_per_request),
-        fmt_ns_per(one.busy_kernel_ns_per_request),
-        change(
-            one.busy_kernel_ns_per_request,
-            many.busy_kernel_ns_per_request
-        ),
+        fmt_ns_per(sendfile(many)),
+        fmt_ns_per(sendfile(one)),
+        change(sendfile(one), sendfile(many)),
+        fmt_ns_per(busy(many)),
+        fmt_ns_per(busy(one)),
+        change(busy(one), busy(many)),
         many.requests_per_sec,
         one.requests_per_sec,
         change(one.requests_per_sec, many.requests_per_sec),
-    ));
-    if let (Some(lo), Some(lm)) = (one.lock_wait_ns_per_request, many.lock_wait_ns_per_request) {
-        let share = |w: f64, r: &BenchRun| w / r.busy_kernel_ns_per_request.max(1.0);
-        let (fo, fm) = (file_lock_wait(one), file_lock_wait(many));
-        out.push(format!(
-            "lock wait per request: one file {} ({:.1}% of busy), {n} files {} ({:.1}%); \
-             longest waits with one file: {}",
-            fmt_ns_per(lo),
-            share(lo, one) * 100.0,
-            fmt_ns_per(lm),
-            share(lm, many) * 100.0,
-            if one.lock_wait_ns_per_request_by_caller.is_empty() {
-                "none".to_string()
-            } else {
-                top_waits(one, 3)
-            },
-        ));
-        let cpus = if b.cpus > 0 {
-            format!("{} CPUs", b.cpus)
+    )
+}
+
+/// Lock wait of both runs, the longest waiters, and which side waits more in the file's own
+/// path (or that neither waits enough to matter); nothing without the locks family.
+fn lock_findings(b: &Bench, one: &BenchRun, many: &BenchRun) -> Vec<String> {
+    let (Some(lo), Some(lm)) = (one.lock_wait_ns_per_request, many.lock_wait_ns_per_request) else {
+        return Vec::new();
+    };
+    let n = many.strategy.files.unwrap_or(0);
+    let share = |w: f64, r: &BenchRun| w / r.busy_kernel_ns_per_request.max(1.0);
+    let (fo, fm) = (file_lock_wait(one), file_lock_wait(many));
+    let waits = format!(
+        "lock wait per request: one file {} ({:.1}% of busy), {n} files {} ({:.1}%); longest \
+         waits with one file: {}",
+        fmt_ns_per(lo),
+        share(lo, one) * 100.0,
+        fmt_ns_per(lm),
+        share(lm, many) * 100.0,
+        if one.lock_wait_ns_per_request_by_caller.is_empty() {
+            "none".to_string()
         } else {
-            "this machine's CPUs".into()
-        };
-        let verdict = if share(fo, one).max(share(fm, many)) < NEGLIGIBLE_LOCK_SHARE {
-            format!(
-                "under {:.0}% of busy kernel time in both: on {cpus} the one file's locks are \
-                 not contended to speak of",
-                NEGLIGIBLE_LOCK_SHARE * 100.0
-            )
-        } else if fo > fm {
-            "the one shared file waits more".to_string()
-        } else {
-            "the many files wait more".to_string()
-        };
-        out.push(format!(
-            "lock wait in the file's own path (path walk, dentry, inode, page-cache callers): \
-             one file {}, {n} files {} per request: {verdict}",
-            fmt_ns_per(fo),
-            fmt_ns_per(fm),
-        ));
-    }
-    out
+            top_waits(one, 3)
+        },
+    );
+    let cpus = if b.cpus > 0 {
+        format!("{} CPUs", b.cpus)
+    } else {
+        "this machine's CPUs".into()
+    };
+    let verdict = if share(fo, one).max(share(fm, many)) < NEGLIGIBLE_LOCK_SHARE {
+        format!(
+            "under {:.0}% of busy kernel time in both: on {cpus} the one file's locks are not \
+             contended to speak of",
+            NEGLIGIBLE_LOCK_SHARE * 100.0
+        )
+    } else if fo > fm {
+        "the one shared file waits more".to_string()
+    } else {
+        "the many files wait more".to_string()
+    };
+    let file_path = format!(
+        "lock wait in the file's own path (path walk, dentry, inode, page-cache callers): one \
+         file {}, {n} files {} per request: {verdict}",
+        fmt_ns_per(fo),
+        fmt_ns_per(fm),
+    );
+    vec![waits, file_path]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::json::Strategy;
     use crate::run::KpathRow;
 
     fn run(files: Option<u32>, rps: f64, open_ns: f64, lock_ns: f64, busy: f64) -> BenchRun {
         let strategy = Strategy {
-            io: "sendfile".into(),
-            model: "epoll".into(),
-            keepalive: None,
             files,
+            ..Strategy::new(Io::Sendfile, Model::Epoll, 0)
         };
         BenchRun {
             name: strategy.name(),

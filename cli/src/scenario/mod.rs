@@ -1,132 +1,141 @@
 //! `kpath scenario NAME`: built-in experiments that reproduce a known kernel finding under kpath,
 //! on the host and in stock-kernel guests side by side.
 //!
-//! A scenario has two halves: `run` (on the host: records the load once per target and renders
-//! the comparison) and `drive` (the load itself, started by `kpath record` on each target,
-//! so that the recording covers exactly it). Add a scenario by adding a module and a
-//! [`SCENARIOS`] entry.
+//! A scenario has up to two halves: `run` (on the host: records the load once per kernel and
+//! renders the comparison) and, for a scenario that brings its own load, `drive` (that load
+//! itself, which `run` starts as the command of `kpath record` on each kernel, so that the
+//! recording covers exactly it). Add a scenario by adding a module and a [`SCENARIOS`] entry.
 pub mod compare;
 pub mod cork;
 pub mod epoll_close;
 pub mod fanout;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::bail;
-
-#[derive(clap::Args, Debug, Clone)]
-#[command(after_help = "Examples:
-  kpath scenario --list
-  sudo kpath scenario gulan -d 3                        mmap -> sendfile -> cache -> thread pool
-  sudo kpath scenario cork -d 3                         TCP_CORK vs header write + sendfile vs writev
-  sudo kpath scenario epoll-close                       on this machine's kernel
-  sudo kpath scenario epoll-close --kernel bullseye --kernel bookworm --host")]
-pub struct ScenarioArgs {
-    /// Scenario name (see --list).
-    #[arg(required_unless_present = "list")]
-    pub name: Option<String>,
-    /// List the scenarios with what each shows.
-    #[arg(long)]
-    pub list: bool,
-    /// Also run in a guest with this kernel (bookworm, bullseye, or a path; repeatable).
-    #[arg(long = "kernel")]
+/// What a scenario is given (`kpath scenario`'s arguments, less the name).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScenarioOptions {
+    /// Guest kernels to run in too (bookworm, bullseye, or a path); epoll-close only.
     pub kernels: Vec<String>,
-    /// Run on the host kernel too (the default when no --kernel is given).
-    #[arg(long)]
+    /// Run on this machine's kernel too (always when `kernels` is empty).
     pub host: bool,
-    /// Seconds of load per target.
-    #[arg(short, long, default_value_t = 3.0)]
-    pub duration: f64,
-    /// Client threads, each with one connection at a time.
-    #[arg(short, long, default_value_t = 4)]
+    /// Seconds of load per kernel.
+    pub duration_secs: f64,
+    /// Client threads, each with one connection at a time (epoll-close's own load).
     pub connections: usize,
-    /// Where each target's run directory goes (`DIR/<target>/run`).
-    #[arg(long)]
+    /// Where the runs go (default `runs/scenario-NAME-<unix time>`).
     pub out_dir: Option<PathBuf>,
-    /// Internal: run the load itself and write its result to this file.
-    #[arg(long, hide = true, value_name = "RESULT")]
-    pub drive: Option<PathBuf>,
 }
+
+impl Default for ScenarioOptions {
+    fn default() -> Self {
+        ScenarioOptions {
+            kernels: Vec::new(),
+            host: false,
+            duration_secs: 3.0,
+            connections: 4,
+            out_dir: None,
+        }
+    }
+}
+
+/// The load half of a scenario that brings its own: runs it under `opts` and writes its own
+/// figures to the file given.
+pub type Drive = fn(&ScenarioOptions, &Path) -> anyhow::Result<()>;
 
 /// One built-in scenario.
 pub struct Scenario {
     pub name: &'static str,
     pub about: &'static str,
-    pub run: fn(&ScenarioArgs) -> anyhow::Result<()>,
-    pub drive: fn(&ScenarioArgs, &std::path::Path) -> anyhow::Result<()>,
+    /// The host half: records on each kernel and prints the comparison.
+    pub run: fn(&ScenarioOptions) -> anyhow::Result<()>,
+    /// The load half, run under `kpath record` (`kpath scenario NAME --drive RESULT`); `None`
+    /// when the scenario's load is `kpath bench`'s own.
+    pub drive: Option<Drive>,
 }
 
 pub const SCENARIOS: &[Scenario] = &[
     Scenario {
+        // Named after the author (Gulan) of the blog post whose server it retraces: a file
+        // server taken from mmap+write per request to sendfile, to an in-memory cache, and then
+        // behind a thread pool that made it slower. The name stays: tests and README use it.
         name: "gulan",
-        about: "mmap+write per request -> sendfile -> in-memory cache -> a thread pool that makes it worse",
-        run: |a| compare::run(&compare::GULAN, a),
-        drive: compare::no_drive,
+        about: "mmap+write per request -> sendfile -> in-memory cache -> a thread pool that makes it \
+                worse (the steps of Gulan's blog post)",
+        run: |o| compare::run(&compare::GULAN, o),
+        drive: None,
     },
     Scenario {
         name: "epoll-close",
         about: "close-per-request load over sockets in epoll: which kernels take the global epmutex",
         run: epoll_close::run,
-        drive: epoll_close::drive,
+        drive: Some(epoll_close::drive),
     },
     Scenario {
         name: "cork",
         about: "sendfile with TCP_CORK vs header write + sendfile vs writev of header and cached body: \
                 segments and syscalls per request",
-        run: |a| compare::run(&cork::CORK, a),
-        drive: compare::no_drive,
+        run: |o| compare::run(&cork::CORK, o),
+        drive: None,
     },
     Scenario {
         name: "sendfile-fanout",
         about: "one file sent to many connections vs many files: opens, lock waits and kernel time \
                 per request",
-        run: |a| compare::run(&fanout::FANOUT, a),
-        drive: compare::no_drive,
+        run: |o| compare::run(&fanout::FANOUT, o),
+        drive: None,
     },
     Scenario {
         name: "batching",
         about: "epoll loop vs io_uring batched submission: syscalls per request",
-        run: |a| compare::run(&compare::BATCHING, a),
-        drive: compare::no_drive,
+        run: |o| compare::run(&compare::BATCHING, o),
+        drive: None,
     },
     Scenario {
         name: "threadpool",
         about: "event loop vs thread pool vs thread per connection: context switches per request",
-        run: |a| compare::run(&compare::THREADPOOL, a),
-        drive: compare::no_drive,
+        run: |o| compare::run(&compare::THREADPOOL, o),
+        drive: None,
     },
 ];
 
-pub fn run(args: ScenarioArgs) -> anyhow::Result<()> {
-    if args.list {
-        for s in SCENARIOS {
-            println!("{:<16} {}", s.name, s.about);
-        }
-        return Ok(());
-    }
-    let name = args.name.as_deref().unwrap_or_default();
-    let Some(s) = SCENARIOS.iter().find(|s| s.name == name) else {
-        let names: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
-        bail!("unknown scenario {name:?} (known: {})", names.join(", "));
-    };
-    match &args.drive {
-        Some(result) => (s.drive)(&args, result),
-        None => (s.run)(&args),
-    }
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("unknown scenario {name:?} (known: {known})")]
+    Unknown { name: String, known: String },
+    #[error("scenario {name} has no --drive half: bench drives its load")]
+    NoDrive { name: &'static str },
 }
 
-/// Where a scenario's recordings happen: this kernel, or a guest.
+/// The scenario called `name`.
+pub fn find(name: &str) -> Result<&'static Scenario, ScenarioError> {
+    SCENARIOS
+        .iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| ScenarioError::Unknown {
+            name: name.to_string(),
+            known: SCENARIOS
+                .iter()
+                .map(|s| s.name)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+/// Where a scenario's recordings happen: this machine's kernel, or a guest booted with a
+/// Debian suite's kernel (or one from a path) under qemu.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Target {
+pub enum Where {
     Host,
     Guest(String),
 }
 
-impl Target {
+impl Where {
+    /// `host`, or the guest kernel's name made safe for a directory name.
     pub fn label(&self) -> String {
         match self {
-            Target::Host => "host".into(),
-            Target::Guest(k) => {
+            Where::Host => "host".into(),
+            Where::Guest(k) => {
                 let base = std::path::Path::new(k)
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
@@ -145,12 +154,37 @@ impl Target {
     }
 }
 
-/// The targets `args` asks for, in order: the host first when included.
-pub fn targets(args: &ScenarioArgs) -> Vec<Target> {
+/// Where `opts` asks to record, in order: the host first when included.
+pub fn places(opts: &ScenarioOptions) -> Vec<Where> {
     let mut v = Vec::new();
-    if args.host || args.kernels.is_empty() {
-        v.push(Target::Host);
+    if opts.host || opts.kernels.is_empty() {
+        v.push(Where::Host);
     }
-    v.extend(args.kernels.iter().cloned().map(Target::Guest));
+    v.extend(opts.kernels.iter().cloned().map(Where::Guest));
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_first_and_guests_by_safe_label() {
+        let o = ScenarioOptions {
+            kernels: vec!["bullseye".into(), "/boot/vmlinuz 6.1".into()],
+            host: true,
+            ..Default::default()
+        };
+        let labels: Vec<String> = places(&o).iter().map(Where::label).collect();
+        assert_eq!(labels, ["host", "bullseye", "vmlinuz_6.1"]);
+        assert_eq!(places(&ScenarioOptions::default()), [Where::Host]);
+    }
+
+    #[test]
+    fn scenarios_are_found_by_name() {
+        assert!(find("epoll-close").unwrap().drive.is_some());
+        assert!(find("gulan").unwrap().drive.is_none());
+        let e = find("nope").err().expect("no such scenario").to_string();
+        assert!(e.contains("nope") && e.contains("sendfile-fanout"), "{e}");
+    }
 }

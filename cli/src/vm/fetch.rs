@@ -128,6 +128,31 @@ fn suite_kernel(suite: &str, dir: &Path, progress: &dyn Fn(&str)) -> Result<Kern
         }
     }
     std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let deb = download_image_deb(suite, dir, progress)?;
+    let unpack = dir.join("unpacked");
+    let (vmlinuz, release) = unpack_vmlinuz(&deb, &unpack)?;
+    let image = dir.join(format!("vmlinux-{release}"));
+    extract_vmlinux(&vmlinuz, &image)?;
+    let keep = dir.join(format!("vmlinuz-{release}"));
+    std::fs::rename(&vmlinuz, &keep).map_err(io(&keep))?;
+    let _ = std::fs::remove_dir_all(&unpack);
+    let _ = std::fs::remove_file(&deb);
+    std::fs::write(&marker, format!("{release}\n")).map_err(io(&marker))?;
+    Ok(Kernel {
+        name: suite.into(),
+        release: Some(release),
+        image,
+        elf: true,
+    })
+}
+
+/// Downloads the `linux-image-*` package that `linux-image-amd64` of `suite` (and
+/// `<suite>-security`) names into `dir`, with a private apt state under `dir/apt`; its path.
+fn download_image_deb(
+    suite: &str,
+    dir: &Path,
+    progress: &dyn Fn(&str),
+) -> Result<PathBuf, FetchError> {
     let (mirror, security) = find_mirrors()?;
     progress(&format!(
         "fetching the {suite} kernel (with {suite}-security) from {} (once; cached in {})",
@@ -145,21 +170,19 @@ fn suite_kernel(suite: &str, dir: &Path, progress: &dyn Fn(&str)) -> Result<Kern
     })?;
     progress(&format!("downloading {package}"));
     apt.run_in(dir, "apt-get", &["download", &package])?;
-    let deb = std::fs::read_dir(dir)
-        .map_err(io(dir))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&format!("{package}_")) && n.ends_with(".deb"))
-        })
-        .ok_or_else(|| FetchError::Tool {
+    let prefix = format!("{package}_");
+    first_file(dir, |n| n.starts_with(&prefix) && n.ends_with(".deb")).ok_or_else(|| {
+        FetchError::Tool {
             what: format!("apt-get download {package}"),
             detail: "no .deb appeared".into(),
-        })?;
-    // Only ./boot is needed: the modules (most of the package) stay packed.
-    let unpack = dir.join("unpacked");
-    std::fs::create_dir_all(&unpack).map_err(io(&unpack))?;
+        }
+    })
+}
+
+/// Unpacks only `./boot/vmlinuz-*` of `deb` under `unpack` (the modules, most of the package,
+/// stay packed); the vmlinuz and the release its name carries.
+fn unpack_vmlinuz(deb: &Path, unpack: &Path) -> Result<(PathBuf, String), FetchError> {
+    std::fs::create_dir_all(unpack).map_err(io(unpack))?;
     shell(
         &format!(
             "dpkg-deb --fsys-tarfile '{}' | tar -x -C '{}' --wildcards './boot/vmlinuz-*'",
@@ -169,14 +192,9 @@ fn suite_kernel(suite: &str, dir: &Path, progress: &dyn Fn(&str)) -> Result<Kern
         "dpkg-deb | tar (extracting /boot/vmlinuz-*)",
     )?;
     let boot = unpack.join("boot");
-    let vmlinuz = std::fs::read_dir(&boot)
-        .map_err(io(&boot))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("vmlinuz-"))
-        })
+    // Not there at all (tar extracted nothing) is an I/O error naming the directory.
+    std::fs::read_dir(&boot).map_err(io(&boot))?;
+    let vmlinuz = first_file(&boot, |n| n.starts_with("vmlinuz-"))
         .ok_or_else(|| FetchError::UnknownImage { path: boot.clone() })?;
     let release = vmlinuz
         .file_name()
@@ -184,19 +202,15 @@ fn suite_kernel(suite: &str, dir: &Path, progress: &dyn Fn(&str)) -> Result<Kern
         .and_then(|n| n.strip_prefix("vmlinuz-"))
         .unwrap_or_default()
         .to_string();
-    let image = dir.join(format!("vmlinux-{release}"));
-    extract_vmlinux(&vmlinuz, &image)?;
-    let keep = dir.join(format!("vmlinuz-{release}"));
-    std::fs::rename(&vmlinuz, &keep).map_err(io(&keep))?;
-    let _ = std::fs::remove_dir_all(&unpack);
-    let _ = std::fs::remove_file(&deb);
-    std::fs::write(&marker, format!("{release}\n")).map_err(io(&marker))?;
-    Ok(Kernel {
-        name: suite.into(),
-        release: Some(release),
-        image,
-        elf: true,
-    })
+    Ok((vmlinuz, release))
+}
+
+/// The first entry of `dir` whose file name `keep` accepts.
+fn first_file(dir: &Path, keep: impl Fn(&str) -> bool) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(&keep))
 }
 
 /// The `linux-image-<abi>-amd64` that `apt-cache show linux-image-amd64` depends on.

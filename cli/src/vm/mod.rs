@@ -17,44 +17,8 @@ use anyhow::{bail, Context as _};
 
 use qemu::{Accel, Phase};
 
-#[derive(clap::Args, Debug, Clone)]
-#[command(after_help = "Examples:
-  sudo kpath vm --kernel bookworm -- doctor
-  sudo kpath vm --kernel bullseye -- record -d 2 -o runs/bullseye -- kpath workload
-  sudo kpath vm --kernel bookworm -- record --method kpaths=kprobe -- kpath workload --conns 200
-  sudo kpath vm --kernel ./vmlinuz-6.6 --console -- doctor
-Kernels by name: bookworm (6.1), bullseye (5.10), trixie: Debian's linux-image-amd64 of that
-suite, fetched once with apt from the mirror in /etc/apt/sources.list(.d) and cached in
-~/.cache/kpath/kernels. Paths the guest command writes must be relative (they come back under
---out-dir).")]
-pub struct VmArgs {
-    /// Debian suite (bookworm, bullseye, trixie) or a path to a vmlinux or vmlinuz.
-    #[arg(long)]
-    pub kernel: String,
-    /// Guest CPUs.
-    #[arg(long, default_value_t = 2)]
-    pub smp: u32,
-    /// Guest memory (qemu syntax).
-    #[arg(long, default_value = "2G")]
-    pub mem: String,
-    /// Show the guest console on the terminal (it always goes to a log file).
-    #[arg(long)]
-    pub console: bool,
-    /// Extra host binaries to install in the guest at the same paths (with their libraries).
-    #[arg(long = "add", value_name = "PATH")]
-    pub add: Vec<PathBuf>,
-    /// Where the files the guest command wrote land.
-    #[arg(long, default_value = ".")]
-    pub out_dir: PathBuf,
-    /// Give up after this many seconds (boot included).
-    #[arg(long, default_value_t = 600)]
-    pub timeout: u64,
-    /// The kpath subcommand and its arguments, run inside the guest.
-    #[arg(last = true, required = true, value_name = "KPATH_ARGS")]
-    pub args: Vec<String>,
-}
-
-/// Library form of [`VmArgs`] (the scenario runs guests through it).
+/// What [`run_guest`] boots and runs (`kpath vm`'s arguments, and the epoll-close scenario's
+/// guests).
 #[derive(Debug, Clone)]
 pub struct VmOptions {
     pub kernel: String,
@@ -85,22 +49,6 @@ impl Default for VmOptions {
     }
 }
 
-impl From<VmArgs> for VmOptions {
-    fn from(a: VmArgs) -> Self {
-        VmOptions {
-            kernel: a.kernel,
-            smp: a.smp,
-            mem: a.mem,
-            console: a.console,
-            add: a.add,
-            out_dir: a.out_dir,
-            timeout: Duration::from_secs(a.timeout),
-            progress: true,
-            args: a.args,
-        }
-    }
-}
-
 /// What a guest run produced.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -122,26 +70,6 @@ pub struct Outcome {
 
 const STDOUT: &str = ".kpath-vm/stdout";
 const STDERR: &str = ".kpath-vm/stderr";
-
-pub fn run(args: VmArgs) -> anyhow::Result<()> {
-    let o = run_guest(&VmOptions::from(args))?;
-    std::io::stdout().write_all(&o.stdout)?;
-    std::io::stderr().write_all(&o.stderr)?;
-    eprintln!(
-        "kpath vm: guest kernel {} ({}), {}{}; exit code {}; {:.1} s; console log {}",
-        o.release,
-        o.version,
-        o.accel.describe(),
-        o.accel_note
-            .as_deref()
-            .map(|n| format!(" ({n})"))
-            .unwrap_or_default(),
-        o.exit_code,
-        o.wall.as_secs_f64(),
-        o.console_log.display()
-    );
-    std::process::exit(o.exit_code);
-}
 
 /// Boots the kernel, runs `kpath ARGS` inside, writes back its files.
 pub fn run_guest(o: &VmOptions) -> anyhow::Result<Outcome> {
@@ -167,56 +95,30 @@ pub fn run_guest(o: &VmOptions) -> anyhow::Result<Outcome> {
     let data = work.join(format!("data-{tag}.txt"));
     let console_log = work.join(format!("console-{}.log", sanitize(&o.kernel)));
     let _cleanup = Cleanup(vec![initrd.clone(), data.clone()]);
+    initramfs::build(&contents(o)?, &initrd).context("building the initramfs")?;
 
-    let contents = initramfs::Contents {
-        // Not current_exe(): a rebuild may have replaced the file since this process started;
-        // /proc/PID/exe still reads (and ldd still resolves) the running binary.
-        kpath: PathBuf::from(format!("/proc/{}/exe", std::process::id())),
-        busybox: which("busybox").context("busybox not found (apt-get install busybox-static)")?,
-        extra: o
-            .add
-            .iter()
-            .map(|p| std::fs::canonicalize(p).with_context(|| format!("--add {}", p.display())))
-            .collect::<anyhow::Result<_>>()?,
-        init: init_script(&o.args),
-    };
-    initramfs::build(&contents, &initrd).context("building the initramfs")?;
-
-    let (first, mut note) = qemu::pick_accel();
-    let mut boot = qemu::Boot {
+    let (first, note) = qemu::pick_accel();
+    let boot = qemu::Boot {
         kernel: kernel.image.clone(),
         elf: kernel.elf,
-        initrd: initrd.clone(),
+        initrd,
         smp: o.smp,
         mem: o.mem.clone(),
         accel: first,
         console_log: console_log.clone(),
-        data: data.clone(),
+        data,
         boot_timeout: Duration::from_secs(if first == Accel::Kvm { 15 } else { 120 }),
         timeout: o.timeout,
     };
-    let label = kernel
-        .release
-        .clone()
-        .unwrap_or_else(|| kernel.name.clone());
-    let text = match boot_once(&boot, o, &label, start) {
-        Err(e) if boot.accel == Accel::Kvm => {
-            note = Some(format!("KVM could not boot it: {e:#}"));
-            boot.accel = Accel::Tcg;
-            boot.boot_timeout = Duration::from_secs(120);
-            boot_once(&boot, o, &label, start)?
-        }
-        r => r?,
-    };
-    let report = qemu::parse(&text);
-    let exit_code = report
-        .exit_code
-        .context("the guest reported no exit code")?;
+    let label = kernel.release.unwrap_or(kernel.name);
+    let (text, accel, accel_note) = boot_falling_back_to_tcg(boot, note, o, &label, start)?;
+    let guest = qemu::parse(&text);
+    let exit_code = guest.exit_code.context("the guest reported no exit code")?;
     let mut out = Outcome {
-        release: report.release,
-        version: report.version,
-        accel: boot.accel,
-        accel_note: note,
+        release: guest.release,
+        version: guest.version,
+        accel,
+        accel_note,
         exit_code,
         stdout: Vec::new(),
         stderr: Vec::new(),
@@ -224,32 +126,71 @@ pub fn run_guest(o: &VmOptions) -> anyhow::Result<Outcome> {
         console_log,
         wall: Duration::ZERO,
     };
-    for (name, bytes) in report.files {
+    for (name, bytes) in guest.files {
         match name.as_str() {
             STDOUT => out.stdout = bytes,
             STDERR => out.stderr = bytes,
-            _ => {
-                let rel = Path::new(&name);
-                if rel.is_absolute()
-                    || rel
-                        .components()
-                        .any(|c| matches!(c, std::path::Component::ParentDir))
-                {
-                    continue;
-                }
-                let dst = o.out_dir.join(rel);
-                if let Some(p) = dst.parent() {
-                    std::fs::create_dir_all(p)
-                        .with_context(|| format!("creating {}", p.display()))?;
-                }
-                std::fs::write(&dst, &bytes)
-                    .with_context(|| format!("writing {}", dst.display()))?;
-                out.files.push(dst);
-            }
+            _ => out.files.extend(write_back(&o.out_dir, &name, &bytes)?),
         }
     }
     out.wall = start.elapsed();
     Ok(out)
+}
+
+/// What the initramfs carries: busybox, this kpath, `--add` binaries, the init script.
+fn contents(o: &VmOptions) -> anyhow::Result<initramfs::Contents> {
+    Ok(initramfs::Contents {
+        // Not current_exe(): a rebuild may have replaced the file since this process started;
+        // /proc/PID/exe still reads (and ldd still resolves) the running binary.
+        kpath: PathBuf::from(format!("/proc/{}/exe", std::process::id())),
+        busybox: which::which("busybox")
+            .context("busybox not found (apt-get install busybox-static)")?,
+        extra: o
+            .add
+            .iter()
+            .map(|p| std::fs::canonicalize(p).with_context(|| format!("--add {}", p.display())))
+            .collect::<anyhow::Result<_>>()?,
+        init: init_script(&o.args),
+    })
+}
+
+/// Boots once; when KVM was tried and could not boot the guest, once more under TCG. The data
+/// port's text, the accelerator that ran it, and why KVM was not used (if it was not).
+fn boot_falling_back_to_tcg(
+    mut boot: qemu::Boot,
+    note: Option<String>,
+    o: &VmOptions,
+    label: &str,
+    start: Instant,
+) -> anyhow::Result<(String, Accel, Option<String>)> {
+    match boot_once(&boot, o, label, start) {
+        Err(e) if boot.accel == Accel::Kvm => {
+            let note = Some(format!("KVM could not boot it: {e:#}"));
+            boot.accel = Accel::Tcg;
+            boot.boot_timeout = Duration::from_secs(120);
+            Ok((boot_once(&boot, o, label, start)?, boot.accel, note))
+        }
+        r => Ok((r?, boot.accel, note)),
+    }
+}
+
+/// Writes a file the guest sent under `out_dir` at its relative path; `None` for a path that
+/// would leave `out_dir` (absolute, or with `..`), which is skipped.
+fn write_back(out_dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<Option<PathBuf>> {
+    let rel = Path::new(name);
+    if rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Ok(None);
+    }
+    let dst = out_dir.join(rel);
+    if let Some(p) = dst.parent() {
+        std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
+    }
+    std::fs::write(&dst, bytes).with_context(|| format!("writing {}", dst.display()))?;
+    Ok(Some(dst))
 }
 
 /// One qemu run with the progress line (or the console, with `--console`).
@@ -338,14 +279,6 @@ fn sanitize(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect()
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
 }
 
 /// Removes the per-run files on the way out.

@@ -5,8 +5,12 @@
 //! but the 8250 UART is built in: so results come back as base64 text on ttyS1, framed by
 //! `KPATH-*` marker lines, and the host decodes them after qemu exits.
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+
+use crate::process::KillOnDrop;
 
 /// How the guest CPU runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,16 +119,19 @@ pub fn run(b: &Boot, tick: &mut dyn FnMut(Phase, &[u8])) -> Result<String, QemuE
         path: qemu_log.clone(),
         source,
     })?;
-    let mut child: Child = command(b)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(err)
-        .spawn()
-        .map_err(QemuError::Spawn)?;
+    // An error (or a panic) on the way drops it: qemu is terminated, never left running.
+    let mut child = KillOnDrop::adopt(
+        command(b)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .map_err(QemuError::Spawn)?,
+    );
     let start = Instant::now();
     let mut console_seen = 0usize;
     let mut phase = Phase::Booting;
-    let result = loop {
+    loop {
         std::thread::sleep(Duration::from_millis(100));
         let data = std::fs::read_to_string(&b.data).unwrap_or_default();
         phase = if data.contains("KPATH-FILE ") || data.contains("KPATH-EXIT") {
@@ -137,7 +144,7 @@ pub fn run(b: &Boot, tick: &mut dyn FnMut(Phase, &[u8])) -> Result<String, QemuE
         let console = std::fs::read(&b.console_log).unwrap_or_default();
         tick(phase, console.get(console_seen..).unwrap_or_default());
         console_seen = console.len().max(console_seen);
-        if let Ok(Some(_)) = child.try_wait() {
+        if child.try_wait().is_some() {
             let data = std::fs::read_to_string(&b.data).unwrap_or_default();
             if !data.contains("KPATH-BOOTED") {
                 let why = std::fs::read_to_string(&qemu_log)
@@ -145,41 +152,36 @@ pub fn run(b: &Boot, tick: &mut dyn FnMut(Phase, &[u8])) -> Result<String, QemuE
                     .map(|s| s.lines().last().unwrap_or("qemu exited").to_string())
                     .filter(|s| !s.is_empty())
                     .unwrap_or_else(|| "qemu exited".into());
-                break Err(QemuError::NoBoot {
+                return Err(QemuError::NoBoot {
                     why,
                     log: b.console_log.clone(),
                 });
             }
             if !data.contains("KPATH-EXIT") {
-                break Err(QemuError::NoExit {
+                return Err(QemuError::NoExit {
                     log: b.console_log.clone(),
                 });
             }
-            break Ok(data);
+            return Ok(data);
         }
         if phase == Phase::Booting && start.elapsed() > b.boot_timeout {
-            break Err(QemuError::NoBoot {
+            return Err(QemuError::NoBoot {
                 why: format!("no word from /init after {} s", b.boot_timeout.as_secs()),
                 log: b.console_log.clone(),
             });
         }
         if start.elapsed() > b.timeout {
-            break Err(QemuError::Timeout {
+            return Err(QemuError::Timeout {
                 secs: b.timeout.as_secs(),
                 log: b.console_log.clone(),
             });
         }
-    };
-    if result.is_err() {
-        let _ = child.kill();
-        let _ = child.wait();
     }
-    result
 }
 
-/// What the guest reported.
+/// What the guest sent back on the data port.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Report {
+pub struct GuestOutput {
     /// `uname -r` and `uname -v` of the guest.
     pub release: String,
     pub version: String,
@@ -189,15 +191,18 @@ pub struct Report {
 }
 
 /// Parses the data port: `KPATH-BOOTED release | version`, `KPATH-FILE path` + base64 lines +
-/// `KPATH-END`, `KPATH-EXIT rc`. Carriage returns (the tty's onlcr) are ignored.
-pub fn parse(data: &str) -> Report {
-    let mut r = Report::default();
+/// `KPATH-END`, `KPATH-EXIT rc`. Carriage returns (the tty's onlcr) are ignored; a file whose
+/// base64 does not decode is dropped with a warning.
+pub fn parse(data: &str) -> GuestOutput {
+    let mut r = GuestOutput::default();
     let mut cur: Option<(String, String)> = None;
     for line in data.lines().map(|l| l.trim_end_matches('\r')) {
         if let Some((name, b64)) = cur.as_mut() {
             if line == "KPATH-END" {
-                let bytes = base64_decode(b64);
-                r.files.push((std::mem::take(name), bytes));
+                match base64::engine::general_purpose::STANDARD.decode(b64.as_bytes()) {
+                    Ok(bytes) => r.files.push((std::mem::take(name), bytes)),
+                    Err(e) => log::warn!("the guest's {name} arrived garbled ({e}): dropped"),
+                }
                 cur = None;
             } else {
                 b64.push_str(line.trim());
@@ -215,43 +220,9 @@ pub fn parse(data: &str) -> Report {
     r
 }
 
-/// Standard base64 (busybox `base64` output); skips anything outside the alphabet.
-pub fn base64_decode(s: &str) -> Vec<u8> {
-    let val = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for v in s.bytes().filter_map(val) {
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_round_trips_with_padding_and_line_breaks() {
-        assert_eq!(base64_decode("aGVsbG8gd29ybGQ=\r\n"), b"hello world");
-        assert_eq!(base64_decode("YQ=="), b"a");
-        assert_eq!(base64_decode("YWJj\r\nZGVm"), b"abcdef");
-        assert_eq!(base64_decode(""), b"");
-    }
 
     #[test]
     fn data_port_protocol() {
@@ -273,5 +244,10 @@ mod tests {
         let r = parse("KPATH-BOOTED x | y\nKPATH-FILE a\nYQ==\n");
         assert_eq!(r.exit_code, None);
         assert!(r.files.is_empty());
+        // busybox wraps base64 at 76 columns; a body that does not decode is dropped.
+        let r = parse(
+            "KPATH-FILE a\r\naGVsbG8g\r\nd29ybGQ=\r\nKPATH-END\r\nKPATH-FILE b\nY?Q=\nKPATH-END\n",
+        );
+        assert_eq!(r.files, vec![("a".to_string(), b"hello world".to_vec())]);
     }
 }
