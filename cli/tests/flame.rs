@@ -143,6 +143,8 @@ struct Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        // SAFETY: kill takes no pointers; nginx was spawned as the leader of its own process
+        // group and is reaped only below, so the group is still ours.
         unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
         let _ = self.child.wait();
     }

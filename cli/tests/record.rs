@@ -166,6 +166,7 @@ fn sigint_stops_pid_recording_and_detaches() {
 
     let sent = Instant::now();
     assert_eq!(
+        // SAFETY: kill takes no pointers; `kpid` is our kpath child, not yet waited for.
         unsafe { libc::kill(kpid as i32, libc::SIGINT) },
         0,
         "kill -INT {kpid}"

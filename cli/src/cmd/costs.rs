@@ -10,7 +10,7 @@
 use std::fs::File;
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -78,6 +78,12 @@ pub enum CostsError {
         #[source]
         source: std::io::Error,
     },
+    #[error("setting up the benchmarks: {what} failed")]
+    Setup {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("--reps must be at least 1")]
     Reps,
 }
@@ -128,7 +134,180 @@ pub fn cost(name: &str, samples: &[f64]) -> Option<Cost> {
     })
 }
 
-type Op<'a> = Box<dyn FnMut(u64) -> std::io::Result<()> + 'a>;
+/// One benchmark of the price list: [`measure`] runs each of [`BENCHMARKS`] in turn.
+struct Benchmark {
+    name: &'static str,
+    /// The call whose failure stops the benchmark, for the error message.
+    op: &'static str,
+    /// Operations per timed repetition at scale 1.
+    ops: u64,
+    /// Times `reps` repetitions of `iters` operations (after a warm-up); ns per operation each.
+    run: fn(&Scratch, usize, u64) -> std::io::Result<Vec<f64>>,
+}
+
+const BENCHMARKS: &[Benchmark] = &[
+    Benchmark {
+        name: "null syscall (getpid)",
+        op: "getpid",
+        ops: 200_000,
+        run: null_syscall,
+    },
+    Benchmark {
+        name: "context switch (pipe ping-pong, one CPU)",
+        op: "pipe ping-pong",
+        ops: 20_000,
+        run: |_, reps, iters| ctx_switch(reps, iters),
+    },
+    Benchmark {
+        name: "open+close",
+        op: "open",
+        ops: 50_000,
+        run: open_close,
+    },
+    Benchmark {
+        name: "stat",
+        op: "stat",
+        ops: 100_000,
+        run: stat,
+    },
+    Benchmark {
+        name: "mmap+touch+munmap 4 KB file",
+        op: "mmap",
+        ops: 50_000,
+        run: |s, reps, iters| mmap_touch_munmap(s, 4096, reps, iters),
+    },
+    Benchmark {
+        name: "mmap+touch+munmap 1 MB file",
+        op: "mmap",
+        ops: 2_000,
+        run: |s, reps, iters| mmap_touch_munmap(s, BIG, reps, iters),
+    },
+    Benchmark {
+        name: "read+write 64 KB (file to TCP)",
+        op: "read+write",
+        ops: 5_000,
+        run: read_write,
+    },
+    Benchmark {
+        name: "sendfile 64 KB (file to TCP)",
+        op: "sendfile",
+        ops: 5_000,
+        run: sendfile,
+    },
+    Benchmark {
+        name: "loopback connect+accept+close",
+        op: "connect",
+        ops: 2_000,
+        run: connect_accept,
+    },
+    Benchmark {
+        name: "epoll_ctl add+del",
+        op: "epoll_ctl",
+        ops: 100_000,
+        run: epoll_ctl,
+    },
+];
+
+/// Size of the small scratch file, and of what the file-to-TCP benchmarks send per operation.
+const CHUNK: usize = 64 * 1024;
+/// Size of the large scratch file.
+const BIG: usize = 1 << 20;
+
+/// Runs every benchmark.
+pub fn measure(opts: &CostsOptions) -> Result<Vec<Cost>, CostsError> {
+    if opts.reps == 0 {
+        return Err(CostsError::Reps);
+    }
+    let scratch = Scratch::new(&opts.tmp)?;
+    let mut out = Vec::new();
+    for b in BENCHMARKS {
+        let iters = ((b.ops as f64 * opts.scale) as u64).max(10);
+        let samples = (b.run)(&scratch, opts.reps, iters).map_err(|source| CostsError::Op {
+            name: b.name,
+            op: b.op,
+            source,
+        })?;
+        out.extend(cost(b.name, &samples));
+    }
+    Ok(out)
+}
+
+/// What the benchmarks share, set up once per [`measure`] and removed when dropped: a 64 KB and
+/// a 1 MB scratch file, a loopback connection whose peer drains what is sent to it, a listener
+/// to connect to, and an epoll instance with an eventfd to register in it.
+struct Scratch {
+    small: PathBuf,
+    small_path: std::ffi::CString,
+    small_file: File,
+    big: PathBuf,
+    big_file: File,
+    listener: TcpListener,
+    /// The sending end of the drained connection.
+    tx: TcpStream,
+    drain: Option<std::thread::JoinHandle<()>>,
+    epoll: OwnedFd,
+    eventfd: OwnedFd,
+}
+
+impl Scratch {
+    fn new(dir: &Path) -> Result<Scratch, CostsError> {
+        let setup = |what: &'static str| move |source| CostsError::Setup { what, source };
+        let (small, small_file) =
+            scratch_file(dir, "64k", CHUNK).map_err(setup("creating a scratch file"))?;
+        let (big, big_file) =
+            scratch_file(dir, "1m", BIG).map_err(setup("creating a scratch file"))?;
+        let small_path = std::ffi::CString::new(small.as_os_str().as_encoded_bytes())
+            .expect("a temp path has no NUL");
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0));
+        let (listener, tx, mut rx) = listener
+            .and_then(|l| {
+                let tx = TcpStream::connect(l.local_addr()?)?;
+                let (rx, _) = l.accept()?;
+                Ok((l, tx, rx))
+            })
+            .map_err(setup("loopback socket"))?;
+        let drain = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            while matches!(rx.read(&mut buf), Ok(n) if n > 0) {}
+        });
+        // SAFETY: epoll_create1 and eventfd take no pointers; each returns a new fd or -1.
+        let (ep, ev) = unsafe {
+            (
+                libc::epoll_create1(libc::EPOLL_CLOEXEC),
+                libc::eventfd(0, libc::EFD_CLOEXEC),
+            )
+        };
+        let owned = |fd: i32| {
+            // SAFETY: a non-negative `fd` was just returned to us and nothing else owns it.
+            errno(fd).map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        };
+        let (epoll, eventfd) = (owned(ep), owned(ev));
+        Ok(Scratch {
+            small,
+            small_path,
+            small_file,
+            big,
+            big_file,
+            listener,
+            tx,
+            drain: Some(drain),
+            epoll: epoll.map_err(setup("epoll_create1"))?,
+            eventfd: eventfd.map_err(setup("eventfd"))?,
+        })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // The drain thread sees EOF once our end shuts down.
+        let _ = self.tx.shutdown(std::net::Shutdown::Write);
+        if let Some(d) = self.drain.take() {
+            let _ = d.join();
+        }
+        let _ = std::fs::remove_file(&self.small);
+        let _ = std::fs::remove_file(&self.big);
+    }
+}
 
 fn errno<T: PartialOrd + Default>(r: T) -> std::io::Result<T> {
     if r < T::default() {
@@ -139,7 +318,11 @@ fn errno<T: PartialOrd + Default>(r: T) -> std::io::Result<T> {
 }
 
 /// Times `op(iters)` `reps` times after one warm-up; returns ns per operation per repetition.
-fn time(reps: usize, iters: u64, mut op: Op<'_>) -> std::io::Result<Vec<f64>> {
+fn time(
+    reps: usize,
+    iters: u64,
+    mut op: impl FnMut(u64) -> std::io::Result<()>,
+) -> std::io::Result<Vec<f64>> {
     op(iters.div_ceil(10).max(1))?;
     let mut out = Vec::with_capacity(reps);
     for _ in 0..reps {
@@ -158,8 +341,21 @@ fn scratch_file(dir: &Path, name: &str, size: usize) -> std::io::Result<(PathBuf
     Ok((path.clone(), File::open(&path)?))
 }
 
+fn null_syscall(_: &Scratch, reps: usize, iters: u64) -> std::io::Result<Vec<f64>> {
+    time(reps, iters, |k| {
+        for _ in 0..k {
+            // SAFETY: getpid takes no arguments and cannot fail.
+            unsafe { libc::syscall(libc::SYS_getpid) };
+        }
+        Ok(())
+    })
+}
+
 /// Pins the calling thread to `cpu`, returning its previous mask (to restore).
 fn pin(cpu: usize) -> Option<libc::cpu_set_t> {
+    // SAFETY: cpu_set_t is a plain bit array (all zeroes is the empty set); both calls get a
+    // pointer to a live set and its exact size; CPU_SET stays within the set for any `cpu`
+    // below CPU_SETSIZE (sched_getcpu's answer always is).
     unsafe {
         let mut old: libc::cpu_set_t = std::mem::zeroed();
         if libc::sched_getaffinity(0, std::mem::size_of_val(&old), &mut old) != 0 {
@@ -174,6 +370,7 @@ fn pin(cpu: usize) -> Option<libc::cpu_set_t> {
 
 fn unpin(old: Option<libc::cpu_set_t>) {
     if let Some(old) = old {
+        // SAFETY: `old` is a live cpu_set_t from sched_getaffinity, passed with its size.
         unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&old), &old) };
     }
 }
@@ -181,281 +378,169 @@ fn unpin(old: Option<libc::cpu_set_t>) {
 /// Pipe ping-pong between two threads pinned to one CPU: every one-byte trip is a wakeup and a
 /// switch, so half a round trip is the cost of one switch plus a pipe read and write.
 fn ctx_switch(reps: usize, iters: u64) -> std::io::Result<Vec<f64>> {
-    let mut ab = [0; 2];
-    let mut ba = [0; 2];
-    errno(unsafe { libc::pipe(ab.as_mut_ptr()) })?;
-    errno(unsafe { libc::pipe(ba.as_mut_ptr()) })?;
+    use std::io::{Read, Write};
+    let (mut r_ab, mut w_ab) = std::io::pipe()?;
+    let (mut r_ba, mut w_ba) = std::io::pipe()?;
+    // SAFETY: sched_getcpu takes no arguments.
     let cpu = errno(unsafe { libc::sched_getcpu() }).unwrap_or(0) as usize;
     let total = iters.div_ceil(10).max(1) + iters * reps as u64;
-    let (r_ab, w_ba) = (ab[0], ba[1]);
     let echo = std::thread::spawn(move || {
         let old = pin(cpu);
         let mut b = [0u8; 1];
         for _ in 0..total {
-            if unsafe { libc::read(r_ab, b.as_mut_ptr().cast(), 1) } != 1
-                || unsafe { libc::write(w_ba, b.as_ptr().cast(), 1) } != 1
-            {
+            if !matches!(r_ab.read(&mut b), Ok(1)) || !matches!(w_ba.write(&b), Ok(1)) {
                 break;
             }
         }
         unpin(old);
     });
     let old = pin(cpu);
-    let (w_ab, r_ba) = (ab[1], ba[0]);
-    let res = time(
-        reps,
-        iters,
-        Box::new(|n| {
-            let mut b = [7u8; 1];
-            for _ in 0..n {
-                errno(unsafe { libc::write(w_ab, b.as_ptr().cast(), 1) })?;
-                errno(unsafe { libc::read(r_ba, b.as_mut_ptr().cast(), 1) })?;
-            }
-            Ok(())
-        }),
-    );
+    let res = time(reps, iters, |n| {
+        let mut b = [7u8; 1];
+        for _ in 0..n {
+            w_ab.write_all(&b)?;
+            r_ba.read_exact(&mut b)?;
+        }
+        Ok(())
+    });
     unpin(old);
-    for fd in [ab[1], ba[0]] {
-        unsafe { libc::close(fd) };
-    }
+    // Closing our ends ends an echo thread still waiting (after an error) with EOF.
+    drop((w_ab, r_ba));
     let _ = echo.join();
-    for fd in [ab[0], ba[1]] {
-        unsafe { libc::close(fd) };
-    }
     // Two switches per round trip.
     res.map(|v| v.into_iter().map(|ns| ns / 2.0).collect())
 }
 
-/// Runs every benchmark.
-pub fn measure(opts: &CostsOptions) -> Result<Vec<Cost>, CostsError> {
-    if opts.reps == 0 {
-        return Err(CostsError::Reps);
-    }
-    let n = |base: u64| ((base as f64 * opts.scale) as u64).max(10);
-    let reps = opts.reps;
-    let mut out = Vec::new();
-    let mut push = |name: &'static str, r: std::io::Result<Vec<f64>>, op: &'static str| {
-        let samples = r.map_err(|source| CostsError::Op { name, op, source })?;
-        out.extend(cost(name, &samples));
-        Ok::<(), CostsError>(())
-    };
-    let file_err = |name: &'static str| {
-        move |source| CostsError::Op {
-            name,
-            op: "creating a scratch file",
-            source,
+fn open_close(s: &Scratch, reps: usize, iters: u64) -> std::io::Result<Vec<f64>> {
+    time(reps, iters, |k| {
+        for _ in 0..k {
+            // SAFETY: `small_path` is a NUL-terminated path that outlives the call.
+            let fd = errno(unsafe { libc::open(s.small_path.as_ptr(), libc::O_RDONLY) })?;
+            // SAFETY: `fd` was just opened here and is not used after.
+            unsafe { libc::close(fd) };
         }
-    };
+        Ok(())
+    })
+}
 
-    push(
-        "null syscall (getpid)",
-        time(
-            reps,
-            n(200_000),
-            Box::new(|k| {
-                for _ in 0..k {
-                    unsafe { libc::syscall(libc::SYS_getpid) };
-                }
-                Ok(())
-            }),
-        ),
-        "getpid",
-    )?;
-    push(
-        "context switch (pipe ping-pong, one CPU)",
-        ctx_switch(reps, n(20_000)),
-        "pipe ping-pong",
-    )?;
-
-    let (small, _f) = scratch_file(&opts.tmp, "64k", 64 * 1024).map_err(file_err("open+close"))?;
-    let cpath = std::ffi::CString::new(small.as_os_str().as_encoded_bytes()).expect("no NUL");
-    push(
-        "open+close",
-        time(
-            reps,
-            n(50_000),
-            Box::new(|k| {
-                for _ in 0..k {
-                    let fd = errno(unsafe { libc::open(cpath.as_ptr(), libc::O_RDONLY) })?;
-                    unsafe { libc::close(fd) };
-                }
-                Ok(())
-            }),
-        ),
-        "open",
-    )?;
-    push(
-        "stat",
-        time(
-            reps,
-            n(100_000),
-            Box::new(|k| {
-                let mut st: libc::stat = unsafe { std::mem::zeroed() };
-                for _ in 0..k {
-                    errno(unsafe { libc::stat(cpath.as_ptr(), &mut st) })?;
-                }
-                Ok(())
-            }),
-        ),
-        "stat",
-    )?;
-
-    let (big, big_file) =
-        scratch_file(&opts.tmp, "1m", 1 << 20).map_err(file_err("mmap+munmap 1 MB"))?;
-    for (name, size, base) in [
-        ("mmap+touch+munmap 4 KB file", 4096usize, 50_000),
-        ("mmap+touch+munmap 1 MB file", 1 << 20, 2_000),
-    ] {
-        let fd = big_file.as_raw_fd();
-        push(
-            name,
-            time(
-                reps,
-                n(base),
-                Box::new(move |k| {
-                    for _ in 0..k {
-                        let p = unsafe {
-                            libc::mmap(
-                                std::ptr::null_mut(),
-                                size,
-                                libc::PROT_READ,
-                                libc::MAP_PRIVATE,
-                                fd,
-                                0,
-                            )
-                        };
-                        if p == libc::MAP_FAILED {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                        // Touch every page: a server that maps a file then faults it in.
-                        let mut sum = 0u8;
-                        for off in (0..size).step_by(4096) {
-                            sum = sum.wrapping_add(unsafe {
-                                std::ptr::read_volatile((p as *const u8).add(off))
-                            });
-                        }
-                        std::hint::black_box(sum);
-                        unsafe { libc::munmap(p, size) };
-                    }
-                    Ok(())
-                }),
-            ),
-            "mmap",
-        )?;
-    }
-
-    // 64 KB from the page cache to a loopback TCP socket whose peer drains it.
-    let small_file = File::open(&small).map_err(file_err("read+write 64 KB"))?;
-    let sock = |name: &'static str| {
-        move |source| CostsError::Op {
-            name,
-            op: "loopback socket",
-            source,
+fn stat(s: &Scratch, reps: usize, iters: u64) -> std::io::Result<Vec<f64>> {
+    time(reps, iters, |k| {
+        // SAFETY: `struct stat` is plain integers, for which all zeroes is valid.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        for _ in 0..k {
+            // SAFETY: a NUL-terminated path and a live `struct stat` to fill.
+            errno(unsafe { libc::stat(s.small_path.as_ptr(), &mut st) })?;
         }
-    };
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(sock("sendfile"))?;
-    let addr = listener.local_addr().map_err(sock("sendfile"))?;
-    let tx = TcpStream::connect(addr).map_err(sock("sendfile"))?;
-    let (mut rx, _) = listener.accept().map_err(sock("sendfile"))?;
-    let drain = std::thread::spawn(move || {
-        let mut buf = vec![0u8; 1 << 16];
-        while matches!(rx.read(&mut buf), Ok(n) if n > 0) {}
-    });
-    const CHUNK: usize = 64 * 1024;
-    let (ffd, sfd) = (small_file.as_raw_fd(), tx.as_raw_fd());
-    let mut buf = vec![0u8; CHUNK];
-    push(
-        "read+write 64 KB (file to TCP)",
-        time(
-            reps,
-            n(5_000),
-            Box::new(|k| {
-                for _ in 0..k {
-                    let r = errno(unsafe { libc::pread(ffd, buf.as_mut_ptr().cast(), CHUNK, 0) })?;
-                    let mut off = 0;
-                    while off < r as usize {
-                        let w = errno(unsafe {
-                            libc::write(sfd, buf[off..].as_ptr().cast(), r as usize - off)
-                        })?;
-                        off += w as usize;
-                    }
-                }
-                Ok(())
-            }),
-        ),
-        "read+write",
-    )?;
-    push(
-        "sendfile 64 KB (file to TCP)",
-        time(
-            reps,
-            n(5_000),
-            Box::new(|k| {
-                for _ in 0..k {
-                    let mut off: libc::off_t = 0;
-                    while (off as usize) < CHUNK {
-                        errno(unsafe { libc::sendfile(sfd, ffd, &mut off, CHUNK - off as usize) })?;
-                    }
-                }
-                Ok(())
-            }),
-        ),
-        "sendfile",
-    )?;
-    drop(tx);
-    let _ = drain.join();
+        Ok(())
+    })
+}
 
-    push(
-        "loopback connect+accept+close",
-        time(
-            reps,
-            n(2_000),
-            Box::new(|k| {
-                for _ in 0..k {
-                    let c = TcpStream::connect(addr)?;
-                    let (s, _) = listener.accept()?;
-                    // The server side closes first, so TIME_WAIT does not pin client ports.
-                    drop(s);
-                    drop(c);
-                }
-                Ok(())
-            }),
-        ),
-        "connect",
-    )?;
-
-    let ep = errno(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) }).map_err(|source| {
-        CostsError::Op {
-            name: "epoll_ctl add+del",
-            op: "epoll_create1",
-            source,
-        }
-    })?;
-    let target = small_file.as_raw_fd();
-    let efd = errno(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) }).unwrap_or(target);
-    let r = time(
-        reps,
-        n(100_000),
-        Box::new(|k| {
-            for _ in 0..k {
-                let mut ev = libc::epoll_event {
-                    events: libc::EPOLLIN as u32,
-                    u64: 0,
-                };
-                errno(unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, efd, &mut ev) })?;
-                errno(unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_DEL, efd, &mut ev) })?;
+/// Maps `size` bytes of the 1 MB file, reads a byte of every page (a server that maps a file
+/// then faults it in) and unmaps it.
+fn mmap_touch_munmap(
+    s: &Scratch,
+    size: usize,
+    reps: usize,
+    iters: u64,
+) -> std::io::Result<Vec<f64>> {
+    let fd = s.big_file.as_raw_fd();
+    time(reps, iters, |k| {
+        for _ in 0..k {
+            // SAFETY: a new private read-only mapping of an open file at least `size` long;
+            // it aliases no Rust memory.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    size,
+                    libc::PROT_READ,
+                    libc::MAP_PRIVATE,
+                    fd,
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                return Err(std::io::Error::last_os_error());
             }
-            Ok(())
-        }),
-    );
-    unsafe {
-        libc::close(ep);
-        libc::close(efd);
-    }
-    push("epoll_ctl add+del", r, "epoll_ctl")?;
-    let _ = std::fs::remove_file(&small);
-    let _ = std::fs::remove_file(&big);
-    Ok(out)
+            let mut sum = 0u8;
+            for off in (0..size).step_by(4096) {
+                // SAFETY: `off` < `size`: inside the readable mapping, which the file backs.
+                sum =
+                    sum.wrapping_add(unsafe { std::ptr::read_volatile((p as *const u8).add(off)) });
+            }
+            std::hint::black_box(sum);
+            // SAFETY: `p` is the mapping made above, `size` its length; nothing refers to it.
+            unsafe { libc::munmap(p, size) };
+        }
+        Ok(())
+    })
+}
+
+/// 64 KB from the page cache to a loopback TCP socket (whose peer drains it) by pread + write.
+fn read_write(s: &Scratch, reps: usize, iters: u64) -> std::io::Result<Vec<f64>> {
+    let (ffd, sfd) = (s.small_file.as_raw_fd(), s.tx.as_raw_fd());
+    let mut buf = vec![0u8; CHUNK];
+    time(reps, iters, |k| {
+        for _ in 0..k {
+            // SAFETY: `buf` has room for the CHUNK bytes asked for; `ffd` is an open file.
+            let r = errno(unsafe { libc::pread(ffd, buf.as_mut_ptr().cast(), CHUNK, 0) })?;
+            let mut off = 0;
+            while off < r as usize {
+                // SAFETY: writes from the initialized `buf[off..r]`; `sfd` is an open socket.
+                let w = errno(unsafe {
+                    libc::write(sfd, buf[off..].as_ptr().cast(), r as usize - off)
+                })?;
+                off += w as usize;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The same 64 KB by sendfile.
+fn sendfile(s: &Scratch, reps: usize, iters: u64) -> std::io::Result<Vec<f64>> {
+    let (ffd, sfd) = (s.small_file.as_raw_fd(), s.tx.as_raw_fd());
+    time(reps, iters, |k| {
+        for _ in 0..k {
+            let mut off: libc::off_t = 0;
+            while (off as usize) < CHUNK {
+                // SAFETY: open socket and file fds; `off` is a live offset sendfile advances.
+                errno(unsafe { libc::sendfile(sfd, ffd, &mut off, CHUNK - off as usize) })?;
+            }
+        }
+        Ok(())
+    })
+}
+
+fn connect_accept(s: &Scratch, reps: usize, iters: u64) -> std::io::Result<Vec<f64>> {
+    let addr = s.listener.local_addr()?;
+    time(reps, iters, |k| {
+        for _ in 0..k {
+            let c = TcpStream::connect(addr)?;
+            let (server, _) = s.listener.accept()?;
+            // The server side closes first, so TIME_WAIT does not pin client ports.
+            drop(server);
+            drop(c);
+        }
+        Ok(())
+    })
+}
+
+/// Registers an eventfd in epoll and removes it again.
+fn epoll_ctl(s: &Scratch, reps: usize, iters: u64) -> std::io::Result<Vec<f64>> {
+    let (ep, efd) = (s.epoll.as_raw_fd(), s.eventfd.as_raw_fd());
+    time(reps, iters, |k| {
+        for _ in 0..k {
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: 0,
+            };
+            // SAFETY: open epoll and eventfd fds; `ev` is a live event the kernel copies.
+            errno(unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, efd, &mut ev) })?;
+            // SAFETY: as above (DEL ignores the event).
+            errno(unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_DEL, efd, &mut ev) })?;
+        }
+        Ok(())
+    })
 }
 
 /// Adds each traced median (matched by name) and its difference to the untraced one.

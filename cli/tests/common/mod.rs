@@ -26,6 +26,7 @@ pub const RECORD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Whether the test may go on. As non-root it prints "skipped: needs root" and returns false,
 /// unless `KPATH_REQUIRE_ROOT_TESTS=1`, in which case it panics (CI must not skip silently).
 pub fn require_root() -> bool {
+    // SAFETY: geteuid takes no arguments and cannot fail.
     if unsafe { libc::geteuid() } == 0 {
         return true;
     }
@@ -138,6 +139,8 @@ pub fn wait_with_timeout(mut child: std::process::Child, timeout: Duration) -> F
         if start.elapsed() > timeout {
             timed_out = true;
             // The child leads its own group: this reaches it and whatever it started, nothing else.
+            // SAFETY: kill takes no pointers; the group id is our unreaped child's pid, so the
+            // group cannot belong to anyone else.
             unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
             break child.wait().expect("wait for killed child");
         }
