@@ -478,7 +478,8 @@ mod tests {
 
     #[test]
     fn dropping_an_unreleased_child_does_not_run_it() {
-        let dir = std::env::temp_dir().join(format!("kpath-target-test-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("kpath-held-child-test-{}", std::process::id()));
         let c = HeldChild::spawn(&["touch".into(), dir.display().to_string()]).unwrap();
         drop(c);
         std::thread::sleep(Duration::from_millis(50));

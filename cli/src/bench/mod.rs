@@ -188,7 +188,7 @@ fn run_one(
     Ok(BenchRun::new(*s, &load, &run, run_rel))
 }
 
-/// `cmd` with stdin closed and stdout and stderr appended to the log at `path`.
+/// Spawns `cmd` with stdin closed and stdout and stderr going to a new log file at `path`.
 fn spawn_logged(
     mut cmd: Command,
     path: &Path,

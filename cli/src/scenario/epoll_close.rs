@@ -156,8 +156,7 @@ struct LoadResult {
 }
 
 /// `clients` threads, each in a loop: connect, one GET, read to EOF, close. Blocking sockets and
-/// plain syscalls only, so it runs on any kernel a guest boots (`kpath load` waits with
-/// epoll_pwait2, which Linux 5.10 lacks).
+/// plain syscalls only, so it runs on any kernel a guest boots, inside the recorded process.
 fn close_per_request_load(
     addr: std::net::SocketAddr,
     clients: usize,

@@ -86,11 +86,12 @@ impl<W: Write> Cpio<W> {
         self.entry(path, 0o100000 | mode, data)
     }
 
-    pub fn symlink(&mut self, path: &str, target: &str) -> std::io::Result<()> {
+    /// A symbolic link at `path` that points to `points_to`.
+    pub fn symlink(&mut self, path: &str, points_to: &str) -> std::io::Result<()> {
         if let Some((parent, _)) = path.rsplit_once('/') {
             self.dir(parent)?;
         }
-        self.entry(path, 0o120777, target.as_bytes())
+        self.entry(path, 0o120777, points_to.as_bytes())
     }
 
     pub fn finish(mut self) -> std::io::Result<W> {
@@ -139,7 +140,8 @@ pub fn build(c: &Contents, out: &Path) -> Result<(), InitramfsError> {
     }
     libs.insert(PathBuf::from("/lib64/ld-linux-x86-64.so.2"));
     for lib in &libs {
-        // Copy the target of symlinks under the name the loader asks for.
+        // A library that is a symlink is stored as the file it points to, under the name the
+        // loader asks for (std::fs::read follows the link).
         let data = std::fs::read(lib).map_err(io(lib))?;
         cpio.file(&lib.to_string_lossy(), 0o755, &data)
             .map_err(io(out))?;
