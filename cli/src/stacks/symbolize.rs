@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use blazesym::symbolize::{source::Elf, source::Source, Input, Symbolized, Symbolizer};
 
-use super::maps::MapsSnapshots;
+use super::maps::{Mapping, MapsSnapshots};
 use crate::kernel::kallsyms::Kallsyms;
 
 /// A stack as read from the kernel, addresses innermost first.
@@ -49,6 +49,50 @@ pub struct StackSymbolizer<'a> {
     inner: Symbolizer,
 }
 
+/// The files (with the offsets to look up in each) and unreadable modules user addresses fell
+/// in, each numbered once.
+#[derive(Default)]
+struct Located {
+    files: Vec<String>,
+    file_idx: HashMap<String, usize>,
+    offsets: Vec<Vec<u64>>,
+    modules: Vec<String>,
+    module_idx: HashMap<String, usize>,
+}
+
+impl Located {
+    /// Where `addr` is: a file offset to symbolize, a module that cannot be read, or nowhere.
+    fn locate(&mut self, mapping: Option<&Mapping>, addr: u64) -> UserLoc {
+        let Some(m) = mapping else {
+            return UserLoc::Unmapped;
+        };
+        match m.open_path() {
+            Some(p) => {
+                let idx = *self.file_idx.entry(p.clone()).or_insert_with(|| {
+                    self.files.push(p);
+                    self.offsets.push(Vec::new());
+                    self.files.len() - 1
+                });
+                let off = addr - m.start + m.offset;
+                self.offsets[idx].push(off);
+                UserLoc::File(idx, off)
+            }
+            None => {
+                let name = if m.path.starts_with('[') {
+                    m.path.clone()
+                } else {
+                    format!("[unknown] ({})", m.module())
+                };
+                let modules = &mut self.modules;
+                UserLoc::Module(*self.module_idx.entry(name.clone()).or_insert_with(|| {
+                    modules.push(name);
+                    modules.len() - 1
+                }))
+            }
+        }
+    }
+}
+
 impl<'a> StackSymbolizer<'a> {
     pub fn new(ksyms: &'a Kallsyms, maps: &'a MapsSnapshots) -> Self {
         let inner = Symbolizer::builder()
@@ -62,66 +106,33 @@ impl<'a> StackSymbolizer<'a> {
     /// Symbolizes every stack; the result is in input order.
     pub fn symbolize(&self, stacks: &[RawStack]) -> Vec<Folded> {
         // Pass 1: locate every user address and collect the offsets per file.
-        let mut files: Vec<String> = Vec::new();
-        let mut file_idx: HashMap<String, usize> = HashMap::new();
-        let mut modules: Vec<String> = Vec::new();
-        let mut module_idx: HashMap<String, usize> = HashMap::new();
-        let mut offsets: Vec<Vec<u64>> = Vec::new();
+        let mut located = Located::default();
         let mut code = CodeReader::default();
         let locs: Vec<Vec<UserLoc>> = stacks
             .iter()
             .map(|s| {
                 self.user_addrs(s, &mut code)
                     .into_iter()
-                    .map(|addr| {
-                        let Some(m) = self.maps.find(s.tgid, addr) else {
-                            return UserLoc::Unmapped;
-                        };
-                        match m.open_path() {
-                            Some(p) => {
-                                let idx = *file_idx.entry(p.clone()).or_insert_with(|| {
-                                    files.push(p);
-                                    offsets.push(Vec::new());
-                                    files.len() - 1
-                                });
-                                let off = addr - m.start + m.offset;
-                                offsets[idx].push(off);
-                                UserLoc::File(idx, off)
-                            }
-                            None => {
-                                let name = if m.path.starts_with('[') {
-                                    m.path.clone()
-                                } else {
-                                    format!("[unknown] ({})", m.module())
-                                };
-                                UserLoc::Module(*module_idx.entry(name.clone()).or_insert_with(
-                                    || {
-                                        modules.push(name);
-                                        modules.len() - 1
-                                    },
-                                ))
-                            }
-                        }
-                    })
+                    .map(|addr| located.locate(self.maps.find(s.tgid, addr), addr))
                     .collect()
             })
             .collect();
-
         // Pass 2: one blazesym batch per file.
-        let resolved: Vec<HashMap<u64, Vec<String>>> = files
+        let resolved: Vec<HashMap<u64, Vec<String>>> = located
+            .files
             .iter()
-            .zip(offsets.iter_mut())
+            .zip(located.offsets.iter_mut())
             .map(|(path, offs)| {
                 offs.sort_unstable();
                 offs.dedup();
                 self.symbolize_file(path, offs)
             })
             .collect();
-        let unknown_in: Vec<String> = files
+        let unknown_in: Vec<String> = located
+            .files
             .iter()
             .map(|p| format!("[unknown] ({})", module_of(p)))
             .collect();
-
         // Pass 3: assemble, root first.
         let mut kcache: HashMap<u64, String> = HashMap::new();
         stacks
@@ -140,7 +151,7 @@ impl<'a> StackSymbolizer<'a> {
                             Some(names) => frames.extend(names.iter().cloned()),
                             None => frames.push(unknown_in[f].clone()),
                         },
-                        UserLoc::Module(m) => frames.push(modules[m].clone()),
+                        UserLoc::Module(m) => frames.push(located.modules[m].clone()),
                         UserLoc::Unmapped => frames.push("[unknown]".to_string()),
                     }
                 }
@@ -150,12 +161,10 @@ impl<'a> StackSymbolizer<'a> {
                 }
                 for (i, &ip) in s.kernel.iter().enumerate().rev() {
                     let addr = caller_adjusted(i, ip);
-                    frames.push(
-                        kcache
-                            .entry(addr)
-                            .or_insert_with(|| kernel_frame(self.ksyms, addr))
-                            .clone(),
-                    );
+                    let name = kcache
+                        .entry(addr)
+                        .or_insert_with(|| kernel_frame(self.ksyms, addr));
+                    frames.push(name.clone());
                 }
                 Folded {
                     frames,
