@@ -4,9 +4,10 @@
 //! `__mutex_lock_slowpath`, which is entered only when the mutex fast path failed; its time
 //! includes optimistic spinning as well as sleeping, which the report says.
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     helpers::bpf_ktime_get_ns,
     macros::{kprobe, kretprobe, map, tracepoint},
-    maps::{LruHashMap, PerCpuHashMap},
+    maps::{HashMap, LruHashMap},
     programs::{tracing::StackIdContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use probe_common::{
@@ -20,8 +21,7 @@ use crate::{
 };
 
 #[map]
-static LOCKS_STATS: PerCpuHashMap<LockKey, LockStats> =
-    PerCpuHashMap::with_max_entries(STATS_CAPACITY, 0);
+static LOCKS_STATS: HashMap<LockKey, LockStats> = HashMap::with_max_entries(STATS_CAPACITY, 0);
 
 #[map]
 static LOCKS_START: LruHashMap<LockStartKey, LockStart> =
@@ -76,27 +76,49 @@ fn end(key_addr: u64) -> u32 {
         tgid,
         _reserved: 0,
     };
-    if let Some(s) = LOCKS_STATS.get_ptr_mut(key) {
-        // SAFETY: this CPU's value in a per-CPU hash map, valid while the program runs. Only the
-        // locks programs use the map, and tracepoint and kprobe programs do not nest on a CPU
-        // (the kernel skips a nested run), so this reference is the only one.
-        let s = unsafe { &mut *s };
-        s.count += 1;
-        s.wait_ns += ns;
-        if ns > s.max_ns {
-            s.max_ns = ns;
-        }
-    } else {
-        let s = LockStats {
-            count: 1,
-            wait_ns: ns,
-            max_ns: ns,
-        };
-        if LOCKS_STATS.insert(key, s, 0).is_err() {
-            count_lost(Family::Locks);
-        }
+    if !add_wait(&key, ns) {
+        count_lost(Family::Locks);
     }
     0
+}
+
+/// Adds one wait of `ns` to `key`'s entry (shared by every CPU, see `crate::add_shared`).
+#[inline(always)]
+fn add_wait(key: &LockKey, ns: u64) -> bool {
+    let mut s = LOCKS_STATS.get_ptr_mut(key);
+    if s.is_none() {
+        let first = LockStats {
+            count: 0,
+            wait_ns: 0,
+            max_ns: 0,
+        };
+        // BPF_NOEXIST: a CPU that loses the race to insert adds to the winner's entry.
+        let _ = LOCKS_STATS.insert(key, first, BPF_NOEXIST as u64);
+        s = LOCKS_STATS.get_ptr_mut(key);
+    }
+    let Some(s) = s else {
+        return false;
+    };
+    // SAFETY: `s` points at a LockStats value of a hash map entry, valid for the whole program
+    // run (entries are never deleted while recording); the u64 fields are 8-byte aligned.
+    let (count, wait, max) = unsafe {
+        (
+            core::ptr::addr_of_mut!((*s).count),
+            core::ptr::addr_of_mut!((*s).wait_ns),
+            core::ptr::addr_of_mut!((*s).max_ns),
+        )
+    };
+    crate::atomic_add(count, 1);
+    crate::atomic_add(wait, ns);
+    // Not atomic (no compare-and-swap on 5.10): two CPUs ending waits on one key at the same
+    // instant can keep the smaller of their two maxima. Counts and totals stay exact.
+    // SAFETY: as above; a torn read is impossible for an aligned u64.
+    unsafe {
+        if ns > core::ptr::read_volatile(max) {
+            core::ptr::write_volatile(max, ns);
+        }
+    }
+    true
 }
 
 #[tracepoint]

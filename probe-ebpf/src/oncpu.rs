@@ -3,7 +3,7 @@ use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
     helpers::bpf_get_current_comm,
     macros::{map, perf_event},
-    maps::{PerCpuArray, PerCpuHashMap},
+    maps::{HashMap, PerCpuArray},
     programs::PerfEventContext,
 };
 use probe_common::{oncpu::COUNTS_CAPACITY, Family, StackKey};
@@ -11,8 +11,7 @@ use probe_common::{oncpu::COUNTS_CAPACITY, Family, StackKey};
 use crate::{count_lost, current_ids, is_traced, stack_id};
 
 #[map]
-static ONCPU_COUNTS: PerCpuHashMap<StackKey, u64> =
-    PerCpuHashMap::with_max_entries(COUNTS_CAPACITY, 0);
+static ONCPU_COUNTS: HashMap<StackKey, u64> = HashMap::with_max_entries(COUNTS_CAPACITY, 0);
 
 #[map]
 static ONCPU_SAMPLES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
@@ -52,10 +51,7 @@ pub fn oncpu_sample(ctx: PerfEventContext) -> u32 {
             0
         },
     };
-    if let Some(v) = ONCPU_COUNTS.get_ptr_mut(key) {
-        // SAFETY: this CPU's value in a per-CPU hash map, used only by this program (as above).
-        unsafe { *v += 1 };
-    } else if ONCPU_COUNTS.insert(key, 1, 0).is_err() {
+    if !crate::add_shared(&ONCPU_COUNTS, &key, 1) {
         count_lost(Family::Oncpu);
     }
     0

@@ -11,7 +11,7 @@ use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
     helpers::{bpf_get_current_comm, bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{map, raw_tracepoint, tracepoint},
-    maps::{LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{HashMap, LruHashMap, PerCpuArray},
     programs::{tracing::StackIdContext, RawTracePointContext, TracePointContext},
     Global,
 };
@@ -31,8 +31,7 @@ static SCHED_STATS: PerCpuArray<SchedStats> = PerCpuArray::with_max_entries(1, 0
 
 /// Off-CPU stacks -> blocked ns.
 #[map]
-static SCHED_OFFCPU: PerCpuHashMap<StackKey, u64> =
-    PerCpuHashMap::with_max_entries(OFFCPU_CAPACITY, 0);
+static SCHED_OFFCPU: HashMap<StackKey, u64> = HashMap::with_max_entries(OFFCPU_CAPACITY, 0);
 
 /// Thread id -> when and where it left the CPU.
 #[map]
@@ -195,11 +194,7 @@ fn switch<C: StackIdContext>(
 
 #[inline(always)]
 fn add_offcpu(key: &StackKey, ns: u64) {
-    if let Some(v) = SCHED_OFFCPU.get_ptr_mut(key) {
-        // SAFETY: `v` is this CPU's value in a per-CPU hash map, valid while the program runs;
-        // only sched_switch writes the map, and it does not nest on a CPU (see `stats`).
-        unsafe { *v += ns };
-    } else if SCHED_OFFCPU.insert(key, ns, 0).is_err() {
+    if !crate::add_shared(&SCHED_OFFCPU, key, ns) {
         count_lost(Family::Sched);
     }
 }

@@ -6,12 +6,11 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
-use probe_common::Family;
 
 use crate::{
     families::{self, LoadOptions, Probes, SectionOptions},
     kernel::features,
-    probes::stats::ProgStats,
+    probes::{object, stats::ProgStats},
     process::{self, HeldChild},
     render::{flame, table},
     run::{Run, Target},
@@ -91,6 +90,23 @@ enum Stop {
 }
 
 impl RecordArgs {
+    /// What was traced, for run.json.
+    fn target(&self, pid: Option<u32>, exit_code: Option<i32>) -> Target {
+        let kind = if !self.command.is_empty() {
+            "command"
+        } else if self.pid.is_some() {
+            "pid"
+        } else {
+            "system"
+        };
+        Target {
+            kind: kind.into(),
+            pid,
+            command: (!self.command.is_empty()).then(|| self.command.clone()),
+            exit_code,
+        }
+    }
+
     /// Checks the arguments and converts them into load options (targets filled in later).
     fn load_options(&self) -> anyhow::Result<LoadOptions> {
         if self.frequency == 0 || self.frequency > 100_000 {
@@ -115,8 +131,11 @@ impl RecordArgs {
 }
 
 pub fn run(args: RecordArgs) -> anyhow::Result<()> {
+    let t0 = Instant::now();
     let mut opts = args.load_options()?;
+    let loader = object::Loader::start();
     let (feats, mut warnings) = features::for_attaching("kpath record")?;
+    log::debug!("start-up: features detected at {:?}", t0.elapsed());
     if let Some(pid) = args.pid {
         process::check_pid(pid)?;
     }
@@ -127,7 +146,8 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     };
     let target_pid = args.pid.or(child.as_ref().map(|c| c.pid));
     opts.targets = target_pid.into_iter().collect();
-    let mut probes = families::load(&opts, &feats).context("attaching probes")?;
+    let mut probes = families::load_with(loader, &opts, &feats).context("attaching probes")?;
+    log::debug!("start-up: every family attached at {:?}", t0.elapsed());
     for w in &probes.warnings {
         log::info!("{w}");
     }
@@ -141,19 +161,14 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         std::fs::write(path, b"")
             .with_context(|| format!("--ready-file: writing {}", path.display()))?;
     }
-
     install_signal_handlers();
-    let started_unix_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let started_unix_ms = unix_ms();
     let start = Instant::now();
     if let Some(c) = child.as_mut() {
         c.release()?;
     }
     // Stacks are symbolized from maps snapshots taken while the targets live.
-    let mut maps =
-        (probes.has(Family::Oncpu) || probes.has(Family::Sched)).then(MapsRecorder::default);
+    let mut maps = families::folds_stacks(&probes).then(MapsRecorder::default);
     let stop = wait(
         &args,
         &probes,
@@ -179,24 +194,19 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     run.warnings.splice(0..0, warnings);
     run.started_unix_ms = started_unix_ms;
     run.overhead = overhead;
-    run.target = Target {
-        kind: if child.is_some() {
-            "command"
-        } else if args.pid.is_some() {
-            "pid"
-        } else {
-            "system"
-        }
-        .into(),
-        pid: target_pid,
-        command: (!args.command.is_empty()).then(|| args.command.clone()),
-        exit_code,
-    };
+    run.target = args.target(target_pid, exit_code);
     let dir = args
         .output
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("runs/run-{}", started_unix_ms / 1000)));
     write_run(&dir, &mut run, &profiles, &args)
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Writes the run directory (folded stacks, flame graphs, run.json) and prints the run.

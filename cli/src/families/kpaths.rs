@@ -35,12 +35,24 @@ pub static PATH: FamilyPath = FamilyPath {
     },
     maps: &[MAP_STATS, MAP_START],
     reads: &[Family::Syscalls, Family::Oncpu],
+    folds_stacks: false,
     collect,
     section,
 };
 
-fn needs_btf(f: &crate::kernel::features::Features) -> Option<&'static str> {
-    (!f.btf).then_some("no kernel BTF (/sys/kernel/btf/vmlinux)")
+fn needs_fentry(f: &crate::kernel::features::Features) -> Option<&'static str> {
+    use crate::kernel::tracing_prog::Fentry;
+    if !f.btf {
+        return Some("no kernel BTF (/sys/kernel/btf/vmlinux)");
+    }
+    match f.fentry {
+        Fentry::Refused => Some(
+            "the kernel refused a test tracing program (EPERM at load, empty verifier log): \
+             this kernel does not allow fentry/fexit",
+        ),
+        Fentry::Failed(_) => Some("a test fentry program did not load (see kpath doctor)"),
+        Fentry::Loads | Fentry::Untried => None,
+    }
 }
 
 fn needs_samples(f: &crate::kernel::features::Features) -> Option<&'static str> {
@@ -57,7 +69,7 @@ macro_rules! function {
             methods: &[
                 MethodSpec {
                     method: Method::Fentry,
-                    needs: needs_btf,
+                    needs: needs_fentry,
                     programs: &[
                         Prog::FEntry {
                             prog: concat!("kpaths_", $stem, "_fentry"),
@@ -136,7 +148,7 @@ fn collect(c: &mut Collector, run: &mut Run) -> anyhow::Result<()> {
 
 /// Samples whose kernel stack contains each function (inclusive: once per sample).
 fn samples_under(c: &mut Collector) -> anyhow::Result<[u64; KPATH_COUNT]> {
-    let (counts, stacks, ksyms) = c.oncpu_view()?;
+    let (counts, stacks, ksyms) = c.counts_view(probe_common::oncpu::MAP_COUNTS)?;
     let mut under = [0u64; KPATH_COUNT];
     let mut by_stack: HashMap<i32, [bool; KPATH_COUNT]> = HashMap::new();
     for (key, n) in counts {

@@ -19,7 +19,7 @@ use crate::{
     kernel::kallsyms::{self, Kallsyms},
     probes::{
         attach::Prog,
-        maps::fold_per_cpu_hash,
+        maps::hash_entries,
         plan::{needs, MethodSpec, Unit},
         FamilyTable,
     },
@@ -37,6 +37,7 @@ pub static PATH: FamilyPath = FamilyPath {
     },
     maps: &[MAP_STATS],
     reads: &[],
+    folds_stacks: false,
     collect,
     section,
 };
@@ -87,11 +88,7 @@ const METHODS: [MethodSpec<Method>; 2] = [
 fn collect(c: &mut Collector, run: &mut Run) -> anyhow::Result<()> {
     let probes = c.probes;
     let ebpf = &probes.ebpf;
-    let per_key = fold_per_cpu_hash::<LockKey, LockStats, LockStats>(ebpf, MAP_STATS, |acc, v| {
-        acc.count += v.count;
-        acc.wait_ns += v.wait_ns;
-        acc.max_ns = acc.max_ns.max(v.max_ns);
-    })?;
+    let per_key = hash_entries::<LockKey, LockStats>(ebpf, MAP_STATS)?;
     let (stacks, ksyms) = c.stacks_and_ksyms()?;
     // Keys differ by full stack and tgid; rows are per caller, lock and type.
     let mut rows: BTreeMap<(String, u64, u32), LockRow> = BTreeMap::new();

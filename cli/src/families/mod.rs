@@ -13,7 +13,7 @@ use crate::{
     kernel::{features::Features, kallsyms::Kallsyms},
     probes::{
         self,
-        maps::{fold_per_cpu_hash, CollectError, PerFamily, Stacks},
+        maps::{hash_entries, CollectError, PerFamily, Stacks},
         plan::MethodId,
         FamilyTable,
     },
@@ -131,6 +131,9 @@ pub struct FamilyPath {
     pub maps: &'static [&'static str],
     /// Families whose collected part of the run this one reads (collected first).
     pub reads: &'static [Family],
+    /// Whether the family folds stacks with user frames (then `record` keeps `/proc/PID/maps`
+    /// snapshots of the targets while it waits, for symbolizing them).
+    pub folds_stacks: bool,
     /// Reads the family's maps into its part of the run.
     pub collect: fn(&mut Collector, &mut Run) -> anyhow::Result<()>,
     /// What the report shows of the family; `None` when the run did not record it.
@@ -153,6 +156,12 @@ pub fn path(f: Family) -> &'static FamilyPath {
         .expect("every family has a path")
 }
 
+/// Whether any attached family folds stacks with user frames.
+pub fn folds_stacks(probes: &Probes) -> bool {
+    ALL.iter()
+        .any(|p| p.folds_stacks && probes.has(p.table.family))
+}
+
 /// The family a name stands for.
 pub fn by_name(name: &str) -> Option<Family> {
     Family::ALL.into_iter().find(|f| f.name() == name)
@@ -171,8 +180,17 @@ pub fn candidates(f: Family) -> Vec<Method> {
 
 /// Loads the object and attaches the requested families.
 pub fn load(opts: &LoadOptions, features: &Features) -> Result<Probes, probes::LoadError> {
+    load_with(probes::object::Loader::start(), opts, features)
+}
+
+/// [`load`] with aya's loader started earlier (its BTF parse overlaps feature detection).
+pub fn load_with(
+    loader: probes::object::Loader,
+    opts: &LoadOptions,
+    features: &Features,
+) -> Result<Probes, probes::LoadError> {
     let tables: Vec<&'static FamilyTable<Method>> = ALL.iter().map(|p| &p.table).collect();
-    probes::load(opts, features, &tables)
+    probes::load(loader, opts, features, &tables)
 }
 
 /// Parses `--probes`.
@@ -221,8 +239,8 @@ pub fn parse_forced(specs: &[String]) -> anyhow::Result<BTreeMap<&'static str, M
     Ok(out)
 }
 
-/// The on-CPU counts, the stack cache and kernel symbols, borrowed together.
-pub type OncpuView<'c, 'a> = (&'c [(StackKey, u64)], &'c mut Stacks<'a>, &'c Kallsyms);
+/// Stack-key counts, the stack cache and kernel symbols, borrowed together.
+pub type CountsView<'c, 'a> = (&'c [(StackKey, u64)], &'c mut Stacks<'a>, &'c Kallsyms);
 
 /// What the families share while reading their maps at the end of a recording: each thing is
 /// read once (the lost counters, kallsyms, every stack, the on-CPU counts).
@@ -236,7 +254,8 @@ pub struct Collector<'a> {
     pub maps: Option<&'a mut MapsRecorder>,
     pub profiles: Profiles,
     ksyms: Option<Kallsyms>,
-    oncpu_counts: Option<Vec<(StackKey, u64)>>,
+    /// Stack-key counts read so far, by map: each map is read once however many families use it.
+    counts: BTreeMap<&'static str, Vec<(StackKey, u64)>>,
 }
 
 impl<'a> Collector<'a> {
@@ -254,7 +273,7 @@ impl<'a> Collector<'a> {
             maps,
             profiles: Profiles::default(),
             ksyms: None,
-            oncpu_counts: None,
+            counts: BTreeMap::new(),
         };
         if let Some(m) = c.maps.as_deref_mut() {
             m.refresh();
@@ -276,28 +295,29 @@ impl<'a> Collector<'a> {
         Ok((&mut self.stacks, self.ksyms.as_ref().expect("loaded above")))
     }
 
-    /// Weights per stack key of a per-CPU hash of stack keys, largest first.
+    /// Weights per stack key of a hash map of stack keys, largest first.
     pub fn stack_counts(&self, map: &'static str) -> Result<Vec<(StackKey, u64)>, CollectError> {
-        let m = fold_per_cpu_hash::<StackKey, u64, u64>(&self.probes.ebpf, map, |a, v| *a += v)?;
-        let mut v: Vec<(StackKey, u64)> = m.into_iter().collect();
+        let mut v = hash_entries::<StackKey, u64>(&self.probes.ebpf, map)?;
         v.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
         Ok(v)
     }
 
-    /// The on-CPU sample counts, read once for every family that uses them.
-    pub fn oncpu_counts(&mut self) -> Result<&[(StackKey, u64)], CollectError> {
-        if self.oncpu_counts.is_none() {
-            self.oncpu_counts = Some(self.stack_counts(probe_common::oncpu::MAP_COUNTS)?);
+    /// The counts of a stack-key map, read once for every family that uses them (the on-CPU
+    /// samples serve oncpu's flame graph and kpaths' shares).
+    pub fn counts(&mut self, map: &'static str) -> Result<&[(StackKey, u64)], CollectError> {
+        if !self.counts.contains_key(map) {
+            let v = self.stack_counts(map)?;
+            self.counts.insert(map, v);
         }
-        Ok(self.oncpu_counts.as_deref().expect("set above"))
+        Ok(&self.counts[map])
     }
 
-    /// The on-CPU counts with the stack cache and kernel symbols to read them.
-    pub fn oncpu_view(&mut self) -> anyhow::Result<OncpuView<'_, 'a>> {
-        self.oncpu_counts()?;
+    /// A map's counts with the stack cache and kernel symbols to read them.
+    pub fn counts_view(&mut self, map: &'static str) -> anyhow::Result<CountsView<'_, 'a>> {
+        self.counts(map)?;
         self.ksyms()?;
         Ok((
-            self.oncpu_counts.as_deref().expect("read above"),
+            &self.counts[map],
             &mut self.stacks,
             self.ksyms.as_ref().expect("loaded above"),
         ))

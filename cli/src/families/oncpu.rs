@@ -33,6 +33,7 @@ pub static PATH: FamilyPath = FamilyPath {
     },
     maps: &[MAP_COUNTS, MAP_SAMPLES],
     reads: &[],
+    folds_stacks: true,
     collect,
     section,
 };
@@ -51,7 +52,7 @@ fn collect(c: &mut Collector, run: &mut Run) -> anyhow::Result<()> {
         .first()
         .copied()
         .unwrap_or(0);
-    let unique_stacks = c.oncpu_counts()?.len() as u64;
+    let unique_stacks = c.counts(MAP_COUNTS)?.len() as u64;
     run.oncpu = Some(OncpuSummary {
         frequency_hz: c.probes.sample_hz,
         samples,
@@ -63,7 +64,7 @@ fn collect(c: &mut Collector, run: &mut Run) -> anyhow::Result<()> {
             .unwrap_or(0),
     });
     if c.maps.is_some() {
-        let counts = c.oncpu_counts()?.to_vec();
+        let counts = c.counts(MAP_COUNTS)?.to_vec();
         c.profiles.oncpu = c.fold(&counts, |_, _| {})?;
     }
     Ok(())

@@ -38,6 +38,7 @@ pub static PATH: FamilyPath = FamilyPath {
     },
     maps: &[MAP_STATS, MAP_OFFCPU],
     reads: &[],
+    folds_stacks: true,
     collect,
     section,
 };

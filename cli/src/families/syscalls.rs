@@ -34,6 +34,7 @@ pub static PATH: FamilyPath = FamilyPath {
     },
     maps: &[MAP_STATS, MAP_START],
     reads: &[],
+    folds_stacks: false,
     collect,
     section,
 };

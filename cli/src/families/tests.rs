@@ -1,6 +1,7 @@
 //! Plans per kernel (pure), argument parsing, and the names the families use checked against
 //! the embedded eBPF object (no root needed: a misspelled program fails here, not at load).
 use super::*;
+use crate::kernel::tracing_prog::Fentry;
 use crate::probes::{
     object,
     plan::{plan, Plan, NOT_FORCED},
@@ -27,6 +28,8 @@ fn host() -> Features {
         raw_tracepoints: true,
         task_pt_regs: true,
         sched_btf: Some(SCHED_BTF_618),
+        // The loader's test: not tried, so plans keep fentry and loading has the last word.
+        fentry: Fentry::Untried,
     }
 }
 
@@ -310,4 +313,39 @@ fn kpaths_are_collected_after_what_they_read() {
     assert_eq!(order.len(), 5);
     assert!(at(Family::Kpaths) > at(Family::Syscalls));
     assert!(at(Family::Kpaths) > at(Family::Oncpu));
+}
+
+#[test]
+fn a_kernel_that_refuses_tracing_programs_skips_fentry_and_says_why() {
+    let f = Features {
+        fentry: Fentry::Refused,
+        ..host()
+    };
+    let p = plan_of(Family::Kpaths, &f, None);
+    assert_eq!(p.methods(), vec![Method::Sampled]);
+    let why = p
+        .skipped
+        .iter()
+        .find(|(m, _)| *m == Method::Fentry)
+        .map(|s| s.1)
+        .unwrap();
+    assert!(why.contains("does not allow fentry/fexit"), "{why}");
+    // Other load errors also skip it; a kernel that loads the test program keeps it.
+    let f = Features {
+        fentry: Fentry::Failed(libc::EINVAL),
+        ..host()
+    };
+    assert_eq!(
+        plan_of(Family::Kpaths, &f, None).methods(),
+        vec![Method::Sampled]
+    );
+    let f = Features {
+        fentry: Fentry::Loads,
+        kprobes: true,
+        ..host()
+    };
+    assert_eq!(
+        plan_of(Family::Kpaths, &f, None).methods(),
+        vec![Method::Fentry, Method::Kprobe, Method::Sampled]
+    );
 }

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::btf::{Btf, SchedBtf};
 use super::tracefs::tracefs_dir;
+use super::tracing_prog::{self, Fentry};
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Features {
@@ -29,16 +30,31 @@ pub struct Features {
     /// `task_struct` offsets and sched_switch's arguments from kernel BTF, which the sched raw
     /// tracepoints need (they get task pointers, not a trace-event record).
     pub sched_btf: Option<SchedBtf>,
+    /// Whether a test fentry program loads (on tcp_close): this project's 6.18 hosts refuse
+    /// every tracing program with EPERM.
+    pub fentry: Fentry,
 }
 
 impl Features {
     pub fn detect() -> Features {
+        let t0 = std::time::Instant::now();
+        let f = Features::detect_all();
+        log::debug!("start-up: Features::detect took {:?}", t0.elapsed());
+        f
+    }
+
+    fn detect_all() -> Features {
         let tracefs = tracefs_dir();
         let tp = |cat: &str, name: &str| {
             tracefs
                 .as_ref()
                 .is_some_and(|t| t.join("events").join(cat).join(name).join("id").exists())
         };
+        // Parsed once for everything BTF answers (offsets, helpers, the fentry test's target).
+        let t0 = std::time::Instant::now();
+        let btf = Btf::from_sys_fs().ok();
+        log::debug!("start-up: kernel BTF read by kpath in {:?}", t0.elapsed());
+        let helpers = ["bpf_task_pt_regs", "bpf_get_current_task_btf"];
         Features {
             btf: Path::new("/sys/kernel/btf/vmlinux").exists(),
             kprobes: Path::new("/sys/bus/event_source/devices/kprobe/type").exists(),
@@ -52,11 +68,18 @@ impl Features {
             lock_tracepoints: tp("lock", "contention_begin") && tp("lock", "contention_end"),
             perf_events: Path::new("/proc/sys/kernel/perf_event_paranoid").exists(),
             kallsyms_readable: kallsyms_has_addresses(),
-            task_pt_regs: kallsyms_has_all(&["bpf_task_pt_regs", "bpf_get_current_task_btf"]),
+            task_pt_regs: match &btf {
+                Some(b) => helpers.iter().all(|h| b.has_func(h)),
+                None => kallsyms_has_all(&helpers),
+            },
             // No cheap probe short of loading a program; every kernel kpath supports (4.18+)
             // has them, and the loader falls back if attaching fails.
             raw_tracepoints: true,
-            sched_btf: Btf::from_sys_fs().ok().and_then(|b| SchedBtf::from_btf(&b)),
+            sched_btf: btf.as_ref().and_then(SchedBtf::from_btf),
+            fentry: match btf.as_ref().and_then(|b| b.func_id("tcp_close")) {
+                Some(id) if is_root() => tracing_prog::probe(id),
+                _ => Fentry::Untried,
+            },
             tracefs,
         }
     }
@@ -121,12 +144,15 @@ pub fn for_attaching(what: &'static str) -> Result<(Features, Vec<String>), NotR
 }
 
 pub fn is_root() -> bool {
+    // SAFETY: geteuid takes no arguments, cannot fail and touches no memory of ours.
     unsafe { libc::geteuid() == 0 }
 }
 
 /// `uname` fields.
 pub fn uname() -> crate::run::KernelInfo {
+    // SAFETY: utsname is plain C data (arrays of c_char), for which all-zero bytes are valid.
     let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: uname writes at most one utsname into the exclusive reference it gets.
     if unsafe { libc::uname(&mut u) } != 0 {
         return Default::default();
     }

@@ -7,3 +7,4 @@ pub mod features;
 pub mod kallsyms;
 pub mod syscall_names;
 pub mod tracefs;
+pub mod tracing_prog;

@@ -20,6 +20,8 @@ pub fn mount_tracefs() -> std::io::Result<bool> {
         return Ok(false);
     }
     let target = c"/sys/kernel/tracing";
+    // SAFETY: every pointer is a NUL-terminated C string literal that lives for the whole
+    // program, and a null `data` is allowed (tracefs takes no options here).
     let ret = unsafe {
         libc::mount(
             c"tracefs".as_ptr(),

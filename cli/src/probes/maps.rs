@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use aya::{
-    maps::{MapData, PerCpuArray, PerCpuHashMap, StackTraceMap},
+    maps::{MapData, PerCpuArray, StackTraceMap},
     Ebpf, Pod,
 };
 use probe_common::{Family, StackKey, MAP_LOST, MAP_STACKS};
@@ -42,31 +42,18 @@ pub fn per_cpu_array<'a, V: Pod>(
         .ok_or(CollectError::MissingMap { name })
 }
 
-pub fn per_cpu_hash<'a, K: Pod, V: Pod>(
-    ebpf: &'a Ebpf,
-    name: &'static str,
-) -> Result<PerCpuHashMap<&'a MapData, K, V>, CollectError> {
-    ebpf.map(name)
-        .and_then(|m| PerCpuHashMap::try_from(m).ok())
-        .ok_or(CollectError::MissingMap { name })
-}
-
-/// Entries of a per-CPU hash map with values folded across CPUs by `fold`.
-pub fn fold_per_cpu_hash<K: Pod + Eq + std::hash::Hash, V: Pod, A: Default>(
+/// Every entry of a hash map shared by all CPUs.
+pub fn hash_entries<K: Pod, V: Pod>(
     ebpf: &Ebpf,
     name: &'static str,
-    mut fold: impl FnMut(&mut A, &V),
-) -> Result<HashMap<K, A>, CollectError> {
-    let map: PerCpuHashMap<&MapData, K, V> = per_cpu_hash(ebpf, name)?;
-    let mut out = HashMap::new();
-    for item in map.iter() {
-        let (k, vals) = item.map_err(|source| CollectError::Read { name, source })?;
-        let acc = out.entry(k).or_insert_with(A::default);
-        for v in vals.iter() {
-            fold(acc, v);
-        }
-    }
-    Ok(out)
+) -> Result<Vec<(K, V)>, CollectError> {
+    let map: aya::maps::HashMap<&MapData, K, V> = ebpf
+        .map(name)
+        .and_then(|m| aya::maps::HashMap::try_from(m).ok())
+        .ok_or(CollectError::MissingMap { name })?;
+    map.iter()
+        .map(|r| r.map_err(|source| CollectError::Read { name, source }))
+        .collect()
 }
 
 /// Family name -> count.

@@ -154,6 +154,7 @@ impl<M: MethodId> Probes<M> {
 /// Loads the object with every family's globals, fills the target filter, attaches the fork
 /// follower and each requested family (from `tables`, in `opts.families` order).
 pub fn load<M: MethodId>(
+    loader: object::Loader,
     opts: &LoadOptions<M>,
     features: &Features,
     tables: &[&'static FamilyTable<M>],
@@ -171,7 +172,12 @@ pub fn load<M: MethodId>(
     }
     globals.sort_by_key(|g| g.0);
     globals.dedup_by_key(|g| g.0);
-    let ebpf = object::load(&globals).map_err(LoadError::Object)?;
+    let t0 = std::time::Instant::now();
+    let ebpf = object::load(loader, &globals).map_err(LoadError::Object)?;
+    log::debug!(
+        "start-up: object loaded (maps created) in {:?}",
+        t0.elapsed()
+    );
     let mut p = Probes {
         ebpf,
         methods: BTreeMap::new(),
@@ -196,7 +202,9 @@ pub fn load<M: MethodId>(
             continue;
         };
         let forced = opts.forced.get(family.name()).copied();
+        let t = std::time::Instant::now();
         session.attach_family(table, forced)?;
+        log::debug!("start-up: {} attached in {:?}", family.name(), t.elapsed());
     }
     session.attach_used(tables)?;
     Ok(session.probes)

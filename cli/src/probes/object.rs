@@ -17,9 +17,22 @@ impl From<bool> for Global {
     }
 }
 
+/// aya's loader, made on a thread of its own: making one parses the kernel's BTF (~35 ms
+/// here), which overlaps kpath's own feature detection when started first.
+pub struct Loader(std::thread::JoinHandle<EbpfLoader<'static>>);
+
+impl Loader {
+    pub fn start() -> Loader {
+        Loader(std::thread::spawn(EbpfLoader::new))
+    }
+}
+
 /// Loads the object with every global set (each must exist in the object).
-pub fn load(globals: &[(&'static str, Global)]) -> Result<Ebpf, EbpfError> {
-    let mut loader = EbpfLoader::new();
+pub fn load(loader: Loader, globals: &[(&'static str, Global)]) -> Result<Ebpf, EbpfError> {
+    let t0 = std::time::Instant::now();
+    // A loader thread that panicked gave nothing: make one here.
+    let mut loader = loader.0.join().unwrap_or_else(|_| EbpfLoader::new());
+    log::debug!("start-up: waited {:?} for aya's loader", t0.elapsed());
     for (name, value) in globals {
         match value {
             Global::U32(v) => loader.override_global(name, v, true),
