@@ -34,12 +34,29 @@ pub const CRATES: &[CrateSpec] = &[
     CrateSpec {
         dir: "cli",
         lib_name: "kpath",
-        layers: &[],
+        layers: &[
+            &["main"],
+            &["cmd"],
+            &["bench", "scenario", "vm"],
+            &["render"],
+            &["families"],
+            &["stacks", "process"],
+            &["probes"],
+            &["kernel"],
+            &["run", "fmt", "hist"],
+        ],
     },
     CrateSpec {
         dir: "servers",
         lib_name: "servers",
-        layers: &[],
+        layers: &[
+            &["serve"],
+            &["model"],
+            &["conn"],
+            &["session"],
+            &["io", "send", "net", "load"],
+            &["http", "reply", "sys"],
+        ],
     },
     CrateSpec {
         dir: "xtask",
