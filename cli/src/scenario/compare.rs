@@ -303,21 +303,4 @@ mod tests {
         );
         assert_eq!(f.last().unwrap(), "fastest: cached-epoll-ka1");
     }
-
-    #[test]
-    fn comparisons_run_distinct_strategies() {
-        let cork = super::super::cork::CORK;
-        let fanout = super::super::fanout::FANOUT;
-        for c in [GULAN, BATCHING, THREADPOOL, cork, fanout] {
-            let mut names: Vec<String> = c.strategies.iter().map(Strategy::name).collect();
-            names.sort();
-            names.dedup();
-            assert_eq!(
-                names.len(),
-                c.strategies.len(),
-                "{}: run directories must differ",
-                c.name
-            );
-        }
-    }
 }

@@ -187,4 +187,26 @@ mod tests {
         let e = find("nope").err().expect("no such scenario").to_string();
         assert!(e.contains("nope") && e.contains("sendfile-fanout"), "{e}");
     }
+
+    #[test]
+    fn comparisons_run_distinct_strategies() {
+        use crate::bench::json::Strategy;
+        for c in [
+            compare::GULAN,
+            compare::BATCHING,
+            compare::THREADPOOL,
+            cork::CORK,
+            fanout::FANOUT,
+        ] {
+            let mut names: Vec<String> = c.strategies.iter().map(Strategy::name).collect();
+            names.sort();
+            names.dedup();
+            assert_eq!(
+                names.len(),
+                c.strategies.len(),
+                "{}: run directories must differ",
+                c.name
+            );
+        }
+    }
 }
