@@ -222,9 +222,9 @@ mod pod {
     // SAFETY: repr(C), 4 x u64 + [u64; HIST_BUCKETS] (size asserted), no padding.
     unsafe impl aya::Pod for syscalls::SyscallStats {}
     // SAFETY: repr(C), 4 x u64 + [u64; HIST_BUCKETS] (size asserted), no padding.
-    unsafe impl aya::Pod for kpaths::KpathStats {}
+    unsafe impl aya::Pod for kpaths::FunctionStats {}
     // SAFETY: repr(C), 2 x u32 = 8 bytes (asserted), no padding.
-    unsafe impl aya::Pod for kpaths::KpathStartKey {}
+    unsafe impl aya::Pod for kpaths::StartKey {}
     // SAFETY: repr(C), 8 x u64 + [u64; HIST_BUCKETS] (size asserted), no padding.
     unsafe impl aya::Pod for sched::SchedStats {}
     // SAFETY: repr(C), u64 + i32 + 3 x u32 = 24 bytes (asserted), no padding.

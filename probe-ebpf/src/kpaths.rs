@@ -10,26 +10,27 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use probe_common::{
-    kpaths::{KpathFn, KpathStartKey, KpathStats, KPATH_COUNT},
     Family,
+    kpaths::{FUNCTIONS, Function, FunctionStats, StartKey},
 };
 
-use crate::{count_lost, current_ids, hist_add, is_traced, IN_FLIGHT_CAPACITY};
+use crate::{IN_FLIGHT_CAPACITY, count_lost, current_ids, hist_add, is_traced};
 
 #[map]
-static KPATHS_STATS: PerCpuArray<KpathStats> = PerCpuArray::with_max_entries(KPATH_COUNT as u32, 0);
+static KPATHS_STATS: PerCpuArray<FunctionStats> =
+    PerCpuArray::with_max_entries(FUNCTIONS as u32, 0);
 
 #[map]
-static KPATHS_START: LruHashMap<KpathStartKey, u64> =
+static KPATHS_START: LruHashMap<StartKey, u64> =
     LruHashMap::with_max_entries(IN_FLIGHT_CAPACITY, 0);
 
 #[inline(always)]
-fn entry(func: KpathFn) -> u32 {
+fn entry(func: Function) -> u32 {
     let (tgid, tid) = current_ids();
     if !is_traced(tgid) {
         return 0;
     }
-    let key = KpathStartKey {
+    let key = StartKey {
         tid,
         func: func as u32,
     };
@@ -44,9 +45,9 @@ fn entry(func: KpathFn) -> u32 {
 }
 
 #[inline(always)]
-fn exit(func: KpathFn) -> u32 {
+fn exit(func: Function) -> u32 {
     let (_, tid) = current_ids();
-    let key = KpathStartKey {
+    let key = StartKey {
         tid,
         func: func as u32,
     };
@@ -103,28 +104,28 @@ macro_rules! kpath_programs {
 }
 
 kpath_programs!(
-    KpathFn::EventpollReleaseFile,
+    Function::EventpollReleaseFile,
     kpaths_eventpoll_release_file_fentry,
     kpaths_eventpoll_release_file_fexit,
     kpaths_eventpoll_release_file_kprobe,
     kpaths_eventpoll_release_file_kretprobe
 );
 kpath_programs!(
-    KpathFn::TcpClose,
+    Function::TcpClose,
     kpaths_tcp_close_fentry,
     kpaths_tcp_close_fexit,
     kpaths_tcp_close_kprobe,
     kpaths_tcp_close_kretprobe
 );
 kpath_programs!(
-    KpathFn::DoSysOpenat2,
+    Function::DoSysOpenat2,
     kpaths_do_sys_openat2_fentry,
     kpaths_do_sys_openat2_fexit,
     kpaths_do_sys_openat2_kprobe,
     kpaths_do_sys_openat2_kretprobe
 );
 kpath_programs!(
-    KpathFn::VmMunmap,
+    Function::VmMunmap,
     kpaths_vm_munmap_fentry,
     kpaths_vm_munmap_fexit,
     kpaths_vm_munmap_kprobe,

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use probe_common::{
-    kpaths::{KpathFn, KpathStats, KPATH_COUNT, MAP_START, MAP_STATS},
+    kpaths::{Function, FunctionStats, FUNCTIONS, MAP_START, MAP_STATS},
     Family,
 };
 
@@ -108,8 +108,8 @@ macro_rules! function {
     };
 }
 
-/// In [`KpathFn::ALL`] order (a unit test checks).
-const UNITS: [Unit<Method>; KPATH_COUNT] = [
+/// In [`Function::ALL`] order (a unit test checks).
+const UNITS: [Unit<Method>; FUNCTIONS] = [
     function!("eventpoll_release_file", "eventpoll_release_file"),
     function!("tcp_close", "tcp_close"),
     function!("do_sys_openat2", "do_sys_openat2"),
@@ -121,11 +121,11 @@ fn collect(c: &mut Collector, run: &mut Run) -> anyhow::Result<()> {
     let under = if c.probes.has(Family::Oncpu) {
         samples_under(c)?
     } else {
-        [0; KPATH_COUNT]
+        [0; FUNCTIONS]
     };
-    let measured = per_cpu_array::<KpathStats>(&c.probes.ebpf, MAP_STATS)?;
+    let measured = per_cpu_array::<FunctionStats>(&c.probes.ebpf, MAP_STATS)?;
     let mut rows = Vec::new();
-    for f in KpathFn::ALL {
+    for f in Function::ALL {
         let method = c.probes.unit_method(Family::Kpaths, f.symbol());
         let vals = measured
             .get(&(f as u32), 0)
@@ -147,23 +147,23 @@ fn collect(c: &mut Collector, run: &mut Run) -> anyhow::Result<()> {
 }
 
 /// Samples whose kernel stack contains each function (inclusive: once per sample).
-fn samples_under(c: &mut Collector) -> anyhow::Result<[u64; KPATH_COUNT]> {
+fn samples_under(c: &mut Collector) -> anyhow::Result<[u64; FUNCTIONS]> {
     let (counts, stacks, ksyms) = c.counts_view(probe_common::oncpu::MAP_COUNTS)?;
-    let mut under = [0u64; KPATH_COUNT];
-    let mut by_stack: HashMap<i32, [bool; KPATH_COUNT]> = HashMap::new();
+    let mut under = [0u64; FUNCTIONS];
+    let mut by_stack: HashMap<i32, [bool; FUNCTIONS]> = HashMap::new();
     for (key, n) in counts {
         let hit = by_stack.entry(key.kstack_id).or_insert_with(|| {
-            let mut hit = [false; KPATH_COUNT];
+            let mut hit = [false; FUNCTIONS];
             for &ip in stacks.ips(key.kstack_id) {
                 if let Some(name) = ksyms.resolve(ip).map(|s| s.name) {
-                    for f in KpathFn::ALL {
+                    for f in Function::ALL {
                         hit[f as usize] |= name == f.symbol();
                     }
                 }
             }
             hit
         });
-        for f in KpathFn::ALL {
+        for f in Function::ALL {
             if hit[f as usize] {
                 under[f as usize] += n;
             }
@@ -173,9 +173,9 @@ fn samples_under(c: &mut Collector) -> anyhow::Result<[u64; KPATH_COUNT]> {
 }
 
 pub fn row<'a>(
-    f: KpathFn,
+    f: Function,
     method: Option<Method>,
-    per_cpu: impl Iterator<Item = &'a KpathStats>,
+    per_cpu: impl Iterator<Item = &'a FunctionStats>,
     samples: u64,
     total_samples: u64,
     syscalls: &[SyscallRow],
@@ -300,8 +300,8 @@ fn section(run: &Run, _: &SectionOptions) -> Option<Section> {
 mod tests {
     use super::*;
 
-    fn stats(calls: u64, total: u64) -> KpathStats {
-        KpathStats {
+    fn stats(calls: u64, total: u64) -> FunctionStats {
+        FunctionStats {
             calls,
             total_ns: total,
             max_ns: total,
@@ -312,7 +312,7 @@ mod tests {
 
     #[test]
     fn units_follow_the_function_order() {
-        for f in KpathFn::ALL {
+        for f in Function::ALL {
             assert_eq!(UNITS[f as usize].name, f.symbol());
         }
     }
@@ -327,7 +327,7 @@ mod tests {
         }];
         let cpus = [stats(4, 100), stats(6, 200)];
         let m = row(
-            KpathFn::TcpClose,
+            Function::TcpClose,
             Some(Method::Kprobe),
             cpus.iter(),
             5,
@@ -343,7 +343,7 @@ mod tests {
         assert!((m.oncpu_share - 0.1).abs() < 1e-9);
 
         let s = row(
-            KpathFn::TcpClose,
+            Function::TcpClose,
             Some(Method::Sampled),
             cpus.iter(),
             5,
@@ -369,7 +369,7 @@ mod tests {
             },
         ];
         let o = row(
-            KpathFn::DoSysOpenat2,
+            Function::DoSysOpenat2,
             Some(Method::Sampled),
             cpus.iter(),
             1,
@@ -379,7 +379,7 @@ mod tests {
         assert_eq!(o.syscall, "openat+openat2");
         assert_eq!((o.syscall_count, o.syscall_total_ns), (Some(7), Some(70)));
 
-        let u = row(KpathFn::VmMunmap, None, cpus.iter(), 0, 0, &sc);
+        let u = row(Function::VmMunmap, None, cpus.iter(), 0, 0, &sc);
         assert_eq!(u.method, "unavailable");
         assert_eq!(u.oncpu_share, 0.0);
         assert_eq!(u.syscall, "munmap");
