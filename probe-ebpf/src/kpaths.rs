@@ -10,11 +10,11 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use probe_common::{
+    kpaths::{Function, FunctionStats, StartKey, FUNCTIONS},
     Family,
-    kpaths::{FUNCTIONS, Function, FunctionStats, StartKey},
 };
 
-use crate::{IN_FLIGHT_CAPACITY, count_lost, current_ids, hist_add, is_traced};
+use crate::{count_lost, current_ids, hist_add, is_traced, IN_FLIGHT_CAPACITY};
 
 #[map]
 static KPATHS_STATS: PerCpuArray<FunctionStats> =

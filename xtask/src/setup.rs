@@ -22,7 +22,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("nginx", "reference server the tests start"),
     ("linux-perf", "cross-checks on-CPU samples"),
     ("bpftool", "inspects loaded BPF programs and maps"),
-    ("bpftrace", "the peer `cargo xtask bench-startup` compares start-up with"),
+    (
+        "bpftrace",
+        "the peer `cargo xtask bench-startup` compares start-up with",
+    ),
     ("gcc", "C toolchain for linking"),
     ("make", "builds small C helpers"),
     ("qemu-system-x86", "boots stock kernels with kprobes"),

@@ -9,8 +9,8 @@ use crate::render::{
     json,
 };
 use crate::run::Run;
-use probe_common::Family;
 use crate::stacks::folded;
+use probe_common::Family;
 
 #[derive(clap::Args, Debug, Clone)]
 #[command(after_help = "Examples:
@@ -34,7 +34,12 @@ pub fn run(args: FlameArgs) -> anyhow::Result<()> {
         format!(
             "reading {} (was the run recorded with the {} probes?)",
             src.display(),
-            if args.offcpu { Family::Sched } else { Family::Oncpu }.name()
+            if args.offcpu {
+                Family::Sched
+            } else {
+                Family::Oncpu
+            }
+            .name()
         )
     })?;
     let run = read_run(&args.dir);
