@@ -42,7 +42,7 @@ enum Command {
     Workload(workload::WorkloadArgs),
     /// Run a kpath subcommand inside a stock Debian kernel (bookworm, bullseye) under qemu.
     Vm(vm::VmArgs),
-    /// A built-in experiment on this kernel and in guests, side by side (epoll-close).
+    /// A built-in experiment with its explanation and measured findings (`--list` names them).
     Scenario(scenario::ScenarioArgs),
 }
 
