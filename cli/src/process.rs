@@ -27,6 +27,8 @@ pub enum ProcessError {
     EmptyCommand,
     #[error("command argument contains a NUL byte: {arg:?}")]
     NulInArgument { arg: String },
+    #[error("{program}: command not found (searched PATH)")]
+    NotFound { program: String },
     #[error("cannot run {program:?}")]
     Exec {
         program: String,
@@ -39,6 +41,17 @@ pub enum ProcessError {
         #[source]
         source: io::Error,
     },
+}
+
+/// The file `program` names: itself when it contains a `/` (as a shell runs it), else the
+/// first match on PATH.
+pub fn resolve(program: &str) -> Result<std::path::PathBuf, ProcessError> {
+    if program.contains('/') {
+        return Ok(program.into());
+    }
+    which::which(program).map_err(|_| ProcessError::NotFound {
+        program: program.to_string(),
+    })
 }
 
 /// Checks that `pid` names a live process (threads' ids are not accepted: use the tgid).
@@ -243,6 +256,15 @@ impl HeldChild {
     /// Forks `argv`; the child waits for [`HeldChild::release`] before it execs.
     pub fn spawn(argv: &[String]) -> Result<HeldChild, ProcessError> {
         let program = argv.first().ok_or(ProcessError::EmptyCommand)?.clone();
+        // Resolved here, not by execvp in the child: execvp tries each PATH entry with an
+        // execve of its own, and those failed execve calls were counted as the command's.
+        let path = resolve(&program)?;
+        let path = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| {
+            ProcessError::NulInArgument {
+                arg: program.clone(),
+            }
+        })?;
+        let parent = std::process::id() as libc::pid_t;
         let args: Vec<CString> = argv
             .iter()
             .map(|a| {
@@ -255,8 +277,8 @@ impl HeldChild {
         let (go_r, go_w) = pipe(libc::O_CLOEXEC)?;
         let (err_r, err_w) = pipe(libc::O_CLOEXEC)?;
 
-        // SAFETY: the child runs only async-signal-safe calls (close, read, execvp, write,
-        // _exit) on memory prepared before the fork, so forking a multithreaded process is
+        // SAFETY: the child runs only async-signal-safe calls (prctl, getppid, close, read,
+        // execv, write, _exit) on memory prepared before the fork, so forking a multithreaded process is
         // sound; it never returns into Rust code.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
@@ -267,9 +289,21 @@ impl HeldChild {
         }
         if pid == 0 {
             // SAFETY: the fds are the child's copies of open pipe ends; `b` and `errno` are
-            // live locals of the sizes passed; `ptrs` is a NULL-terminated array of pointers
-            // into `args`, which outlive the exec. The OwnedFds are never dropped here.
+            // live locals of the sizes passed; `path` is a C string and `ptrs` a
+            // NULL-terminated array of pointers into `args`, all of which outlive the exec. The OwnedFds are never dropped here.
             unsafe {
+                // Die with kpath (even SIGKILLed) instead of running on orphaned; if kpath
+                // already died before this line, the parent is no longer it.
+                libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                );
+                if libc::getppid() != parent {
+                    libc::_exit(126);
+                }
                 let mut b = 0u8;
                 libc::close(go_w.as_raw_fd());
                 libc::read(go_r.as_raw_fd(), (&mut b as *mut u8).cast(), 1);
@@ -279,7 +313,7 @@ impl HeldChild {
                 }
                 // No other syscall between release and exec: counting starts at execve.
                 // (exec itself resets kpath's signal handlers to the default.)
-                libc::execvp(ptrs[0], ptrs.as_ptr());
+                libc::execv(path.as_ptr(), ptrs.as_ptr());
                 let errno = *libc::__errno_location();
                 libc::write(err_w.as_raw_fd(), (&errno as *const i32).cast(), 4);
                 libc::_exit(127);
@@ -383,6 +417,20 @@ mod tests {
         }
         child.release().expect("release");
         assert_eq!(child.wait_timeout(Duration::from_secs(5)), Some(0));
+    }
+
+    #[test]
+    fn programs_resolve_before_the_fork_like_a_shell() {
+        let sh = resolve("sh").unwrap();
+        assert!(sh.is_absolute(), "{}", sh.display());
+        assert_eq!(resolve("./x").unwrap(), std::path::PathBuf::from("./x"));
+        let e = resolve("kpath-no-such-program-xyz").unwrap_err();
+        assert!(matches!(e, ProcessError::NotFound { .. }), "{e}");
+        assert!(e.to_string().contains("command not found"), "{e}");
+        assert!(matches!(
+            HeldChild::spawn(&["kpath-no-such-program-xyz".into()]),
+            Err(ProcessError::NotFound { .. })
+        ));
     }
 
     #[test]

@@ -370,4 +370,99 @@ fn command_exit_code_is_recorded() {
         "{}",
         summary(&run)
     );
+    // And kpath exits with it, as perf and strace do.
+    assert_eq!(f.status.code(), Some(3), "{}", f.stderr);
+}
+
+#[test]
+fn a_command_on_path_is_one_execve() {
+    if !require_root() {
+        return;
+    }
+    // `true` is found on PATH before the fork: the traced child makes one execve, not one
+    // failed attempt per PATH entry before it.
+    let (run, stderr) = record(&["--probes", "syscalls"], &["true"]);
+    let execve = syscall_row(&run, "execve").unwrap_or_else(|| panic!("no execve row\n{stderr}"));
+    assert_eq!(execve["count"].as_u64(), Some(1), "{execve}");
+    assert_eq!(execve["errors"].as_u64(), Some(0), "{execve}");
+}
+
+#[test]
+fn a_missing_command_is_named_before_anything_runs() {
+    if !require_root() {
+        return;
+    }
+    let _guard = serial();
+    let f = run_with_timeout(
+        Command::new(KPATH).args(["record", "--", "kpath-no-such-command-xyz"]),
+        Duration::from_secs(20),
+    );
+    assert!(!f.status.success());
+    assert!(
+        f.stderr
+            .contains("kpath-no-such-command-xyz: command not found"),
+        "{}",
+        f.stderr
+    );
+}
+
+/// The child of `parent` named `comm`, if any (from /proc).
+fn child_named(parent: u32, comm: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.find_map(|e| {
+        let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (name, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+        let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+        (name == comm && ppid == parent).then_some(pid)
+    })
+}
+
+/// Whether `pid` still runs (a zombie does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, r)| !r.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+#[test]
+fn the_command_dies_with_kpath() {
+    if !require_root() {
+        return;
+    }
+    let _guard = serial();
+    let dir = tmpdir("pdeathsig");
+    let ready = dir.join("ready");
+    let mut kpath = Command::new(KPATH)
+        .args(["record", "--probes", "syscalls", "-o"])
+        .arg(&dir)
+        .arg("--ready-file")
+        .arg(&ready)
+        .args(["--", "sleep", "30"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn kpath record");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut sleeper = None;
+    while Instant::now() < deadline && sleeper.is_none() {
+        if ready.exists() {
+            sleeper = child_named(kpath.id(), "sleep");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let Some(sleeper) = sleeper else {
+        let _ = kpath.kill();
+        panic!("kpath record did not start `sleep 30` within 20 s");
+    };
+    kpath.kill().expect("SIGKILL kpath");
+    let _ = kpath.wait();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while running(sleeper) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !running(sleeper),
+        "the traced `sleep 30` (pid {sleeper}) still runs after kpath was SIGKILLed"
+    );
 }

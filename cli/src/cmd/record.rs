@@ -63,7 +63,8 @@ pub struct RecordArgs {
     /// Create this file once every probe is attached (for scripts that start load then).
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
-    /// The command to start and trace.
+    /// The command to start and trace. kpath exits with its status when it ends on its own
+    /// (128 + signal number when a signal killed it); it dies with kpath.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
@@ -199,7 +200,15 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         .output
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("runs/run-{}", started_unix_ms / 1000)));
-    write_run(&dir, &mut run, &profiles, &args)
+    write_run(&dir, &mut run, &profiles, &args)?;
+    // As perf and strace do: a command that ended on its own gives kpath its status (128 +
+    // signal when a signal killed it); one kpath ended (-d, Ctrl-C) does not.
+    match exit_code {
+        Some(code) if code != 0 && stop == Stop::TargetExited && child.is_some() => {
+            std::process::exit(code)
+        }
+        _ => Ok(()),
+    }
 }
 
 fn unix_ms() -> u64 {
