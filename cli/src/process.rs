@@ -201,6 +201,13 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// How to start a [`HeldChild`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SpawnOptions {
+    /// The command's stdout goes to kpath's stderr (kpath's stdout carries JSON).
+    pub stdout_to_stderr: bool,
+}
+
 /// A command forked by kpath and held before exec until [`HeldChild::release`]; like every
 /// [`KillOnDrop`], terminated and reaped if it still runs when dropped.
 pub struct HeldChild {
@@ -255,6 +262,11 @@ fn exit_code(s: ExitStatus) -> i32 {
 impl HeldChild {
     /// Forks `argv`; the child waits for [`HeldChild::release`] before it execs.
     pub fn spawn(argv: &[String]) -> Result<HeldChild, ProcessError> {
+        HeldChild::spawn_with(argv, SpawnOptions::default())
+    }
+
+    /// [`HeldChild::spawn`] with options.
+    pub fn spawn_with(argv: &[String], opts: SpawnOptions) -> Result<HeldChild, ProcessError> {
         let program = argv.first().ok_or(ProcessError::EmptyCommand)?.clone();
         // Resolved here, not by execvp in the child: execvp tries each PATH entry with an
         // execve of its own, and those failed execve calls were counted as the command's.
@@ -277,7 +289,7 @@ impl HeldChild {
         let (go_r, go_w) = pipe(libc::O_CLOEXEC)?;
         let (err_r, err_w) = pipe(libc::O_CLOEXEC)?;
 
-        // SAFETY: the child runs only async-signal-safe calls (prctl, getppid, close, read,
+        // SAFETY: the child runs only async-signal-safe calls (prctl, getppid, dup2, close, read,
         // execv, write, _exit) on memory prepared before the fork, so forking a multithreaded process is
         // sound; it never returns into Rust code.
         let pid = unsafe { libc::fork() };
@@ -303,6 +315,9 @@ impl HeldChild {
                 );
                 if libc::getppid() != parent {
                     libc::_exit(126);
+                }
+                if opts.stdout_to_stderr {
+                    libc::dup2(2, 1);
                 }
                 let mut b = 0u8;
                 libc::close(go_w.as_raw_fd());

@@ -466,3 +466,74 @@ fn the_command_dies_with_kpath() {
         "the traced `sleep 30` (pid {sleeper}) still runs after kpath was SIGKILLed"
     );
 }
+
+#[test]
+fn json_stdout_is_json_whatever_the_command_prints() {
+    if !require_root() {
+        return;
+    }
+    // `record` asserts stdout parses as JSON; the command's own line went to stderr.
+    let (run, stderr) = record(&["--probes", "syscalls"], &["echo", "kpath-hello-line"]);
+    assert!(stderr.contains("kpath-hello-line"), "{stderr}");
+    assert!(
+        syscall_row(&run, "write").is_some(),
+        "echo's write was traced"
+    );
+}
+
+#[test]
+fn two_recordings_at_once_get_two_directories() {
+    if !require_root() {
+        return;
+    }
+    let _guard = serial();
+    let cwd = tmpdir("rundirs");
+    let start = || {
+        Command::new(KPATH)
+            .args(["record", "--probes", "syscalls", "--", "true"])
+            .current_dir(&cwd)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn kpath record")
+    };
+    let (mut a, mut b) = (start(), start());
+    assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+    let runs: Vec<_> = std::fs::read_dir(cwd.join("runs"))
+        .expect("runs/ written")
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| p.join("run.json").is_file())
+        .collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+}
+
+#[test]
+fn an_earlier_runs_files_are_removed_from_the_directory() {
+    if !require_root() {
+        return;
+    }
+    let _guard = serial();
+    let dir = tmpdir("stale");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("oncpu.svg"), "<svg>old</svg>").unwrap();
+    std::fs::write(dir.join("report.html"), "old").unwrap();
+    std::fs::write(dir.join("notes.txt"), "the user's").unwrap();
+    let f = run_with_timeout(
+        Command::new(KPATH)
+            .args(["record", "--probes", "syscalls", "-o"])
+            .arg(&dir)
+            .args(["--", "true"]),
+        Duration::from_secs(20),
+    );
+    assert!(f.status.success(), "{}", f.stderr);
+    assert!(dir.join("run.json").is_file());
+    assert!(
+        !dir.join("oncpu.svg").exists(),
+        "a syscalls-only run left the old oncpu.svg"
+    );
+    assert!(!dir.join("report.html").exists());
+    assert!(
+        dir.join("notes.txt").exists(),
+        "a file kpath does not write was removed"
+    );
+}

@@ -11,18 +11,23 @@ use crate::{
     families::{self, LoadOptions, Probes, SectionOptions},
     kernel::features,
     probes::{object, stats::ProgStats},
-    process::{self, HeldChild},
+    process::{self, HeldChild, SpawnOptions},
     render::{flame, table},
     run::{Run, Target},
     stacks::{maps::MapsRecorder, Profiles},
 };
 
 #[derive(clap::Args, Debug, Clone)]
-#[command(after_help = "Examples:
+#[command(
+    after_help = "Without -o a run goes to a new runs/run-<unix seconds>[-N]; a directory given with -o
+loses the previous run's run.json, folded stacks, SVGs and report.html first.
+
+Examples:
   kpath record -- ./my-server --port 8080      start a command and trace it (and its children)
   kpath record -p $(pidof nginx | tr ' ' '\\n' | tail -1) -d 10
   kpath record --probes syscalls,sched -d 5 -o runs/idle --json > run.json
-  kpath record --method kpaths=sampled -F 999 -- ./workload")]
+  kpath record --method kpaths=sampled -F 999 -- ./workload"
+)]
 pub struct RecordArgs {
     /// Trace this process (all its threads, and children it forks while traced).
     #[arg(short, long, conflicts_with = "command")]
@@ -143,7 +148,11 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     let mut child = if args.command.is_empty() {
         None
     } else {
-        Some(HeldChild::spawn(&args.command)?)
+        // With --json, kpath's stdout is the run alone: the command's goes to stderr.
+        let opts = SpawnOptions {
+            stdout_to_stderr: args.json,
+        };
+        Some(HeldChild::spawn_with(&args.command, opts)?)
     };
     let target_pid = args.pid.or(child.as_ref().map(|c| c.pid));
     opts.targets = target_pid.into_iter().collect();
@@ -196,10 +205,10 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     run.started_unix_ms = started_unix_ms;
     run.overhead = overhead;
     run.target = args.target(target_pid, exit_code);
-    let dir = args
-        .output
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("runs/run-{}", started_unix_ms / 1000)));
+    let dir = match &args.output {
+        Some(d) => d.clone(),
+        None => fresh_run_dir(Path::new("runs"), started_unix_ms / 1000)?,
+    };
     write_run(&dir, &mut run, &profiles, &args)?;
     // As perf and strace do: a command that ended on its own gives kpath its status (128 +
     // signal when a signal killed it); one kpath ended (-d, Ctrl-C) does not.
@@ -219,6 +228,36 @@ fn unix_ms() -> u64 {
 }
 
 /// Writes the run directory (folded stacks, flame graphs, run.json) and prints the run.
+/// A new directory `base/run-<secs>` (`-2`, `-3`, ... when taken): created here, so two
+/// recordings that end in the same second never share one.
+fn fresh_run_dir(base: &Path, secs: u64) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(base).with_context(|| format!("creating {}", base.display()))?;
+    for n in 1..1000 {
+        let dir = if n == 1 {
+            base.join(format!("run-{secs}"))
+        } else {
+            base.join(format!("run-{secs}-{n}"))
+        };
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+        }
+    }
+    bail!("{}: no free run-{secs}-N name; pass -o", base.display())
+}
+
+/// What a recording writes into its directory; an earlier run's are removed first, so a
+/// directory never mixes two runs (nothing else in it is touched).
+const ARTIFACTS: [&str; 6] = [
+    "run.json",
+    "oncpu.folded",
+    "offcpu.folded",
+    "oncpu.svg",
+    "offcpu.svg",
+    "report.html",
+];
+
 fn write_run(
     dir: &Path,
     run: &mut Run,
@@ -227,6 +266,15 @@ fn write_run(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("creating run directory {}", dir.display()))?;
+    for name in ARTIFACTS {
+        match std::fs::remove_file(dir.join(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e)
+                    .with_context(|| format!("removing the old {name} in {}", dir.display()))
+            }
+            _ => {}
+        }
+    }
     if profiles.oncpu.is_some() || profiles.offcpu.is_some() {
         run.artifacts = Some(flame::write_artifacts(dir, profiles, run)?);
     }
@@ -303,4 +351,30 @@ fn traced_ids(probes: &Probes) -> Vec<u32> {
         .and_then(|m| aya::maps::HashMap::<_, u32, u32>::try_from(m).ok())
         .map(|t| t.keys().filter_map(Result::ok).collect())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::flame::FlameKind;
+
+    #[test]
+    fn artifacts_name_every_file_a_run_writes() {
+        for k in [FlameKind::OnCpu, FlameKind::OffCpu] {
+            assert!(ARTIFACTS.contains(&k.folded_name()), "{}", k.folded_name());
+            assert!(ARTIFACTS.contains(&k.svg_name()), "{}", k.svg_name());
+        }
+    }
+
+    #[test]
+    fn run_directories_are_never_shared() {
+        let base = std::env::temp_dir().join(format!("kpath-rundirs-{}", std::process::id()));
+        let a = fresh_run_dir(&base, 5).unwrap();
+        let b = fresh_run_dir(&base, 5).unwrap();
+        let c = fresh_run_dir(&base, 6).unwrap();
+        let _ = std::fs::remove_dir_all(&base);
+        assert_eq!(a, base.join("run-5"));
+        assert_eq!(b, base.join("run-5-2"));
+        assert_eq!(c, base.join("run-6"));
+    }
 }
