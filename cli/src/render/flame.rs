@@ -121,18 +121,48 @@ impl FlameOptions {
     }
 }
 
-/// Renders folded text as an SVG. An empty profile still yields an SVG (inferno's "no valid
-/// input" page) so a run always has both files.
-pub fn render(text: &str, opts: &FlameOptions, out: impl Write) -> Result<(), FlameError> {
+/// Renders folded text as an SVG. An empty profile still yields an SVG, one that says why it
+/// is empty and what to change, so a run always has both files (inferno would log an error
+/// line and draw a blank page).
+pub fn render(text: &str, opts: &FlameOptions, mut out: impl Write) -> Result<(), FlameError> {
     let empty = text.lines().all(|l| l.trim().is_empty());
-    if !empty && !opts.differential {
+    if empty {
+        return out
+            .write_all(empty_svg(opts).as_bytes())
+            .map_err(FlameError::Render);
+    }
+    if !opts.differential {
         folded::parse(text)?;
     }
     let mut o = opts.inferno();
-    match flamegraph::from_lines(&mut o, text.lines(), out) {
-        Err(e) if empty && e.kind() == std::io::ErrorKind::InvalidData => Ok(()),
-        r => r.map_err(FlameError::Render),
+    flamegraph::from_lines(&mut o, text.lines(), out).map_err(FlameError::Render)
+}
+
+/// Why a graph has nothing to draw, and what to try.
+pub fn empty_reason(opts: &FlameOptions) -> &'static str {
+    match (opts.differential, opts.kind) {
+        (true, _) => "no stacks in either run",
+        (false, FlameKind::OnCpu) => "no on-CPU samples: record longer or raise -F",
+        (false, FlameKind::OffCpu) => {
+            "no off-CPU time charged to a stack: record longer or lower --offcpu-min-us"
+        }
     }
+}
+
+fn empty_svg(opts: &FlameOptions) -> String {
+    let esc = |t: &str| {
+        t.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    format!(
+        "<?xml version=\"1.0\" standalone=\"no\"?>\n\
+         <svg version=\"1.1\" width=\"1200\" height=\"90\" xmlns=\"http://www.w3.org/2000/svg\">\
+         <text x=\"600\" y=\"30\" text-anchor=\"middle\" font-size=\"17\">{}</text>\
+         <text x=\"600\" y=\"65\" text-anchor=\"middle\" font-size=\"14\">{}</text></svg>\n",
+        esc(&opts.title),
+        esc(empty_reason(opts))
+    )
 }
 
 /// [`render`] into a file.
@@ -255,7 +285,15 @@ mod tests {
         assert!(svg.contains("1,500 ns"), "count name missing");
         let mut empty = Vec::new();
         render("", &opts, &mut empty).unwrap();
-        assert!(!empty.is_empty());
+        let empty = String::from_utf8(empty).unwrap();
+        assert!(
+            empty.contains("<svg") && empty.ends_with("</svg>\n"),
+            "{empty}"
+        );
+        assert!(
+            empty.contains("record longer or lower --offcpu-min-us"),
+            "{empty}"
+        );
         assert!(render("no count here\n", &opts, Vec::new()).is_err());
     }
 
