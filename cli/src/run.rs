@@ -54,8 +54,11 @@ pub struct KernelInfo {
 pub struct Target {
     /// `pid`, `command` or `system`.
     pub kind: String,
-    /// The traced process (the started command's pid for `command`).
+    /// The traced process (the started command's pid for `command`; the first of several).
     pub pid: Option<u32>,
+    /// Every process named with `-p` when there were several (else empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pids: Vec<u32>,
     pub command: Option<Vec<String>>,
     /// Exit status of a started command (`128 + signal` when killed).
     pub exit_code: Option<i32>,

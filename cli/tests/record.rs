@@ -537,3 +537,60 @@ fn an_earlier_runs_files_are_removed_from_the_directory() {
         "a file kpath does not write was removed"
     );
 }
+
+#[test]
+fn several_pids_are_traced_and_only_they() {
+    if !require_root() {
+        return;
+    }
+    let _guard = serial();
+    let dir = tmpdir("pids");
+    let go = dir.join("go");
+    let opener = workload("opener");
+    let start = || {
+        Command::new(&opener)
+            .arg(&go)
+            .arg("1000")
+            .spawn()
+            .expect("spawn opener")
+    };
+    // A and B are named with -p (once as a list, once repeated); C is a bystander.
+    let (mut a, mut b, mut c) = (start(), start(), start());
+    let ready = dir.join("ready");
+    let out = dir.join("run");
+    let kpath = Command::new(KPATH)
+        .args(["record", "--probes", "syscalls", "--json", "-o"])
+        .arg(&out)
+        .arg("--ready-file")
+        .arg(&ready)
+        .arg("-p")
+        .arg(format!("{},{}", a.id(), b.id()))
+        .args(["-p", &a.id().to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kpath record");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(ready.exists(), "kpath record did not attach within 20 s");
+    std::fs::write(&go, b"").unwrap();
+    for p in [&mut a, &mut b, &mut c] {
+        assert!(p.wait().unwrap().success(), "an opener failed");
+    }
+    // The recording ends by itself once A and B have both exited.
+    let f = wait_with_timeout(kpath, Duration::from_secs(20));
+    assert!(!f.timed_out && f.status.success(), "{}", f.stderr);
+    let run: Value = serde_json::from_str(&f.stdout).expect("--json stdout parses");
+    let openat = syscall_row(&run, "openat").expect("openat row");
+    assert_eq!(openat["count"].as_u64(), Some(2000), "{openat}");
+    assert_eq!(run["target"]["kind"], "pid");
+    let pids: Vec<u64> = run["target"]["pids"]
+        .as_array()
+        .expect("target.pids")
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    assert_eq!(pids, [a.id() as u64, b.id() as u64]);
+}

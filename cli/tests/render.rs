@@ -242,6 +242,7 @@ fn sample_run() -> Run {
         target: Target {
             kind: "command".into(),
             pid: Some(4242),
+            pids: Vec::new(),
             command: Some(
                 ["kpath", "serve", "--io", "mmap", "--model", "epoll", "--keepalive", "1"]
                     .map(String::from)

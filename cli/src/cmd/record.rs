@@ -24,14 +24,21 @@ loses the previous run's run.json, folded stacks, SVGs and report.html first.
 
 Examples:
   kpath record -- ./my-server --port 8080      start a command and trace it (and its children)
-  kpath record -p $(pidof nginx | tr ' ' '\\n' | tail -1) -d 10
+  kpath record -p $(pidof nginx | tr ' ' ,) -d 10    every nginx process (master and workers)
   kpath record --probes syscalls,sched -d 5 -o runs/idle --json > run.json
   kpath record --method kpaths=sampled -F 999 -- ./workload"
 )]
 pub struct RecordArgs {
-    /// Trace this process (all its threads, and children it forks while traced).
-    #[arg(short, long, conflicts_with = "command")]
-    pub pid: Option<u32>,
+    /// Trace these processes (all their threads, and children they fork while traced):
+    /// `-p 1,2` or `-p 1 -p 2`. The recording ends when all have exited.
+    #[arg(
+        short = 'p',
+        long = "pid",
+        value_name = "PID[,PID...]",
+        value_delimiter = ',',
+        conflicts_with = "command"
+    )]
+    pub pids: Vec<u32>,
     /// Stop after this many seconds (default: when the target exits, or Ctrl-C).
     #[arg(short, long)]
     pub duration: Option<f64>,
@@ -97,17 +104,22 @@ enum Stop {
 
 impl RecordArgs {
     /// What was traced, for run.json.
-    fn target(&self, pid: Option<u32>, exit_code: Option<i32>) -> Target {
+    fn target(&self, pids: &[u32], exit_code: Option<i32>) -> Target {
         let kind = if !self.command.is_empty() {
             "command"
-        } else if self.pid.is_some() {
+        } else if !self.pids.is_empty() {
             "pid"
         } else {
             "system"
         };
         Target {
             kind: kind.into(),
-            pid,
+            pid: pids.first().copied(),
+            pids: if pids.len() > 1 {
+                pids.to_vec()
+            } else {
+                Vec::new()
+            },
             command: (!self.command.is_empty()).then(|| self.command.clone()),
             exit_code,
         }
@@ -142,7 +154,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     let loader = object::Loader::start();
     let (feats, mut warnings) = features::for_attaching("kpath record")?;
     log::debug!("start-up: features detected at {:?}", t0.elapsed());
-    if let Some(pid) = args.pid {
+    for &pid in &args.pids {
         process::check_pid(pid)?;
     }
     let mut child = if args.command.is_empty() {
@@ -154,8 +166,13 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         };
         Some(HeldChild::spawn_with(&args.command, opts)?)
     };
-    let target_pid = args.pid.or(child.as_ref().map(|c| c.pid));
-    opts.targets = target_pid.into_iter().collect();
+    let mut pids: Vec<u32> = Vec::new();
+    for &p in args.pids.iter().chain(child.as_ref().map(|c| &c.pid)) {
+        if !pids.contains(&p) {
+            pids.push(p);
+        }
+    }
+    opts.targets = pids.clone();
     let mut probes = families::load_with(loader, &opts, &feats).context("attaching probes")?;
     log::debug!("start-up: every family attached at {:?}", t0.elapsed());
     for w in &probes.warnings {
@@ -204,7 +221,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     run.warnings.splice(0..0, warnings);
     run.started_unix_ms = started_unix_ms;
     run.overhead = overhead;
-    run.target = args.target(target_pid, exit_code);
+    run.target = args.target(&pids, exit_code);
     let dir = match &args.output {
         Some(d) => d.clone(),
         None => fresh_run_dir(Path::new("runs"), started_unix_ms / 1000)?,
@@ -318,7 +335,7 @@ fn wait(
         }
         let gone = match child.as_deref_mut() {
             Some(c) => c.try_wait().is_some(),
-            None => args.pid.is_some_and(|p| !process::pid_alive(p)),
+            None => !args.pids.is_empty() && args.pids.iter().all(|&p| !process::pid_alive(p)),
         };
         if gone {
             bar.finish_and_clear();

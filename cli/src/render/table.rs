@@ -85,6 +85,10 @@ fn header(out: &mut String, run: &Run) {
             }
             s
         }
+        kind if t.pids.len() > 1 => {
+            let pids: Vec<String> = t.pids.iter().map(u32::to_string).collect();
+            format!("{kind}s {}", pids.join(", "))
+        }
         kind => match t.pid {
             Some(pid) => format!("{kind} {pid}"),
             None => kind.to_string(),
