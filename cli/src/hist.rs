@@ -1,12 +1,17 @@
 //! Log2 nanosecond histograms as the probes aggregate them (see [`probe_common::HIST_BUCKETS`]).
 //!
-//! Percentiles are bucket upper bounds: the probes keep only log2 buckets, so a percentile is
-//! known to within a factor of two, and reporting the upper bound never understates latency.
-//! The exact maximum is tracked separately and caps the bound.
+//! Percentiles are estimates: the probes keep only log2 buckets, so a percentile is placed by
+//! linear interpolation inside the bucket that holds its rank (as Prometheus'
+//! `histogram_quantile` does), with the exactly tracked maximum closing the top bucket. Reporting
+//! bucket upper bounds instead put p50 above the mean and made p50 equal p99 whenever both
+//! fell in one bucket.
 
 use std::fmt::Write as _;
 
 use probe_common::HIST_BUCKETS;
+
+/// What the reports say under a table with percentiles.
+pub const ESTIMATE_NOTE: &str = "p50, p99: estimates, interpolated within log2 buckets";
 
 /// Sum of all bucket counts.
 pub fn total(hist: &[u64]) -> u64 {
@@ -25,22 +30,31 @@ pub fn bucket_range(i: usize) -> (u64, u64) {
     (low, high)
 }
 
-/// Upper bound of the bucket where the cumulative count first reaches `ceil(q * total)`,
-/// capped at `max_ns`; 0 for an empty histogram. `q` is clamped to `0..=1`.
+/// The `q` quantile (clamped to `0..=1`) estimated from a log2 histogram: the bucket holding
+/// rank `q * total`, and within it the rank's share of the bucket's count, linearly between the
+/// bucket's bounds; the top is never past `max_ns`. 0 for an empty histogram.
 pub fn percentile(hist: &[u64], q: f64, max_ns: u64) -> u64 {
     let total = total(hist);
     if total == 0 {
         return 0;
     }
     let q = if q.is_nan() { 0.0 } else { q.clamp(0.0, 1.0) };
-    // At least one event, so q = 0 means "the smallest bucket in use".
-    let target = ((q * total as f64).ceil() as u64).clamp(1, total);
-    let mut seen = 0u64;
+    let rank = q * total as f64;
+    let mut below = 0u64;
     for (i, &c) in hist.iter().enumerate() {
-        seen = seen.saturating_add(c);
-        if seen >= target {
-            return bucket_range(i).1.min(max_ns);
+        if c == 0 {
+            continue;
         }
+        if (below + c) as f64 >= rank {
+            let (low, high) = bucket_range(i);
+            // The bucket spans [low, high + 1); the maximum closes it when it lies inside.
+            let top = (high.saturating_add(1)).min(max_ns.saturating_add(1));
+            let low = low.min(top);
+            let share = ((rank - below as f64) / c as f64).clamp(0.0, 1.0);
+            let v = low as f64 + (top - low) as f64 * share;
+            return (v as u64).min(max_ns);
+        }
+        below += c;
     }
     max_ns
 }
@@ -139,48 +153,94 @@ mod tests {
     }
 
     #[test]
-    fn single_bucket_gives_its_upper_bound_capped_at_max() {
+    fn within_a_bucket_the_rank_is_interpolated_and_the_max_closes_it() {
         // 100 events in [1024, 2047].
         let h = hist_with(&[(10, 100)]);
         assert_eq!(total(&h), 100);
-        assert_eq!(percentile(&h, 0.5, 5000), 2047);
-        assert_eq!(percentile(&h, 0.99, 5000), 2047);
-        assert_eq!(percentile(&h, 0.5, 1500), 1500);
+        assert_eq!(percentile(&h, 0.5, 5000), 1536);
+        assert_eq!(percentile(&h, 0.99, 5000), 2037);
+        // A maximum inside the bucket narrows it to [1024, 1500].
+        assert_eq!(percentile(&h, 0.5, 1500), 1262);
+        assert_eq!(percentile(&h, 1.0, 1500), 1500);
+        // p50 and p99 differ even inside one bucket.
+        assert!(percentile(&h, 0.5, 5000) < percentile(&h, 0.99, 5000));
     }
 
     #[test]
     fn bucket_zero_holds_zero_and_one() {
         let h = hist_with(&[(0, 3)]);
         assert_eq!(bucket_range(0), (0, 1));
-        assert_eq!(percentile(&h, 0.5, 1), 1);
+        assert!(percentile(&h, 0.5, 1) <= 1);
         assert_eq!(percentile(&h, 0.5, 0), 0);
     }
 
     #[test]
-    fn all_in_last_bucket_is_capped_by_max() {
+    fn all_in_last_bucket_is_bounded_by_max() {
         let last = HIST_BUCKETS - 1;
         let h = hist_with(&[(last, 7)]);
         assert_eq!(bucket_range(last), (1 << last, u64::MAX));
         let max = 3 * (1u64 << last);
-        assert_eq!(percentile(&h, 0.5, max), max);
+        let p50 = percentile(&h, 0.5, max);
+        assert!(((1 << last)..max).contains(&p50), "{p50}");
         assert_eq!(percentile(&h, 1.0, max), max);
     }
 
     #[test]
-    fn percentile_uses_ceil_of_q_times_total() {
+    fn ranks_across_buckets() {
         // 50 in bucket 3 ([8,15]), 49 in bucket 5 ([32,63]), 1 in bucket 20.
         let h = hist_with(&[(3, 50), (5, 49), (20, 1)]);
         let max = 3_000_000;
-        // ceil(0.5 * 100) = 50 -> reached in bucket 3.
-        assert_eq!(percentile(&h, 0.5, max), 15);
-        // ceil(0.51 * 100) = 51 -> bucket 5.
-        assert_eq!(percentile(&h, 0.51, max), 63);
-        // ceil(0.99 * 100) = 99 -> bucket 5; the single outlier only shows at p100.
-        assert_eq!(percentile(&h, 0.99, max), 63);
-        assert_eq!(percentile(&h, 0.991, max), (1 << 21) - 1);
-        assert_eq!(percentile(&h, 1.0, 1_000_000), 1_000_000);
-        // q = 0 is the first non-empty bucket, not 0.
-        assert_eq!(percentile(&h, 0.0, max), 15);
+        // Rank 50 is the last event of bucket 3: its top.
+        assert_eq!(percentile(&h, 0.5, max), 16);
+        // Rank 51 is 1/49 into bucket 5.
+        assert_eq!(percentile(&h, 0.51, max), 32);
+        // Rank 99 ends bucket 5; the single outlier only shows above it.
+        assert_eq!(percentile(&h, 0.99, max), 64);
+        assert!(percentile(&h, 0.995, max) >= 1 << 20);
+        assert_eq!(percentile(&h, 1.0, 1_500_000), 1_500_000);
+        // q = 0 is the bottom of the first non-empty bucket.
+        assert_eq!(percentile(&h, 0.0, max), 8);
+    }
+
+    /// Histograms of known distributions, as the probes would bucket them.
+    fn hist_of(values: impl Iterator<Item = u64>) -> (Vec<u64>, u64) {
+        let mut h = vec![0u64; HIST_BUCKETS];
+        let mut max = 0;
+        for v in values {
+            h[probe_common::log2_bucket(v)] += 1;
+            max = max.max(v);
+        }
+        (h, max)
+    }
+
+    #[test]
+    fn estimates_of_known_distributions() {
+        // Uniform on [1000, 9000]: p50 5000, p99 8920; uniform inside each bucket, so linear
+        // interpolation is close.
+        let (h, max) = hist_of(1000..=9000);
+        let p50 = percentile(&h, 0.5, max) as f64;
+        let p99 = percentile(&h, 0.99, max) as f64;
+        assert!((p50 - 5000.0).abs() / 5000.0 < 0.02, "{p50}");
+        assert!((p99 - 8920.0).abs() / 8920.0 < 0.02, "{p99}");
+        // Geometric (each value twice as rare as half of it): p50 of 2^k-spaced values
+        // 1..2^20 with weights halving: 50% at 1, 25% at 2, ...; never above the maximum.
+        let values = (0..20u32).flat_map(|k| std::iter::repeat_n(1u64 << k, 1 << (19 - k)));
+        let (h, max) = hist_of(values);
+        assert!(percentile(&h, 0.5, max) <= 2);
+        assert!(percentile(&h, 0.999, max) <= max);
+        // A constant 6250 ns: the estimate stays inside its bucket [4096, 6250] and below
+        // the mean, unlike the bucket's upper bound (8191) before.
+        let (h, max) = hist_of(std::iter::repeat_n(6250, 1000));
+        let p50 = percentile(&h, 0.5, max);
+        assert!((4096..=6250).contains(&p50), "{p50}");
+        // Monotone in q.
+        let (h, max) = hist_of((1..200_000).step_by(7));
+        let mut last = 0;
+        for i in 0..=100 {
+            let p = percentile(&h, i as f64 / 100.0, max);
+            assert!(p >= last && p <= max, "q={i}%: {p} after {last}");
+            last = p;
+        }
     }
 
     #[test]

@@ -93,7 +93,9 @@ pub struct SyscallRow {
     pub count: u64,
     pub errors: u64,
     pub total_ns: u64,
-    /// Upper bound of the log2 bucket holding the percentile, capped at `max_ns`.
+    /// Estimated by linear interpolation within the log2 bucket holding the percentile (as
+    /// Prometheus' histogram_quantile), never above `max_ns` (format 1 runs before 2026-12
+    /// held the bucket's upper bound).
     pub p50_ns: u64,
     pub p99_ns: u64,
     pub max_ns: u64,

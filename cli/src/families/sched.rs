@@ -167,6 +167,7 @@ fn section(run: &Run, _: &SectionOptions) -> Option<Section> {
             fmt::ns(r.runq_delay_max_ns),
         ]],
     ));
+    s.line(crate::hist::ESTIMATE_NOTE);
     s.histograms = vec![("run-queue delay".into(), r.runq_delay_hist_log2_ns.clone())];
     Some(s)
 }

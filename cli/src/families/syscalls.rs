@@ -186,6 +186,7 @@ fn section(run: &Run, opts: &SectionOptions) -> Option<Section> {
     t.hidden = rows.len() - shown.len();
     t.hidden_what = "syscalls";
     s.table(t);
+    s.line(crate::hist::ESTIMATE_NOTE);
     s.histograms = shown
         .iter()
         .map(|r| (format!("{} latency", r.name), r.hist_log2_ns.clone()))
@@ -218,8 +219,10 @@ mod tests {
             (r.count, r.errors, r.total_ns, r.max_ns),
             (4, 2, 5300, 5000)
         );
-        assert_eq!(r.p50_ns, 127);
-        assert_eq!(r.p99_ns, 5000);
+        // Rank 2 of 4 is 2/3 into bucket 6 ([64, 128)); rank 3.96 is 0.96 into bucket 12,
+        // which the maximum closes at 5000: [4096, 5001).
+        assert_eq!(r.p50_ns, 106);
+        assert_eq!(r.p99_ns, 4964);
         assert_eq!(r.hist_log2_ns.iter().sum::<u64>(), 4);
     }
 
