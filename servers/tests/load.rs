@@ -78,11 +78,26 @@ fn error_statuses_and_refused_connections_are_counted() {
     let report = run_load(config(format!("http://{}/nope", server.local_addr()))).unwrap();
     assert!(report.requests > 0);
     assert_eq!(report.errors.status, report.requests);
+    // A 404 is a reply, not a success: req/s counts successes only.
+    assert_eq!(report.requests_ok, 0);
+    assert_eq!(report.requests_per_sec, 0.0);
+    assert!(report.failure().unwrap().contains("error status"));
     let addr = server.local_addr();
     server.shutdown();
     let report = run_load(config(format!("http://{addr}/"))).unwrap();
     assert_eq!(report.requests, 0);
     assert!(report.errors.connect > 0);
+    assert!(report.failure().unwrap().contains("unable to connect"));
+}
+
+#[test]
+fn a_zero_duration_is_refused() {
+    let mut cfg = config("http://127.0.0.1:1/".into());
+    cfg.duration = Duration::ZERO;
+    assert!(matches!(
+        run_load(cfg),
+        Err(servers::load::LoadError::Duration)
+    ));
 }
 
 #[test]
@@ -222,7 +237,8 @@ fn paths_from_a_file_spreads_requests_over_them() {
     let status = report.errors.status as f64;
     assert!((status - n / 4.0).abs() <= 4.0, "404s {status} of {n}");
     // Bodies 1400 + 65536 + 14 (the 404 text) + 0 over four requests, plus heads.
-    let per = report.bytes_per_sec / report.requests_per_sec;
+    // (Per reply, 404s included: requests_per_sec counts only the successes.)
+    let per = report.bytes_per_sec * report.duration_secs / n;
     let bodies = (1400.0 + 65536.0 + 14.0) / 4.0;
     assert!(
         (bodies..bodies + 200.0).contains(&per),
@@ -321,4 +337,25 @@ fn paths_from_server_url_is_parsed_not_pattern_matched() {
     let cfg = parse("http://server.invalid:1").unwrap();
     assert_eq!(cfg.urls, ["http://server.invalid:1/a.html"]);
     std::fs::remove_file(ok).unwrap();
+}
+
+/// `kpath load`'s entry point fails, saying why, when no request succeeded (as wrk does).
+#[test]
+fn a_load_with_no_success_fails_with_the_reason() {
+    let tree = Tree::new();
+    let server = start(&tree.root, Io::Read, Model::Epoll, Some(1));
+    let addr = server.local_addr();
+    let run = |url: String| {
+        let cli = Cli::parse_from(["load", &url, "-d", "1", "-c", "2", "-t", "1"]);
+        servers::load::run(cli.load).map_err(|e| format!("{e:#}"))
+    };
+    let e = run(format!("http://{addr}/nope")).unwrap_err();
+    assert!(e.contains("no request succeeded"), "{e}");
+    assert!(run(format!("http://{addr}/small.html")).is_ok());
+    server.shutdown();
+    let e = run(format!("http://{addr}/")).unwrap_err();
+    assert!(e.contains("unable to connect"), "{e}");
+    let cli = Cli::parse_from(["load", &format!("http://{addr}/"), "-d", "0"]);
+    let e = servers::load::run(cli.load).unwrap_err();
+    assert!(format!("{e:#}").contains("-d 0"), "{e:#}");
 }

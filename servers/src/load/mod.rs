@@ -190,6 +190,8 @@ pub enum LoadError {
     Shape,
     #[error("--rate must be positive")]
     Rate,
+    #[error("-d 0: the duration must be at least one second")]
+    Duration,
     #[error("load thread failed")]
     Thread(#[source] std::io::Error),
 }
@@ -220,6 +222,9 @@ pub fn run_load(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
     }
     if cfg.rate == Some(0) {
         return Err(LoadError::Rate);
+    }
+    if cfg.duration.is_zero() {
+        return Err(LoadError::Duration);
     }
     let requests: Arc<[Box<[u8]>]> = endpoints
         .iter()
@@ -305,8 +310,12 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     let report = run_load(cfg).with_context(|| format!("load on {url}"))?;
     if json {
         println!("{}", serde_json::to_string(&report)?);
-        return Ok(());
+    } else {
+        report.print(&url, c, t);
     }
-    report.print(&url, c, t);
-    Ok(())
+    // As wrk does: a load in which nothing succeeded is a failure, with the reason.
+    match report.failure() {
+        Some(why) => anyhow::bail!("load on {url}: {why}"),
+        None => Ok(()),
+    }
 }

@@ -27,7 +27,10 @@ pub struct Latency {
 pub struct LoadReport {
     /// How many URLs the connections rotated over.
     pub urls: usize,
+    /// Responses received, whatever their status.
     pub requests: u64,
+    /// Responses with a 2xx or 3xx status: what `requests_per_sec` counts.
+    pub requests_ok: u64,
     pub duration_secs: f64,
     pub requests_per_sec: f64,
     pub bytes_per_sec: f64,
@@ -69,8 +72,9 @@ pub fn summarize(stats: Vec<Stats>, elapsed: f64, urls: usize) -> LoadReport {
     LoadReport {
         urls,
         requests: total.requests,
+        requests_ok: total.requests.saturating_sub(total.errors.status),
         duration_secs: elapsed,
-        requests_per_sec: total.requests as f64 / elapsed,
+        requests_per_sec: total.requests.saturating_sub(total.errors.status) as f64 / elapsed,
         bytes_per_sec: total.bytes as f64 / elapsed,
         errors: total.errors,
         latency_ns: Latency {
@@ -85,6 +89,29 @@ pub fn summarize(stats: Vec<Stats>, elapsed: f64, urls: usize) -> LoadReport {
 }
 
 impl LoadReport {
+    /// Why the load failed outright: no request succeeded (`None` when one did).
+    pub fn failure(&self) -> Option<String> {
+        if self.requests_ok > 0 {
+            return None;
+        }
+        let e = &self.errors;
+        Some(if self.requests > 0 {
+            format!(
+                "no request succeeded: all {} replies had an error status",
+                self.requests
+            )
+        } else if e.connect > 0 {
+            format!(
+                "unable to connect ({} connection errors: connection refused, or nothing listens there)",
+                e.connect
+            )
+        } else if e.read + e.timeout > 0 {
+            format!("no reply: {} read errors, {} timeouts", e.read, e.timeout)
+        } else {
+            "no request completed".to_string()
+        })
+    }
+
     /// The text form of `kpath load`'s report (`--json` prints the struct instead).
     pub fn print(&self, url: &str, connections: usize, threads: usize) {
         let ms = |ns: u64| ns as f64 / 1e6;
