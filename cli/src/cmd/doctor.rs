@@ -30,13 +30,48 @@ pub struct Diagnosis {
     pub tracefs_mounted_by_doctor: bool,
     pub features: Features,
     /// fentry/fexit really loaded and attached (tried on tcp_close), with the error otherwise.
+    #[serde(serialize_with = "fentry_json")]
     pub fentry: Result<(), String>,
     /// Family -> method the recorder will use, or the reason none works.
+    #[serde(serialize_with = "methods_json")]
     pub methods: BTreeMap<&'static str, Result<&'static str, String>>,
     pub warnings: Vec<String>,
     /// Whether closing an epoll-watched file takes the global `epmutex`, from kernel symbols.
     pub epoll_close: Option<EpollClose>,
     pub ready: bool,
+}
+
+/// How `--json` shows something that works or does not: plain fields, not Rust's Ok/Err.
+#[derive(Serialize)]
+struct Availability<'a> {
+    available: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
+fn fentry_json<S: serde::Serializer>(r: &Result<(), String>, s: S) -> Result<S::Ok, S::Error> {
+    Availability {
+        available: r.is_ok(),
+        method: None,
+        reason: r.as_ref().err().map(String::as_str),
+    }
+    .serialize(s)
+}
+
+fn methods_json<S: serde::Serializer>(
+    m: &BTreeMap<&'static str, Result<&'static str, String>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(m.iter().map(|(family, r)| {
+        let a = Availability {
+            available: r.is_ok(),
+            method: r.as_ref().ok().copied(),
+            reason: r.as_ref().err().map(String::as_str),
+        };
+        (family, a)
+    }))
 }
 
 pub fn diagnose() -> Diagnosis {
@@ -265,4 +300,37 @@ pub fn render(r: &Diagnosis) -> String {
         }
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_has_plain_fields_not_ok_err_wrappers() {
+        let mut methods = BTreeMap::new();
+        methods.insert("syscalls", Ok("raw_tp"));
+        methods.insert("locks", Err("no lock:contention_* tracepoints".to_string()));
+        let d = Diagnosis {
+            kernel: Default::default(),
+            root: true,
+            tracefs_mounted_by_doctor: false,
+            features: Features::default(),
+            fentry: Err("EPERM".into()),
+            methods,
+            warnings: Vec::new(),
+            epoll_close: None,
+            ready: true,
+        };
+        let v: serde_json::Value = serde_json::to_value(&d).unwrap();
+        let text = v.to_string();
+        assert!(!text.contains("\"Ok\"") && !text.contains("\"Err\""), "{text}");
+        assert_eq!(v["methods"]["syscalls"]["method"], "raw_tp");
+        assert_eq!(v["methods"]["syscalls"]["available"], true);
+        assert_eq!(v["methods"]["locks"]["available"], false);
+        let reason = v["methods"]["locks"]["reason"].as_str().unwrap();
+        assert!(reason.contains("lock:"), "{reason}");
+        assert_eq!(v["fentry"]["available"], false);
+        assert_eq!(v["fentry"]["reason"], "EPERM");
+    }
 }
