@@ -324,7 +324,10 @@ mod tests {
         };
         let v: serde_json::Value = serde_json::to_value(&d).unwrap();
         let text = v.to_string();
-        assert!(!text.contains("\"Ok\"") && !text.contains("\"Err\""), "{text}");
+        assert!(
+            !text.contains("\"Ok\"") && !text.contains("\"Err\""),
+            "{text}"
+        );
         assert_eq!(v["methods"]["syscalls"]["method"], "raw_tp");
         assert_eq!(v["methods"]["syscalls"]["available"], true);
         assert_eq!(v["methods"]["locks"]["available"], false);
