@@ -73,7 +73,7 @@ pub struct Attacher<'a> {
     /// Kernel BTF for fentry/fexit, parsed on first use (most kernels kpath meets refuse or
     /// never reach fentry, and parsing costs ~20 ms).
     pub btf: Option<Btf>,
-    pub tracefs: Option<std::path::PathBuf>,
+    pub tracefs: Option<&'a std::path::Path>,
 }
 
 impl Attacher<'_> {
@@ -113,10 +113,7 @@ impl Attacher<'_> {
                 exit_prog,
                 exit_prefix,
             } => {
-                let dir = self
-                    .tracefs
-                    .as_ref()
-                    .map(|t| t.join("events").join(category));
+                let dir = self.tracefs.map(|t| t.join("events").join(category));
                 let names = dir
                     .map(|d| event_pairs(&d, enter_prefix, exit_prefix))
                     .unwrap_or_default();

@@ -190,8 +190,8 @@ pub fn load<M: MethodId>(
     let mut session = Session {
         probes: p,
         features,
-        tracefs: features.tracefs.clone(),
         btf: None,
+        uses: Vec::new(),
     };
     // Always: the exit hook also frees per-thread syscall slots in system-wide mode.
     session
@@ -238,8 +238,9 @@ fn fill_targets(ebpf: &mut Ebpf, targets: &[u32]) -> Result<(), LoadError> {
 struct Session<'f, M: 'static> {
     probes: Probes<M>,
     features: &'f Features,
-    tracefs: Option<std::path::PathBuf>,
     btf: Option<aya::Btf>,
+    /// (family, family it reads) for every chosen method with [`MethodSpec::uses`].
+    uses: Vec<(Family, Family)>,
 }
 
 impl<M: MethodId> Session<'_, M> {
@@ -248,7 +249,7 @@ impl<M: MethodId> Session<'_, M> {
             ebpf: &mut self.probes.ebpf,
             sample_hz: self.probes.sample_hz,
             btf: self.btf.take(),
-            tracefs: self.tracefs.clone(),
+            tracefs: self.features.tracefs.as_deref(),
         };
         let r = a.attach_all(progs);
         self.btf = a.btf.take();
@@ -301,6 +302,11 @@ impl<M: MethodId> Session<'_, M> {
                 match self.attach(family, spec.programs) {
                     Ok(()) => {
                         chosen = Some(spec.method);
+                        if let Some(used) = spec.uses {
+                            if !self.uses.contains(&(table.family, used)) {
+                                self.uses.push((table.family, used));
+                            }
+                        }
                         break;
                     }
                     Err(e) => {
@@ -343,21 +349,7 @@ impl<M: MethodId> Session<'_, M> {
 
     /// Attaches the families that chosen methods read from (see [`MethodSpec::uses`]).
     fn attach_used(&mut self, tables: &[&'static FamilyTable<M>]) -> Result<(), LoadError> {
-        let mut needed: Vec<(Family, Family)> = Vec::new();
-        for &(f, unit, m) in &self.probes.units {
-            let spec = tables
-                .iter()
-                .filter(|t| t.family == f)
-                .flat_map(|t| t.units.iter())
-                .filter(|u| u.name == unit)
-                .flat_map(|u| u.methods.iter())
-                .find(|s| s.method == m);
-            if let Some(used) = spec.and_then(|s| s.uses) {
-                if !needed.contains(&(f, used)) {
-                    needed.push((f, used));
-                }
-            }
-        }
+        let needed = std::mem::take(&mut self.uses);
         for (by, used) in needed {
             if self.probes.has(used) {
                 continue;
