@@ -244,7 +244,6 @@ fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Writes the run directory (folded stacks, flame graphs, run.json) and prints the run.
 /// A new directory `base/run-<secs>` (`-2`, `-3`, ... when taken): created here, so two
 /// recordings that end in the same second never share one.
 fn fresh_run_dir(base: &Path, secs: u64) -> anyhow::Result<PathBuf> {
@@ -275,6 +274,7 @@ const ARTIFACTS: [&str; 6] = [
     "report.html",
 ];
 
+/// Writes the run directory (folded stacks, flame graphs, run.json) and prints the run.
 fn write_run(
     dir: &Path,
     run: &mut Run,

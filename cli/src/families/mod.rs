@@ -295,18 +295,12 @@ impl<'a> Collector<'a> {
         Ok((&mut self.stacks, self.ksyms.as_ref().expect("loaded above")))
     }
 
-    /// Weights per stack key of a hash map of stack keys, largest first.
-    pub fn stack_counts(&self, map: &'static str) -> Result<Vec<(StackKey, u64)>, CollectError> {
-        let mut v = hash_entries::<StackKey, u64>(&self.probes.ebpf, map)?;
-        v.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
-        Ok(v)
-    }
-
-    /// The counts of a stack-key map, read once for every family that uses them (the on-CPU
-    /// samples serve oncpu's flame graph and kpaths' shares).
+    /// The weights per key of a stack-key map, largest first, read once for every family that
+    /// uses them (the on-CPU samples serve oncpu's flame graph and kpaths' shares).
     pub fn counts(&mut self, map: &'static str) -> Result<&[(StackKey, u64)], CollectError> {
         if !self.counts.contains_key(map) {
-            let v = self.stack_counts(map)?;
+            let mut v = hash_entries::<StackKey, u64>(&self.probes.ebpf, map)?;
+            v.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
             self.counts.insert(map, v);
         }
         Ok(&self.counts[map])
@@ -323,17 +317,19 @@ impl<'a> Collector<'a> {
         ))
     }
 
-    /// Folds weighted stack keys into flame-graph text, with a snapshot of every process they
-    /// name; `strip` edits each kernel stack first (the sched family drops tracing frames).
+    /// Folds a stack-key map's counts (read once, see [`Collector::counts`]) into flame-graph
+    /// text, with a snapshot of every process they name; `strip` edits each kernel stack first
+    /// (the sched family drops tracing frames). `None` when no flame graph is wanted.
     pub fn fold(
         &mut self,
-        keys: &[(StackKey, u64)],
+        map: &'static str,
         strip: fn(&mut Vec<u64>, &Kallsyms),
     ) -> anyhow::Result<Option<String>> {
         if self.maps.is_none() {
             return Ok(None);
         }
-        let mut raws: Vec<_> = keys
+        self.counts(map)?;
+        let mut raws: Vec<_> = self.counts[map]
             .iter()
             .map(|(k, n)| crate::stacks::raw_stack(k, *n, &mut self.stacks))
             .collect();

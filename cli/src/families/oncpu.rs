@@ -63,10 +63,7 @@ fn collect(c: &mut Collector, run: &mut Run) -> anyhow::Result<()> {
             .copied()
             .unwrap_or(0),
     });
-    if c.maps.is_some() {
-        let counts = c.counts(MAP_COUNTS)?.to_vec();
-        c.profiles.oncpu = c.fold(&counts, |_, _| {})?;
-    }
+    c.profiles.oncpu = c.fold(MAP_COUNTS, |_, _| {})?;
     Ok(())
 }
 

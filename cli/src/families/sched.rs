@@ -117,10 +117,11 @@ fn collect(c: &mut Collector, run: &mut Run) -> anyhow::Result<()> {
     })?;
     run.sched = Some(row(vals.iter()));
     if c.maps.is_some() {
-        let off = c.stack_counts(MAP_OFFCPU)?;
+        let off = c.counts(MAP_OFFCPU)?;
+        let (total_ns, stacks) = (off.iter().map(|(_, n)| n).sum(), off.len() as u64);
         run.offcpu = Some(OffcpuSummary {
-            total_ns: off.iter().map(|(_, n)| n).sum(),
-            stacks: off.len() as u64,
+            total_ns,
+            stacks,
             lost_stacks: c
                 .lost_stacks
                 .get(Family::Sched.name())
@@ -128,7 +129,7 @@ fn collect(c: &mut Collector, run: &mut Run) -> anyhow::Result<()> {
                 .unwrap_or(0),
             min_block_ns: c.offcpu_min_ns,
         });
-        c.profiles.offcpu = c.fold(&off, strip)?;
+        c.profiles.offcpu = c.fold(MAP_OFFCPU, strip)?;
     }
     Ok(())
 }
