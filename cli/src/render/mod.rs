@@ -6,4 +6,4 @@ pub mod html;
 pub mod json;
 pub mod table;
 
-pub use crate::fmt::{ns as fmt_ns, percent as fmt_percent, si as fmt_si};
+pub use crate::fmt::{ns as fmt_ns, si as fmt_si};
