@@ -2,7 +2,8 @@
 //!
 //! Every map key and value is `#[repr(C)]`, `Copy`, and free of implicit padding, so that the
 //! kernel and user views agree byte for byte. The module names are the probe family names used
-//! through every layer: `syscalls`, `kpaths`, `sched`, `locks`, `oncpu`.
+//! through every layer: `syscalls`, `kpaths`, `sched`, `locks`, `oncpu`; `unwind` is the
+//! DWARF stack walker's tables, shared by the families that take stacks.
 #![no_std]
 
 pub mod kpaths;
@@ -10,6 +11,7 @@ pub mod locks;
 pub mod oncpu;
 pub mod sched;
 pub mod syscalls;
+pub mod unwind;
 
 /// Number of log2 latency buckets. Bucket `i` counts values in `[2^i, 2^(i+1))` ns, bucket 0 also
 /// holds 0 and 1; the last bucket (2^39 ns, about 9 minutes) also holds everything above.
@@ -231,6 +233,16 @@ mod pod {
     unsafe impl aya::Pod for locks::LockKey {}
     // SAFETY: repr(C), 3 x u64 = 24 bytes (asserted), no padding.
     unsafe impl aya::Pod for locks::LockStats {}
+    // SAFETY: repr(C), u32 + 2 x i16 + 4 x u8 = 12 bytes (asserted), no padding.
+    unsafe impl aya::Pod for unwind::Row {}
+    // SAFETY: repr(C), 3 x u64 + 2 x u32 = 32 bytes (asserted), no padding.
+    unsafe impl aya::Pod for unwind::Mapping {}
+    // SAFETY: repr(C), 2 x u32 + [Mapping; MAX_MAPPINGS] (size asserted), no padding.
+    unsafe impl aya::Pod for unwind::ProcMaps {}
+    // SAFETY: repr(C), 2 x u32 + [u64; MAX_FRAMES] + u64 (size asserted), no padding.
+    unsafe impl aya::Pod for unwind::UserStack {}
+    // SAFETY: repr(C), 2 x u32 + u64 = 16 bytes (asserted), no padding.
+    unsafe impl aya::Pod for unwind::Event {}
 }
 
 #[cfg(test)]
