@@ -32,6 +32,10 @@ pub struct Run {
     pub sched: Option<SchedRow>,
     pub locks: Vec<LockRow>,
     pub oncpu: Option<OncpuSummary>,
+    /// Per process (pid), when the recording could see more than one: syscalls, switches,
+    /// off-CPU time and on-CPU samples; busiest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<ProcessRow>,
     /// Off-CPU stacks (from the `sched` family); absent when it was not recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offcpu: Option<OffcpuSummary>,
@@ -52,16 +56,54 @@ pub struct KernelInfo {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Target {
-    /// `pid`, `command` or `system`.
+    /// `system`, or the selectors joined by `+`: `command`, `pid`, `thread`, `comm`, `cgroup`.
     pub kind: String,
     /// The traced process (the started command's pid for `command`; the first of several).
     pub pid: Option<u32>,
     /// Every process named with `-p` when there were several (else empty).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pids: Vec<u32>,
+    /// Threads named with `-t`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tids: Vec<u32>,
+    /// The `--comm` name, and the processes that had it when the recording started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub comm_pids_at_start: Vec<u32>,
+    /// The `--cgroup` directory and its cgroup id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_id: Option<u64>,
     pub command: Option<Vec<String>>,
     /// Exit status of a started command (`128 + signal` when killed).
     pub exit_code: Option<i32>,
+}
+
+/// One process of the per-process breakdown.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ProcessRow {
+    pub pid: u32,
+    /// The process's name (its main thread's at the end of the recording, or if it had exited,
+    /// the name of its first counted thread).
+    pub comm: String,
+    pub syscalls: u64,
+    pub syscall_errors: u64,
+    pub syscall_ns: u64,
+    /// Context switches away from its threads.
+    pub switches: u64,
+    pub offcpu_ns: u64,
+    pub oncpu_samples: u64,
+}
+
+impl ProcessRow {
+    pub fn new(pid: u32) -> ProcessRow {
+        ProcessRow {
+            pid,
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

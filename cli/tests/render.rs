@@ -249,6 +249,7 @@ fn sample_run() -> Run {
                     .to_vec(),
             ),
             exit_code: Some(0),
+            ..Default::default()
         },
         started_unix_ms: 1_717_171_717_171,
         duration_ns: 10_012_345_678,

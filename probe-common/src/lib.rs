@@ -11,6 +11,7 @@ pub mod locks;
 pub mod oncpu;
 pub mod sched;
 pub mod syscalls;
+pub mod targets;
 pub mod unwind;
 
 /// Number of log2 latency buckets. Bucket `i` counts values in `[2^i, 2^(i+1))` ns, bucket 0 also
@@ -104,8 +105,13 @@ pub mod offsets {
     /// lock:contention_begin `flags`.
     pub const LOCK_FLAGS: u32 = 16;
 
+    /// task:task_rename `pid`.
+    pub const RENAME_PID: u32 = 8;
+    /// task:task_rename `newcomm`.
+    pub const RENAME_NEWCOMM: u32 = 28;
+
     /// (global name, category, event, field, default offset)
-    pub const ALL: [(&str, &str, &str, &str, u32); 6] = [
+    pub const ALL: [(&str, &str, &str, &str, u32); 8] = [
         (
             "OFF_FORK_CHILD_PID",
             "sched",
@@ -142,6 +148,14 @@ pub mod offsets {
             "flags",
             LOCK_FLAGS,
         ),
+        ("OFF_RENAME_PID", "task", "task_rename", "pid", RENAME_PID),
+        (
+            "OFF_RENAME_NEWCOMM",
+            "task",
+            "task_rename",
+            "newcomm",
+            RENAME_NEWCOMM,
+        ),
     ];
 }
 
@@ -151,6 +165,10 @@ pub mod target_flags {
     pub const ROOT: u32 = 1;
     /// The process was a fork child of a traced process.
     pub const CHILD: u32 = 2;
+    /// The process is traced because its name matched `--comm` (or it descends from one that
+    /// did, without a process named by the user in between): it leaves the filter when it
+    /// execs a program of another name.
+    pub const COMM: u32 = 4;
 }
 
 /// The probe families, also the index into [`MAP_LOST`].
@@ -243,6 +261,8 @@ mod pod {
     unsafe impl aya::Pod for unwind::UserStack {}
     // SAFETY: repr(C), 2 x u32 + u64 = 16 bytes (asserted), no padding.
     unsafe impl aya::Pod for unwind::Event {}
+    // SAFETY: repr(C), 5 x u64 + [u8; 16] = 56 bytes (asserted), no padding.
+    unsafe impl aya::Pod for targets::ProcStats {}
 }
 
 #[cfg(test)]

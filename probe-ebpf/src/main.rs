@@ -7,10 +7,10 @@
 #![allow(internal_features)]
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
-    helpers::bpf_get_current_pid_tgid,
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
+    helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_pid_tgid},
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, StackTrace},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, StackTrace},
     programs::tracing::StackIdContext,
     Global,
 };
@@ -37,6 +37,23 @@ static FILTER_ENABLED: Global<u32> = Global::new(0);
 /// kpath's own tgid, excluded in system-wide mode.
 #[no_mangle]
 static SELF_TGID: Global<u32> = Global::new(0);
+/// 1: threads in `TARGET_THREADS` are traced too (`-t`).
+#[no_mangle]
+static FILTER_THREADS: Global<u32> = Global::new(0);
+/// The `--comm` name (`probe_common::targets::comm_words`); both 0: no name selected.
+#[no_mangle]
+static FILTER_COMM_LO: Global<u64> = Global::new(0);
+#[no_mangle]
+static FILTER_COMM_HI: Global<u64> = Global::new(0);
+/// The `--cgroup` v2 id (0: none) and its level: tasks whose ancestor at that level is that
+/// cgroup are traced.
+#[no_mangle]
+static FILTER_CGROUP_ID: Global<u64> = Global::new(0);
+#[no_mangle]
+static FILTER_CGROUP_LEVEL: Global<u32> = Global::new(0);
+/// 1: count syscalls and switches per process in `PROCS`.
+#[no_mangle]
+static PER_PROCESS: Global<u32> = Global::new(0);
 /// Off-CPU periods shorter than this are counted in totals but not charged to a stack.
 #[no_mangle]
 static OFFCPU_MIN_NS: Global<u64> = Global::new(0);
@@ -54,6 +71,10 @@ static OFF_WAKEUP_PID: Global<u32> = Global::new(offsets::WAKEUP_PID);
 static OFF_LOCK_ADDR: Global<u32> = Global::new(offsets::LOCK_ADDR);
 #[no_mangle]
 static OFF_LOCK_FLAGS: Global<u32> = Global::new(offsets::LOCK_FLAGS);
+#[no_mangle]
+static OFF_RENAME_PID: Global<u32> = Global::new(offsets::RENAME_PID);
+#[no_mangle]
+static OFF_RENAME_NEWCOMM: Global<u32> = Global::new(offsets::RENAME_NEWCOMM);
 
 // task_struct offsets from kernel BTF (cli's `SchedBtf`) for the sched raw tracepoints;
 // these defaults are never used: the loader picks those programs only when BTF gave the offsets.
@@ -88,6 +109,18 @@ const IN_FLIGHT_CAPACITY: u32 = 16384;
 #[map]
 static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(TARGETS_CAPACITY, 0);
 
+/// Traced thread ids (`-t`), see `probe_common::targets`.
+#[map]
+static TARGET_THREADS: HashMap<u32, u32> =
+    HashMap::with_max_entries(probe_common::targets::THREADS_CAPACITY, 0);
+
+/// Per-process totals (see `probe_common::targets::ProcStats`). Per-CPU, so the hot paths add
+/// without atomics; not preallocated, so creating the map costs nothing at start-up (an entry
+/// is allocated when a process first shows up).
+#[map]
+static PROCS: PerCpuHashMap<u32, probe_common::targets::ProcStats> =
+    PerCpuHashMap::with_max_entries(probe_common::targets::PROCS_CAPACITY, BPF_F_NO_PREALLOC);
+
 /// Set slots for traced ids (see `probe_common::MAP_TARGET_HINTS`).
 #[map]
 static TARGET_HINTS: Array<u32> = Array::with_max_entries(TARGET_HINTS_SIZE, 0);
@@ -100,11 +133,13 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_ENTRIES, 0);
 #[map]
 static STACKS: StackTrace = StackTrace::with_max_entries(STACKS_CAPACITY, 0);
 
-/// False when the task with this tgid is certainly not traced: with the filter on, its hint slot
-/// is zero (an array load the verifier inlines). True means "look closer".
+/// False when the current task (of thread group `tgid`) is certainly not traced: with only
+/// process and thread selectors, its hint slot is zero (an array load the verifier inlines).
+/// True means "look closer" with [`is_traced`].
 #[inline(always)]
 fn maybe_traced(tgid: u32) -> bool {
-    FILTER_ENABLED.load() == 0 || hint_set(tgid)
+    // A cgroup's members have no hints: tasks join it without kpath seeing them.
+    FILTER_ENABLED.load() == 0 || FILTER_CGROUP_ID.load() != 0 || hint_set(tgid)
 }
 
 /// Whether `id`'s hint slot is set (a slot that cannot be read counts as set).
@@ -113,7 +148,7 @@ fn hint_set(id: u32) -> bool {
     TARGET_HINTS.get(hint_slot(id)).is_none_or(|v| *v != 0)
 }
 
-/// Marks `id` in the hint array (done for every id put in `TARGETS`).
+/// Marks `id` in the hint array (done for every id put in `TARGETS` or `TARGET_THREADS`).
 #[inline(always)]
 fn set_hint(id: u32) {
     if let Some(p) = TARGET_HINTS.get_ptr_mut(hint_slot(id)) {
@@ -123,16 +158,68 @@ fn set_hint(id: u32) {
     }
 }
 
-/// Whether the task with this tgid is traced.
+/// Whether the process `tgid` is in `TARGETS` (selected by pid, command or name, or forked by
+/// such a process).
+#[inline(always)]
+fn process_selected(tgid: u32) -> bool {
+    // SAFETY: only the entry's presence is tested; its value, which a concurrent remove could
+    // let another entry reuse, is never read.
+    hint_set(tgid) && unsafe { TARGETS.get(tgid).is_some() }
+}
+
+/// Whether the current task, of thread group `tgid`, is traced: every program's filter, always
+/// asked about the current task (selectors add up, see `probe_common::targets`).
 #[inline(always)]
 fn is_traced(tgid: u32) -> bool {
-    if FILTER_ENABLED.load() != 0 {
-        // SAFETY: only the entry's presence is tested; its value, which a concurrent remove could
-        // let another entry reuse, is never read.
-        hint_set(tgid) && unsafe { TARGETS.get(tgid).is_some() }
-    } else {
-        tgid != 0 && tgid != SELF_TGID.load()
+    if FILTER_ENABLED.load() == 0 {
+        return tgid != 0 && tgid != SELF_TGID.load();
     }
+    if process_selected(tgid) {
+        return true;
+    }
+    if FILTER_THREADS.load() != 0 {
+        let tid = bpf_get_current_pid_tgid() as u32;
+        // SAFETY: presence only, as in process_selected.
+        if hint_set(tid) && unsafe { TARGET_THREADS.get(tid).is_some() } {
+            return true;
+        }
+    }
+    let cgroup = FILTER_CGROUP_ID.load();
+    // SAFETY: the helper reads the current task's cgroup (0 when the level is deeper than the
+    // task's cgroup); the loader sets FILTER_CGROUP_ID only on kernels that offer it to
+    // tracing programs, and with 0 the verifier proves the call dead.
+    cgroup != 0
+        && tgid != SELF_TGID.load()
+        && unsafe { bpf_get_current_ancestor_cgroup_id(FILTER_CGROUP_LEVEL.load() as i32) }
+            == cgroup
+}
+
+/// This CPU's totals of process `tgid` in `PROCS` (created for the current task's process when
+/// missing), when the breakdown is on.
+#[inline(always)]
+fn proc_stats(tgid: u32) -> Option<&'static mut probe_common::targets::ProcStats> {
+    if PER_PROCESS.load() == 0 {
+        return None;
+    }
+    let p = match PROCS.get_ptr_mut(&tgid) {
+        Some(p) => p,
+        None => {
+            let fresh = probe_common::targets::ProcStats {
+                comm: aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; 16]),
+                ..Default::default()
+            };
+            let _ = PROCS.insert(&tgid, &fresh, BPF_NOEXIST as u64);
+            let Some(p) = PROCS.get_ptr_mut(&tgid) else {
+                count_lost(probe_common::Family::Syscalls);
+                return None;
+            };
+            p
+        }
+    };
+    // SAFETY: this CPU's slot of the entry, valid while the program runs (entries are never
+    // deleted while recording). Its users (syscall exit, sched_switch) run with preemption
+    // disabled and never from an interrupt, so none nests on this CPU: the reference is unique.
+    Some(unsafe { &mut *p })
 }
 
 /// (tgid, tid) of the current task.

@@ -23,7 +23,7 @@ use probe_common::{
 use crate::{
     count_lost, current_ids, hist_add, is_traced, offset, stack_id, IN_FLIGHT_CAPACITY,
     OFFCPU_MIN_NS, OFF_SWITCH_NEXT_PID, OFF_SWITCH_PREV_STATE, OFF_TASK_EXIT_STATE, OFF_TASK_PID,
-    OFF_TASK_STATE, OFF_WAKEUP_PID, SWITCH_PREV_STATE_ARG,
+    OFF_TASK_STATE, OFF_WAKEUP_PID, PER_PROCESS, SWITCH_PREV_STATE_ARG,
 };
 
 #[map]
@@ -142,6 +142,9 @@ fn switch<C: StackIdContext>(
                 s.voluntary_switches += 1;
             }
         }
+        if let Some(p) = crate::proc_stats(tgid) {
+            p.switches += 1;
+        }
         if preempted && SCHED_RUNNABLE.insert(prev_tid, now, 0).is_err() {
             count_lost(Family::Sched);
         }
@@ -171,6 +174,14 @@ fn switch<C: StackIdContext>(
         let ns = now.saturating_sub(out.ts_ns);
         if let Some(s) = stats() {
             s.offcpu_ns += ns;
+        }
+        // The breakdown's off-CPU time goes to the process that slept; `current` here is the
+        // task leaving the CPU, so the entry must exist already (its switch-out created it).
+        if PER_PROCESS.load() != 0 {
+            if let Some(p) = crate::PROCS.get_ptr_mut(&out.key.tgid) {
+                // SAFETY: this CPU's slot of the entry, as in `crate::proc_stats`.
+                unsafe { (*p).offcpu_ns += ns };
+            }
         }
         if ns >= OFFCPU_MIN_NS.load() {
             add_offcpu(&out.key, ns);

@@ -144,5 +144,12 @@ fn exit(ret: i64) -> u32 {
         stats.max_ns = ns;
     }
     hist_add(&mut stats.hist_log2_ns, ns);
+    if let Some(p) = crate::proc_stats(tgid) {
+        p.syscalls += 1;
+        p.syscall_ns += ns;
+        if (-4095..0).contains(&ret) {
+            p.syscall_errors += 1;
+        }
+    }
     0
 }

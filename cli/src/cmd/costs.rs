@@ -619,7 +619,10 @@ pub fn run(args: CostsArgs) -> anyhow::Result<()> {
         }
         let load = crate::families::LoadOptions {
             families,
-            targets: vec![std::process::id()],
+            targets: crate::probes::Targets {
+                pids: vec![std::process::id()],
+                ..Default::default()
+            },
             forced,
             ..Default::default()
         };

@@ -95,7 +95,10 @@ pub fn diagnose() -> Diagnosis {
     if root {
         // Load for real: some refusals (fentry's EPERM here) only show at load time.
         let opts = LoadOptions {
-            targets: vec![std::process::id()],
+            targets: crate::probes::Targets {
+                pids: vec![std::process::id()],
+                ..Default::default()
+            },
             ..Default::default()
         };
         match families::load(&opts, &feats) {

@@ -10,7 +10,7 @@ use anyhow::{bail, Context as _};
 use crate::{
     families::{self, LoadOptions, Probes, SectionOptions},
     kernel::features,
-    probes::{object, stats::ProgStats},
+    probes::{object, stats::ProgStats, targets, Targets},
     process::{self, HeldChild, SpawnOptions},
     render::{flame, table},
     run::{Run, Target},
@@ -22,9 +22,17 @@ use crate::{
     after_help = "Without -o a run goes to a new runs/run-<unix seconds>[-N]; a directory given with -o
 loses the previous run's run.json, folded stacks, SVGs and report.html first.
 
+Targets add up: a task is traced when any of -p, -t, --comm, --cgroup or the command picks it;
+with none (or -a) every task but kpath is traced. Whenever more than one process can be traced,
+tables and run.json break the numbers down by process.
+
 Examples:
   kpath record -- ./my-server --port 8080      start a command and trace it (and its children)
-  kpath record -p $(pidof nginx | tr ' ' ,) -d 10    every nginx process (master and workers)
+  kpath record --comm nginx -d 10              every nginx process, workers respawned later too
+  kpath record -p $(pidof nginx | tr ' ' ,) -d 10    the nginx processes running now
+  kpath record -a -d 5                         system-wide, with the top processes
+  kpath record --cgroup system.slice/nginx.service -d 10    a cgroup v2 subtree
+  kpath record -t 4242 -d 5                    one thread
   kpath record --probes syscalls,sched -d 5 -o runs/idle --json > run.json
   kpath record --method kpaths=sampled -F 999 -- ./workload"
 )]
@@ -36,9 +44,29 @@ pub struct RecordArgs {
         long = "pid",
         value_name = "PID[,PID...]",
         value_delimiter = ',',
-        conflicts_with = "command"
+        conflicts_with = "all"
     )]
     pub pids: Vec<u32>,
+    /// Trace these threads only (and the children they fork): `-t 1,2` or `-t 1 -t 2`.
+    #[arg(
+        short = 't',
+        long = "tid",
+        value_name = "TID[,TID...]",
+        value_delimiter = ',',
+        conflicts_with = "all"
+    )]
+    pub tids: Vec<u32>,
+    /// Trace every process whose name (comm, at most 15 bytes) is NAME: those running at the
+    /// start, and those that exec a program of that name or fork from one while recording.
+    #[arg(long, value_name = "NAME", conflicts_with = "all")]
+    pub comm: Option<String>,
+    /// Trace every task in this cgroup v2 directory and its descendants (absolute, or relative
+    /// to the cgroup2 mount), including tasks moved in while recording.
+    #[arg(long, value_name = "PATH", conflicts_with = "all")]
+    pub cgroup: Option<PathBuf>,
+    /// Trace every task but kpath (the default when no target is given).
+    #[arg(short = 'a', long = "all-cpus", conflicts_with = "command")]
+    pub all: bool,
     /// Stop after this many seconds (default: when the target exits, or Ctrl-C).
     #[arg(short, long)]
     pub duration: Option<f64>,
@@ -104,25 +132,63 @@ enum Stop {
 
 impl RecordArgs {
     /// What was traced, for run.json.
-    fn target(&self, pids: &[u32], exit_code: Option<i32>) -> Target {
-        let kind = if !self.command.is_empty() {
-            "command"
-        } else if !self.pids.is_empty() {
-            "pid"
-        } else {
-            "system"
-        };
+    fn target(&self, targets: &Targets, named: &[u32], exit_code: Option<i32>) -> Target {
+        let kinds: Vec<&str> = [
+            (!self.command.is_empty(), "command"),
+            (!self.pids.is_empty(), "pid"),
+            (!self.tids.is_empty(), "thread"),
+            (self.comm.is_some(), "comm"),
+            (self.cgroup.is_some(), "cgroup"),
+        ]
+        .into_iter()
+        .filter_map(|(on, k)| on.then_some(k))
+        .collect();
+        let pids = &targets.pids;
         Target {
-            kind: kind.into(),
+            kind: if kinds.is_empty() {
+                "system".into()
+            } else {
+                kinds.join("+")
+            },
             pid: pids.first().copied(),
             pids: if pids.len() > 1 {
                 pids.to_vec()
             } else {
                 Vec::new()
             },
+            tids: targets.threads.iter().map(|&(t, _)| t).collect(),
+            comm: targets.comm.clone(),
+            comm_pids_at_start: named.to_vec(),
+            cgroup: targets
+                .cgroup
+                .as_ref()
+                .map(|c| c.path.display().to_string()),
+            cgroup_id: targets.cgroup.as_ref().map(|c| c.id),
             command: (!self.command.is_empty()).then(|| self.command.clone()),
             exit_code,
         }
+    }
+
+    /// The selectors, checked (the started command's pid is added once it exists).
+    fn targets(&self) -> anyhow::Result<Targets> {
+        for &pid in &self.pids {
+            process::check_pid(pid)?;
+        }
+        let mut t = Targets::default();
+        for &p in &self.pids {
+            if !t.pids.contains(&p) {
+                t.pids.push(p);
+            }
+        }
+        for &tid in &self.tids {
+            let tgid = targets::thread_group(tid)?;
+            if !t.threads.iter().any(|&(x, _)| x == tid) {
+                t.threads.push((tid, tgid));
+            }
+        }
+        t.comm = self.comm.as_deref().map(targets::check_comm).transpose()?;
+        t.cgroup = self.cgroup.as_deref().map(targets::cgroup).transpose()?;
+        Ok(t)
     }
 
     /// Checks the arguments and converts them into load options (targets filled in later).
@@ -140,7 +206,7 @@ impl RecordArgs {
         }
         Ok(LoadOptions {
             families: families::parse_families(&self.probes)?,
-            targets: Vec::new(),
+            targets: self.targets()?,
             sample_hz: self.frequency,
             offcpu_min_ns: self.offcpu_min_us * 1000,
             forced: families::parse_forced(&self.methods)?,
@@ -154,9 +220,6 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     let loader = object::Loader::start();
     let (feats, mut warnings) = features::for_attaching("kpath record")?;
     log::debug!("start-up: features detected at {:?}", t0.elapsed());
-    for &pid in &args.pids {
-        process::check_pid(pid)?;
-    }
     let mut child = if args.command.is_empty() {
         None
     } else {
@@ -166,13 +229,9 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         };
         Some(HeldChild::spawn_with(&args.command, opts)?)
     };
-    let mut pids: Vec<u32> = Vec::new();
-    for &p in args.pids.iter().chain(child.as_ref().map(|c| &c.pid)) {
-        if !pids.contains(&p) {
-            pids.push(p);
-        }
+    if let Some(c) = &child {
+        opts.targets.pids.push(c.pid);
     }
-    opts.targets = pids.clone();
     let mut probes = families::load_with(loader, &opts, &feats).context("attaching probes")?;
     log::debug!("start-up: every family attached at {:?}", t0.elapsed());
     for w in &probes.warnings {
@@ -216,12 +275,13 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     let overhead = prog_stats.finish(&probes);
     let (mut run, profiles) =
         families::collect_run(&probes, duration, maps.as_mut(), opts.offcpu_min_ns)?;
+    let named_at_start = std::mem::take(&mut probes.named_at_start);
     probes.detach();
     drop(probes);
     run.warnings.splice(0..0, warnings);
     run.started_unix_ms = started_unix_ms;
     run.overhead = overhead;
-    run.target = args.target(&pids, exit_code);
+    run.target = args.target(&opts.targets, &named_at_start, exit_code);
     let dir = match &args.output {
         Some(d) => d.clone(),
         None => fresh_run_dir(Path::new("runs"), started_unix_ms / 1000)?,
@@ -333,9 +393,17 @@ fn wait(
             bar.finish_and_clear();
             return Stop::Duration;
         }
+        // Named processes and threads end the recording when all are gone; a name or a
+        // cgroup can gain members at any time, so those record until -d or Ctrl-C.
         let gone = match child.as_deref_mut() {
             Some(c) => c.try_wait().is_some(),
-            None => !args.pids.is_empty() && args.pids.iter().all(|&p| !process::pid_alive(p)),
+            None => {
+                let named: Vec<u32> = args.pids.iter().chain(&args.tids).copied().collect();
+                args.comm.is_none()
+                    && args.cgroup.is_none()
+                    && !named.is_empty()
+                    && named.iter().all(|&p| !process::pid_alive(p))
+            }
         };
         if gone {
             bar.finish_and_clear();
@@ -360,14 +428,25 @@ fn wait(
     }
 }
 
-/// Ids in the kernel's target filter (tgids, and thread ids passing through).
+/// Ids in the kernel's target filter (tgids, and thread ids passing through), and the
+/// processes the per-process breakdown has seen (cgroup members, system-wide processes).
 fn traced_ids(probes: &Probes) -> Vec<u32> {
-    probes
+    let mut ids: Vec<u32> = probes
         .ebpf
         .map(probe_common::MAP_TARGETS)
         .and_then(|m| aya::maps::HashMap::<_, u32, u32>::try_from(m).ok())
         .map(|t| t.keys().filter_map(Result::ok).collect())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    if let Some(m) = probes.ebpf.map(probe_common::targets::MAP_PROCS) {
+        if let Ok(procs) =
+            aya::maps::PerCpuHashMap::<_, u32, probe_common::targets::ProcStats>::try_from(m)
+        {
+            ids.extend(procs.keys().filter_map(Result::ok));
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
 #[cfg(test)]

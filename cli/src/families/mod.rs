@@ -24,6 +24,7 @@ use crate::{
 pub mod kpaths;
 pub mod locks;
 pub mod oncpu;
+pub mod procs;
 pub mod sched;
 pub mod section;
 pub mod syscalls;
@@ -374,6 +375,7 @@ pub fn collect_run(
                 .with_context(|| format!("reading the {} maps", p.table.family.name()))?;
         }
     }
+    procs::collect(&mut c, &mut run).context("reading the per-process breakdown")?;
     for (fam, n) in &c.lost_stacks {
         if *n > 0 && probes.methods.contains_key(fam.as_str()) {
             run.warnings.push(format!(
@@ -404,7 +406,10 @@ fn collect_order() -> Vec<&'static FamilyPath> {
 
 /// The sections of every family the run recorded, in report order.
 pub fn sections(run: &Run, opts: &SectionOptions) -> Vec<Section> {
-    ALL.iter().filter_map(|p| (p.section)(run, opts)).collect()
+    procs::section(run, opts)
+        .into_iter()
+        .chain(ALL.iter().filter_map(|p| (p.section)(run, opts)))
+        .collect()
 }
 
 #[cfg(test)]

@@ -47,7 +47,8 @@ pub enum Block {
 /// One family's section.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Section {
-    pub family: Family,
+    /// The family's word, or `processes` for the per-process breakdown.
+    pub name: &'static str,
     /// A heading for documents ("Top syscalls (by total time)").
     pub heading: &'static str,
     /// The method's name in run.json (`raw_tp`), if the run names one.
@@ -62,12 +63,23 @@ impl Section {
     pub fn of(run: &Run, family: Family, heading: &'static str) -> Option<Section> {
         let method = run.methods.get(family.name())?;
         Some(Section {
-            family,
+            name: family.name(),
             heading,
             method: Some(method.clone()),
             blocks: Vec::new(),
             histograms: Vec::new(),
         })
+    }
+
+    /// A section no family owns (no method).
+    pub fn named(name: &'static str, heading: &'static str) -> Section {
+        Section {
+            name,
+            heading,
+            method: None,
+            blocks: Vec::new(),
+            histograms: Vec::new(),
+        }
     }
 
     /// What produced the numbers, in words (the method's name when it is not one of ours).

@@ -10,6 +10,10 @@ use std::collections::BTreeMap;
 
 use aya::{programs::ProgramError, Ebpf};
 use probe_common::{
+    targets::{
+        GLOBAL_CGROUP_ID, GLOBAL_CGROUP_LEVEL, GLOBAL_COMM_HI, GLOBAL_COMM_LO, GLOBAL_PER_PROCESS,
+        GLOBAL_THREADS, MAP_PROCS, MAP_THREADS,
+    },
     Family, GLOBAL_FILTER, GLOBAL_SELF_TGID, GLOBAL_USER_RET, MAP_LOST, MAP_STACKS, MAP_TARGETS,
     MAP_TARGET_HINTS,
 };
@@ -21,17 +25,20 @@ pub mod maps;
 pub mod object;
 pub mod plan;
 pub mod stats;
+pub mod targets;
 
 pub use attach::error_chain;
 use attach::{explain, Attacher, Prog};
 use object::Global;
 use plan::{plan, MethodId, MethodSpec, Unit};
+pub use targets::Targets;
 
 /// Label of the programs that follow fork children and thread exits for every family.
 pub const FOLLOW: &str = "follow";
 
-/// The fork follower: traced processes' children join the filter; exits free per-thread slots.
-pub const FOLLOW_PROGRAMS: [Prog; 2] = [
+/// The fork follower: traced processes' children join the filter; exits free per-thread slots;
+/// with `--comm`, processes that take the name by exec or rename join.
+pub const FOLLOW_PROGRAMS: [Prog; 4] = [
     Prog::TracePoint {
         prog: "target_sched_process_fork",
         category: "sched",
@@ -42,11 +49,38 @@ pub const FOLLOW_PROGRAMS: [Prog; 2] = [
         category: "sched",
         event: "sched_process_exit",
     },
+    Prog::TracePoint {
+        prog: "target_sched_process_exec",
+        category: "sched",
+        event: "sched_process_exec",
+    },
+    Prog::TracePoint {
+        prog: "target_task_rename",
+        category: "task",
+        event: "task_rename",
+    },
 ];
 
 /// Maps and globals the engine itself uses (the families list theirs).
-pub const ENGINE_MAPS: [&str; 4] = [MAP_TARGETS, MAP_TARGET_HINTS, MAP_LOST, MAP_STACKS];
-pub const ENGINE_GLOBALS: [&str; 3] = [GLOBAL_FILTER, GLOBAL_SELF_TGID, GLOBAL_USER_RET];
+pub const ENGINE_MAPS: [&str; 6] = [
+    MAP_TARGETS,
+    MAP_TARGET_HINTS,
+    MAP_THREADS,
+    MAP_PROCS,
+    MAP_LOST,
+    MAP_STACKS,
+];
+pub const ENGINE_GLOBALS: [&str; 9] = [
+    GLOBAL_FILTER,
+    GLOBAL_SELF_TGID,
+    GLOBAL_USER_RET,
+    GLOBAL_THREADS,
+    GLOBAL_COMM_LO,
+    GLOBAL_COMM_HI,
+    GLOBAL_CGROUP_ID,
+    GLOBAL_CGROUP_LEVEL,
+    GLOBAL_PER_PROCESS,
+];
 
 /// What the engine needs to know of one family.
 #[derive(Debug)]
@@ -78,7 +112,10 @@ pub enum LoadError {
         family: &'static str,
         reasons: String,
     },
-    #[error("following fork children and thread exits needs sched:sched_process_fork/exit")]
+    #[error(
+        "following fork children, thread exits and renames needs sched:sched_process_fork/exit/exec \
+         and task:task_rename"
+    )]
     FollowForks(#[source] ProgramError),
     #[error("--method {family}={method}: {family} cannot use {method}")]
     BadForce {
@@ -91,8 +128,8 @@ pub enum LoadError {
 #[derive(Debug, Clone)]
 pub struct LoadOptions<M> {
     pub families: Vec<Family>,
-    /// Thread-group ids to trace; empty traces every task but kpath.
-    pub targets: Vec<u32>,
+    /// What to trace; nothing selected traces every task but kpath.
+    pub targets: Targets,
     pub sample_hz: u64,
     pub offcpu_min_ns: u64,
     /// Families whose method the user forced (`--method kpaths=kprobe`).
@@ -103,7 +140,7 @@ impl<M> Default for LoadOptions<M> {
     fn default() -> Self {
         LoadOptions {
             families: Family::ALL.to_vec(),
-            targets: Vec::new(),
+            targets: Targets::default(),
             sample_hz: 99,
             offcpu_min_ns: 0,
             forced: BTreeMap::new(),
@@ -122,6 +159,8 @@ pub struct Probes<M: 'static> {
     pub programs: Vec<(&'static str, String)>,
     pub warnings: Vec<String>,
     pub sample_hz: u64,
+    /// Processes that had the `--comm` name when the recording started.
+    pub named_at_start: Vec<u32>,
 }
 
 impl<M: MethodId> Probes<M> {
@@ -159,12 +198,12 @@ pub fn load<M: MethodId>(
     features: &Features,
     tables: &[&'static FamilyTable<M>],
 ) -> Result<Probes<M>, LoadError> {
-    let mut globals = vec![
-        (GLOBAL_FILTER, Global::from(!opts.targets.is_empty())),
+    let mut globals = opts.targets.globals();
+    globals.extend([
         (GLOBAL_SELF_TGID, Global::U32(std::process::id())),
         // Stacks recover the caller of frameless syscall wrappers where the kernel lets them.
         (GLOBAL_USER_RET, Global::from(features.task_pt_regs)),
-    ];
+    ]);
     let offsets = crate::kernel::tracefs::event_offsets(features.tracefs.as_deref());
     globals.extend(offsets.into_iter().map(|(g, off)| (g, Global::U32(off))));
     for t in tables {
@@ -185,8 +224,9 @@ pub fn load<M: MethodId>(
         programs: Vec::new(),
         warnings: Vec::new(),
         sample_hz: opts.sample_hz,
+        named_at_start: Vec::new(),
     };
-    fill_targets(&mut p.ebpf, &opts.targets)?;
+    opts.targets.fill(&mut p.ebpf)?;
     let mut session = Session {
         probes: p,
         features,
@@ -197,6 +237,7 @@ pub fn load<M: MethodId>(
     session
         .attach(FOLLOW, &FOLLOW_PROGRAMS)
         .map_err(LoadError::FollowForks)?;
+    session.probes.named_at_start = opts.targets.fill_named(&mut session.probes.ebpf)?;
     for &family in &opts.families {
         let Some(table) = tables.iter().find(|t| t.family == family) else {
             continue;
@@ -208,30 +249,6 @@ pub fn load<M: MethodId>(
     }
     session.attach_used(tables)?;
     Ok(session.probes)
-}
-
-/// Puts the targets in the kernel filter and their hint slots.
-fn fill_targets(ebpf: &mut Ebpf, targets: &[u32]) -> Result<(), LoadError> {
-    let mut map: aya::maps::HashMap<_, u32, u32> = ebpf
-        .map_mut(MAP_TARGETS)
-        .and_then(|m| aya::maps::HashMap::try_from(m).ok())
-        .ok_or(LoadError::Map { name: MAP_TARGETS })?;
-    for &pid in targets {
-        map.insert(pid, probe_common::target_flags::ROOT, 0)
-            .map_err(|source| LoadError::Target { pid, source })?;
-    }
-    let mut hints: aya::maps::Array<_, u32> = ebpf
-        .map_mut(MAP_TARGET_HINTS)
-        .and_then(|m| aya::maps::Array::try_from(m).ok())
-        .ok_or(LoadError::Map {
-            name: MAP_TARGET_HINTS,
-        })?;
-    for &pid in targets {
-        hints
-            .set(probe_common::hint_slot(pid), 1, 0)
-            .map_err(|source| LoadError::Target { pid, source })?;
-    }
-    Ok(())
 }
 
 /// One load in progress.

@@ -47,10 +47,10 @@ fn section(out: &mut String, s: &Section) {
     let _ = writeln!(out);
     match s.method_described() {
         Some(d) => {
-            let _ = writeln!(out, "{} [{d}]", s.family.name());
+            let _ = writeln!(out, "{} [{d}]", s.name);
         }
         None => {
-            let _ = writeln!(out, "{}", s.family.name());
+            let _ = writeln!(out, "{}", s.name);
         }
     }
     for b in &s.blocks {
