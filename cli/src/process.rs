@@ -81,6 +81,24 @@ pub fn check_pid(pid: u32) -> Result<(), ProcessError> {
     }
 }
 
+/// The child processes of `pid` (from every thread's `/proc/PID/task/TID/children`).
+pub fn children(pid: u32) -> Vec<u32> {
+    let mut out: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// Whether `pid` still runs (a zombie counts as gone).
 pub fn pid_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -462,6 +480,13 @@ mod tests {
     fn own_pid_is_alive() {
         check_pid(std::process::id()).unwrap();
         assert!(pid_alive(std::process::id()));
+        let mut kid = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        assert!(children(std::process::id()).contains(&kid.id()));
+        let _ = kid.kill();
+        let _ = kid.wait();
     }
 
     #[test]

@@ -262,3 +262,54 @@ fn cgroup2_mount() -> Option<PathBuf> {
             (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
         })
 }
+
+#[test]
+fn an_idle_pid_gets_a_hint_naming_its_children() {
+    if !require_root() {
+        return;
+    }
+    let _guard = serial();
+    // A parent blocked in wait4 from before the recording (like nginx's master) completes no
+    // syscall while recording.
+    let mut parent = Command::new("sh")
+        .args(["-c", "sleep 30 & wait"])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let kids = loop {
+        let text = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", parent.id()))
+            .unwrap_or_default();
+        if !text.trim().is_empty() || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let out = Command::new(KPATH)
+        .args([
+            "record", "--probes", "syscalls", "-d", "0.5", "--json", "-p",
+        ])
+        .arg(parent.id().to_string())
+        .arg("-o")
+        .arg(tmpdir("idle").join("run"))
+        .output()
+        .unwrap();
+    for k in kids.split_whitespace() {
+        // SAFETY: kill on a pid this test's shell started.
+        unsafe { libc::kill(k.parse().unwrap(), libc::SIGKILL) };
+    }
+    let _ = parent.kill();
+    let _ = parent.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kid = kids.split_whitespace().next().expect("sh started sleep");
+    let warned = run["warnings"].as_array().unwrap().iter().any(|w| {
+        let w = w.as_str().unwrap_or("");
+        w.contains("made no syscalls") && w.contains(kid)
+    });
+    assert!(warned, "{}", run["warnings"]);
+}

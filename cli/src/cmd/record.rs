@@ -276,6 +276,9 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     let (mut run, profiles) =
         families::collect_run(&probes, duration, maps.as_mut(), opts.offcpu_min_ns)?;
     let named_at_start = std::mem::take(&mut probes.named_at_start);
+    if probes.has(probe_common::Family::Syscalls) && run.syscalls.is_empty() {
+        run.warnings.extend(idle_hints(&opts.targets.pids));
+    }
     probes.detach();
     drop(probes);
     run.warnings.splice(0..0, warnings);
@@ -426,6 +429,30 @@ fn wait(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// For processes named with -p that made no syscall at all: a hint that they idled, naming
+/// their children (nginx's master idles while its workers serve).
+fn idle_hints(pids: &[u32]) -> Vec<String> {
+    pids.iter()
+        .map(|&pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|c| c.trim_end().to_string())
+                .unwrap_or_default();
+            let children = process::children(pid);
+            let mut hint = format!("pid {pid} ({comm}) made no syscalls while recording: it idled");
+            if !children.is_empty() {
+                let list: Vec<String> = children.iter().map(u32::to_string).collect();
+                hint.push_str(&format!(
+                    "; its children are {} (trace them with -p {}, or every {comm} process with \
+                     --comm {comm})",
+                    list.join(", "),
+                    list.join(",")
+                ));
+            }
+            hint
+        })
+        .collect()
 }
 
 /// Ids in the kernel's target filter (tgids, and thread ids passing through), and the
