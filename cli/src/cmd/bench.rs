@@ -22,12 +22,12 @@ pub struct BenchArgs {
     /// Requests per connection, comma separated (1 closes after every reply; 0 is unlimited).
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub keepalive: Vec<u32>,
-    /// Load generator connections.
+    /// Concurrent connections of the load generator (`kpath load -c`).
     #[arg(short = 'c', long, default_value_t = 32)]
     pub connections: usize,
-    /// Seconds of load per strategy.
-    #[arg(short = 'd', long, default_value_t = 5)]
-    pub duration: u64,
+    /// Seconds of load per strategy (fractions allowed).
+    #[arg(short = 'd', long, default_value_t = 5.0, value_parser = servers::args::seconds)]
+    pub duration: f64,
     /// Size in bytes of the file every request fetches.
     #[arg(long = "file", default_value_t = 1400)]
     pub file_size: usize,
@@ -38,8 +38,8 @@ pub struct BenchArgs {
     /// On-CPU sampling frequency (Hz) of each recording.
     #[arg(short = 'F', long, default_value_t = 99)]
     pub frequency: u64,
-    /// Bench directory (default: runs/bench-<unix time>).
-    #[arg(short, long)]
+    /// Bench directory (default: runs/bench-<unix time>); `-o -` is refused.
+    #[arg(short, long, value_name = "DIR")]
     pub output: Option<PathBuf>,
 }
 
@@ -69,7 +69,7 @@ impl BenchArgs {
         BenchOptions {
             strategies: self.strategies(),
             connections: self.connections,
-            duration: Duration::from_secs(self.duration),
+            duration: Duration::from_secs_f64(self.duration),
             file_size: self.file_size,
             frequency: self.frequency,
             out_dir: self
@@ -85,6 +85,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if !crate::kernel::features::is_root() {
         anyhow::bail!("kpath bench records with BPF and needs root: run it with sudo");
     }
+    super::output::directory(
+        args.output.as_ref(),
+        "a bench",
+        "kpath report DIR prints its tables",
+    )?;
     let exe = std::env::current_exe().context("locating the kpath binary")?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
