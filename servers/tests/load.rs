@@ -103,7 +103,10 @@ fn error_statuses_and_refused_connections_are_counted() {
         report.errors
     );
     let why = report.failure().unwrap();
-    assert!(why.contains("unable to connect: connection refused"), "{why}");
+    assert!(
+        why.contains("unable to connect: connection refused"),
+        "{why}"
+    );
 }
 
 #[test]

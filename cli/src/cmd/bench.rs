@@ -82,14 +82,14 @@ impl BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if !crate::kernel::features::is_root() {
-        anyhow::bail!("kpath bench records with BPF and needs root: run it with sudo");
-    }
     super::output::directory(
         args.output.as_ref(),
         "a bench",
         "kpath report DIR prints its tables",
     )?;
+    if !crate::kernel::features::is_root() {
+        anyhow::bail!("kpath bench records with BPF and needs root: run it with sudo");
+    }
     let exe = std::env::current_exe().context("locating the kpath binary")?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

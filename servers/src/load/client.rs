@@ -229,7 +229,12 @@ impl Worker<'_> {
             if let Err(e) = self.connect(i) {
                 self.stats.errors.connect += 1;
                 let reason = ConnectReason::from_errno(e.raw_os_error());
-                *self.stats.errors.connect_by_reason.entry(reason).or_default() += 1;
+                *self
+                    .stats
+                    .errors
+                    .connect_by_reason
+                    .entry(reason)
+                    .or_default() += 1;
                 // Retry later rather than spin on a refusing server.
                 self.conns[i].origin = now + TICK;
                 self.conns[i].state = State::Waiting;
