@@ -77,8 +77,8 @@ fn run_json_path(dir: &Path) -> PathBuf {
 
 /// What DIR holds.
 enum Source {
-    Run { run: Run, dir: PathBuf },
-    Bench { bench: Box<Bench>, dir: PathBuf },
+    Run { run: Box<Run>, dir: PathBuf },
+    Bench { bench: Bench, dir: PathBuf },
 }
 
 fn read_source(dir: &Path) -> anyhow::Result<Source> {
@@ -86,7 +86,7 @@ fn read_source(dir: &Path) -> anyhow::Result<Source> {
     if bench_json.is_file() {
         let bench = bench::read_bench(&bench_json)?;
         return Ok(Source::Bench {
-            bench: Box::new(bench),
+            bench,
             dir: dir.to_path_buf(),
         });
     }
@@ -94,7 +94,10 @@ fn read_source(dir: &Path) -> anyhow::Result<Source> {
     let run =
         json::from_file(&path).with_context(|| format!("cannot report on {}", dir.display()))?;
     let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    Ok(Source::Run { run, dir })
+    Ok(Source::Run {
+        run: Box::new(run),
+        dir,
+    })
 }
 
 pub fn run(args: ReportArgs) -> anyhow::Result<()> {

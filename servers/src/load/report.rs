@@ -265,11 +265,13 @@ mod tests {
 
     #[test]
     fn errors_add_by_kind_and_reason() {
-        let mut a = Errors::default();
-        a.connect = 2;
-        a.connect_by_reason.insert(ConnectReason::Refused, 2);
-        a.status = 1;
-        a.by_status.insert(404, 1);
+        let mut a = Errors {
+            connect: 2,
+            connect_by_reason: [(ConnectReason::Refused, 2)].into(),
+            status: 1,
+            by_status: [(404, 1)].into(),
+            ..Default::default()
+        };
         let mut b = a.clone();
         b.by_status.insert(503, 4);
         b.status = 5;
