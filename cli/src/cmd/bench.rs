@@ -11,7 +11,9 @@ use crate::bench::{self, json::Strategy, table, BenchOptions};
 #[command(after_help = "Examples:
   sudo kpath bench --io mmap,sendfile,cached --model epoll --keepalive 1 -d 3 -o runs/bench
   sudo kpath bench --io cached --model epoll,threadpool,uring --keepalive 1,100
-  sudo kpath bench --io sendfile --keepalive 0 --files 1,1000     one file for all vs 1000 files")]
+  sudo kpath bench --io sendfile --keepalive 0 --files 1,1000     one file for all vs 1000 files
+  sudo kpath bench --io mmap,cached -d 2 --json | jq '.runs[].requests_per_sec'
+  kpath report runs/bench-1700000000                  its tables again")]
 pub struct BenchArgs {
     /// File strategies, comma separated (read, mmap, sendfile, sendfile-nocork, cached).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "cached")]
@@ -38,6 +40,9 @@ pub struct BenchArgs {
     /// On-CPU sampling frequency (Hz) of each recording.
     #[arg(short = 'F', long, default_value_t = 99)]
     pub frequency: u64,
+    /// Print bench.json to stdout instead of the tables (it is written to the directory too).
+    #[arg(long)]
+    pub json: bool,
     /// Bench directory (default: runs/bench-<unix time>); `-o -` is refused.
     #[arg(short, long, value_name = "DIR")]
     pub output: Option<PathBuf>,
@@ -94,9 +99,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    let json = args.json;
     let opts = args.into_options(exe, now);
     let bench = bench::bench(&opts).context("kpath bench")?;
-    print!("{}", table::render(&bench));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&bench)?);
+    } else {
+        print!("{}", table::render(&bench));
+    }
     eprintln!(
         "kpath: bench written to {} (report.html, bench.json, runs/, diff/)",
         opts.out_dir.display()
