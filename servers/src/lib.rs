@@ -4,6 +4,7 @@
 //! `session`/`conn`, replies in `reply`) so that comparing two `--io` or `--model`
 //! values measures only the mechanism each one names.
 
+pub mod args;
 mod conn;
 pub mod http;
 pub mod io;

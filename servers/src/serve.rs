@@ -44,6 +44,11 @@ impl Default for ServerConfig {
 }
 
 #[derive(Debug, clap::Args, Clone)]
+#[command(after_help = "Examples:
+  kpath serve --root ./www                                  cached files, epoll loops, keep-alive
+  kpath serve --root ./www --io mmap --keepalive 1          close after every reply
+  kpath serve --root ./www --io sendfile --model threadpool --threads 16 --addr 127.0.0.1:9000
+  kpath serve --root ./www --keepalive 0                    0 is unlimited (the default), as in bench")]
 pub struct ServeArgs {
     /// Directory to serve; nothing outside it is ever served.
     #[arg(long)]
@@ -55,9 +60,10 @@ pub struct ServeArgs {
     pub io: Io,
     #[arg(long, value_enum, default_value_t = Model::Epoll)]
     pub model: Model,
-    /// Close after N requests per connection (1 = close after every reply); default unlimited.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    pub keepalive: Option<u32>,
+    /// Close after N requests per connection: 1 closes after every reply, 0 is unlimited (the
+    /// default), as in `kpath bench --keepalive`.
+    #[arg(long, default_value_t = 0)]
+    pub keepalive: u32,
     /// Event loops or worker threads; default: one per core (threadpool: 64 workers).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -73,7 +79,7 @@ impl ServeArgs {
             addr: self.addr,
             io: self.io,
             model: self.model,
-            keepalive: self.keepalive,
+            keepalive: crate::args::keepalive_limit(self.keepalive),
             threads: self.threads,
             idle_timeout: Duration::from_secs(self.idle_timeout.max(1)),
         }

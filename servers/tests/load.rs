@@ -78,6 +78,12 @@ fn error_statuses_and_refused_connections_are_counted() {
     let report = run_load(config(format!("http://{}/nope", server.local_addr()))).unwrap();
     assert!(report.requests > 0);
     assert_eq!(report.errors.status, report.requests);
+    assert_eq!(
+        report.errors.by_status.get(&404),
+        Some(&report.requests),
+        "{:?}",
+        report.errors
+    );
     // A 404 is a reply, not a success: req/s counts successes only.
     assert_eq!(report.requests_ok, 0);
     assert_eq!(report.requests_per_sec, 0.0);
@@ -87,7 +93,20 @@ fn error_statuses_and_refused_connections_are_counted() {
     let report = run_load(config(format!("http://{addr}/"))).unwrap();
     assert_eq!(report.requests, 0);
     assert!(report.errors.connect > 0);
-    assert!(report.failure().unwrap().contains("unable to connect"));
+    assert_eq!(
+        report
+            .errors
+            .connect_by_reason
+            .get(&servers::load::ConnectReason::Refused),
+        Some(&report.errors.connect),
+        "{:?}",
+        report.errors
+    );
+    let why = report.failure().unwrap();
+    assert!(
+        why.contains("unable to connect: connection refused"),
+        "{why}"
+    );
 }
 
 #[test]
@@ -355,7 +374,9 @@ fn a_load_with_no_success_fails_with_the_reason() {
     server.shutdown();
     let e = run(format!("http://{addr}/")).unwrap_err();
     assert!(e.contains("unable to connect"), "{e}");
-    let cli = Cli::parse_from(["load", &format!("http://{addr}/"), "-d", "0"]);
-    let e = servers::load::run(cli.load).unwrap_err();
-    assert!(format!("{e:#}").contains("-d 0"), "{e:#}");
+    // -d 0 is refused by the parser, as in every subcommand with a duration.
+    let e = Cli::try_parse_from(["load", &format!("http://{addr}/"), "-d", "0"])
+        .err()
+        .expect("-d 0 must not parse");
+    assert!(e.to_string().contains("positive number of seconds"), "{e}");
 }

@@ -113,6 +113,9 @@ pub use servers::load::TcpSegments;
 pub struct LoadErrors {
     pub connect: u64,
     pub read: u64,
+    /// Absent from load generators before read and write errors were told apart.
+    #[serde(default)]
+    pub write: u64,
     pub timeout: u64,
     pub status: u64,
 }

@@ -294,7 +294,7 @@ fn run_load(opts: &BenchOptions, s: &Strategy, addr: SocketAddr) -> Result<Vec<u
     let out = load
         .args(["-c", &opts.connections.to_string()])
         .args(["-t", &opts.load_threads.min(opts.connections).to_string()])
-        .args(["-d", &opts.duration.as_secs().max(1).to_string(), "--json"])
+        .args(["-d", &opts.duration.as_secs_f64().to_string(), "--json"])
         .stdin(Stdio::null())
         .output()
         .map_err(|source| BenchError::Spawn {
@@ -368,7 +368,8 @@ pub fn bench(opts: &BenchOptions) -> Result<Bench, BenchError> {
     let mut bench = Bench {
         format_version: BENCH_FORMAT_VERSION,
         kpath_version: env!("CARGO_PKG_VERSION").to_string(),
-        duration_secs: opts.duration.as_secs(),
+        // Whole seconds in bench.json (its format); a fractional -d rounds up.
+        duration_secs: opts.duration.as_secs_f64().ceil() as u64,
         connections: opts.connections,
         file_size: opts.file_size,
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -381,7 +382,7 @@ pub fn bench(opts: &BenchOptions) -> Result<Bench, BenchError> {
         eprintln!(
             "kpath bench [{}/{n}] {name}: serving, recording, {} s of load ...",
             i + 1,
-            opts.duration.as_secs()
+            opts.duration.as_secs_f64()
         );
         let rel = format!("runs/{name}");
         let r = run_one(opts, s, &root, &rel)?;

@@ -82,6 +82,13 @@ pub fn bench_page(bench: &Bench, runs: &[RunSection], diffs: &[Figure]) -> Strin
 /// Writes `DIR/report.html` for a bench whose runs and graphs are under `dir`; runs whose
 /// `run.json` cannot be read are left out of the per-run part.
 pub fn write_bench_report(dir: &Path, bench: &Bench) -> Result<PathBuf, HtmlError> {
+    let path = dir.join("report.html");
+    write_file(&path, &bench_report_html(dir, bench))?;
+    Ok(path)
+}
+
+/// The bench page of the bench directory `dir`, with its runs' on-CPU graphs and diffs inlined.
+pub fn bench_report_html(dir: &Path, bench: &Bench) -> String {
     let mut runs = Vec::new();
     let mut diffs = Vec::new();
     for r in &bench.runs {
@@ -108,7 +115,5 @@ pub fn write_bench_report(dir: &Path, bench: &Bench) -> Result<PathBuf, HtmlErro
             });
         }
     }
-    let path = dir.join("report.html");
-    write_file(&path, &bench_page(bench, &runs, &diffs))?;
-    Ok(path)
+    bench_page(bench, &runs, &diffs)
 }

@@ -66,7 +66,7 @@ pub fn summary_rows(bench: &Bench) -> Vec<Vec<String>> {
             opt(r.ctx_switches_per_request, fmt_per),
             opt(r.lock_wait_ns_per_request, fmt_ns_per),
             opt(r.tcp_segments_per_request, fmt_per),
-            (e.connect + e.read + e.timeout + e.status).to_string(),
+            (e.connect + e.read + e.write + e.timeout + e.status).to_string(),
         ]);
     }
     rows

@@ -11,7 +11,9 @@ use crate::bench::{self, json::Strategy, table, BenchOptions};
 #[command(after_help = "Examples:
   sudo kpath bench --io mmap,sendfile,cached --model epoll --keepalive 1 -d 3 -o runs/bench
   sudo kpath bench --io cached --model epoll,threadpool,uring --keepalive 1,100
-  sudo kpath bench --io sendfile --keepalive 0 --files 1,1000     one file for all vs 1000 files")]
+  sudo kpath bench --io sendfile --keepalive 0 --files 1,1000     one file for all vs 1000 files
+  sudo kpath bench --io mmap,cached -d 2 --json | jq '.runs[].requests_per_sec'
+  kpath report runs/bench-1700000000                  its tables again")]
 pub struct BenchArgs {
     /// File strategies, comma separated (read, mmap, sendfile, sendfile-nocork, cached).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "cached")]
@@ -22,12 +24,12 @@ pub struct BenchArgs {
     /// Requests per connection, comma separated (1 closes after every reply; 0 is unlimited).
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub keepalive: Vec<u32>,
-    /// Load generator connections.
+    /// Concurrent connections of the load generator (`kpath load -c`).
     #[arg(short = 'c', long, default_value_t = 32)]
     pub connections: usize,
-    /// Seconds of load per strategy.
-    #[arg(short = 'd', long, default_value_t = 5)]
-    pub duration: u64,
+    /// Seconds of load per strategy (fractions allowed).
+    #[arg(short = 'd', long, default_value_t = 5.0, value_parser = servers::args::seconds)]
+    pub duration: f64,
     /// Size in bytes of the file every request fetches.
     #[arg(long = "file", default_value_t = 1400)]
     pub file_size: usize,
@@ -38,8 +40,11 @@ pub struct BenchArgs {
     /// On-CPU sampling frequency (Hz) of each recording.
     #[arg(short = 'F', long, default_value_t = 99)]
     pub frequency: u64,
-    /// Bench directory (default: runs/bench-<unix time>).
-    #[arg(short, long)]
+    /// Print bench.json to stdout instead of the tables (it is written to the directory too).
+    #[arg(long)]
+    pub json: bool,
+    /// Bench directory (default: runs/bench-<unix time>); `-o -` is refused.
+    #[arg(short, long, value_name = "DIR")]
     pub output: Option<PathBuf>,
 }
 
@@ -69,7 +74,7 @@ impl BenchArgs {
         BenchOptions {
             strategies: self.strategies(),
             connections: self.connections,
-            duration: Duration::from_secs(self.duration),
+            duration: Duration::from_secs_f64(self.duration),
             file_size: self.file_size,
             frequency: self.frequency,
             out_dir: self
@@ -82,6 +87,11 @@ impl BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    super::output::directory(
+        args.output.as_ref(),
+        "a bench",
+        "kpath report DIR prints its tables",
+    )?;
     if !crate::kernel::features::is_root() {
         anyhow::bail!("kpath bench records with BPF and needs root: run it with sudo");
     }
@@ -89,9 +99,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    let json = args.json;
     let opts = args.into_options(exe, now);
     let bench = bench::bench(&opts).context("kpath bench")?;
-    print!("{}", table::render(&bench));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&bench)?);
+    } else {
+        print!("{}", table::render(&bench));
+    }
     eprintln!(
         "kpath: bench written to {} (report.html, bench.json, runs/, diff/)",
         opts.out_dir.display()

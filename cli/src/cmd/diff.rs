@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use crate::render::flame::{self, diff_folded, diff_options, FlameKind};
+use crate::render::flame::{diff_folded, diff_options, FlameKind};
 
 #[derive(clap::Args, Debug, Clone)]
 #[command(after_help = "Examples:
   kpath diff runs/keepalive runs/close          what closing every connection adds
-  kpath diff runs/a runs/b --offcpu -o blocked-diff.svg")]
+  kpath diff runs/a runs/b --offcpu -o blocked-diff.svg
+  kpath diff runs/a runs/b -o - | gzip > diff.svg.gz      -o - writes the SVG to stdout")]
 pub struct DiffArgs {
     /// The baseline run directory.
     pub dir_a: PathBuf,
@@ -19,7 +20,8 @@ pub struct DiffArgs {
     /// Compare off-CPU time instead of on-CPU samples.
     #[arg(long)]
     pub offcpu: bool,
-    /// SVG to write (default: oncpu-diff.svg or offcpu-diff.svg in the current directory).
+    /// SVG to write, `-` for stdout (default: oncpu-diff.svg or offcpu-diff.svg in the
+    /// current directory).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
 }
@@ -45,7 +47,5 @@ pub fn run(args: DiffArgs) -> anyhow::Result<()> {
             FlameKind::OffCpu => "offcpu-diff.svg",
         })
     });
-    flame::render_file(&lines, &opts, &out)?;
-    eprintln!("kpath: wrote {}", out.display());
-    Ok(())
+    super::output::write_svg(&lines, &opts, &out)
 }

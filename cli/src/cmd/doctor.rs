@@ -28,6 +28,9 @@ pub struct Diagnosis {
     pub kernel: crate::run::KernelInfo,
     pub root: bool,
     pub tracefs_mounted_by_doctor: bool,
+    /// A tracefs /proc/mounts lists that this user may not read (non-root: mode 0700).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracefs_unreadable: Option<std::path::PathBuf>,
     pub features: Features,
     /// fentry/fexit really loaded and attached (tried on tcp_close), with the error otherwise.
     #[serde(serialize_with = "fentry_json")]
@@ -111,17 +114,18 @@ pub fn diagnose() -> Diagnosis {
                         .ok_or_else(|| "not attached".to_string());
                     methods.insert(f.name(), m);
                 }
+                let skipped = p.skipped.iter().map(|(_, w)| w);
                 fentry = if p.units.iter().any(|&(_, _, m)| m == Method::Fentry) {
                     Ok(())
                 } else {
-                    Err(p
-                        .warnings
-                        .iter()
+                    Err(skipped
+                        .clone()
+                        .chain(&p.warnings)
                         .find(|w| w.contains("fentry"))
                         .cloned()
                         .unwrap_or_else(|| "not used".into()))
                 };
-                warnings.extend(p.warnings.iter().cloned());
+                warnings.extend(skipped.chain(&p.warnings).cloned());
             }
             Err(e) => {
                 warnings.push(probes::error_chain(&e));
@@ -146,6 +150,7 @@ pub fn diagnose() -> Diagnosis {
         kernel: features::uname(),
         root,
         tracefs_mounted_by_doctor: mounted,
+        tracefs_unreadable: feats.tracefs.is_none().then(tracefs::mount_point).flatten(),
         features: feats,
         fentry,
         methods,
@@ -197,7 +202,13 @@ fn feature_rows(r: &Diagnosis) -> [(bool, &'static str, String); 10] {
                     format!("was not mounted; mounted at {}", p.display())
                 }
                 Some(p) => format!("mounted at {}", p.display()),
-                None => "not mounted: mount -t tracefs tracefs /sys/kernel/tracing".into(),
+                None => match &r.tracefs_unreadable {
+                    Some(p) => format!(
+                        "mounted at {} but unreadable by this user (run with sudo)",
+                        p.display()
+                    ),
+                    None => "not mounted: mount -t tracefs tracefs /sys/kernel/tracing".into(),
+                },
             },
         ),
         (f.btf, "BTF", "/sys/kernel/btf/vmlinux".into()),
@@ -318,6 +329,7 @@ mod tests {
             kernel: Default::default(),
             root: true,
             tracefs_mounted_by_doctor: false,
+            tracefs_unreadable: None,
             features: Features::default(),
             fentry: Err("EPERM".into()),
             methods,
@@ -338,5 +350,29 @@ mod tests {
         assert!(reason.contains("lock:"), "{reason}");
         assert_eq!(v["fentry"]["available"], false);
         assert_eq!(v["fentry"]["reason"], "EPERM");
+    }
+
+    #[test]
+    fn unreadable_tracefs_is_not_called_unmounted() {
+        let mut d = Diagnosis {
+            kernel: Default::default(),
+            root: false,
+            tracefs_mounted_by_doctor: false,
+            tracefs_unreadable: Some("/sys/kernel/tracing".into()),
+            features: Features::default(),
+            fentry: Err("not tried: needs root".into()),
+            methods: BTreeMap::new(),
+            warnings: Vec::new(),
+            epoll_close: None,
+            ready: false,
+        };
+        let text = render(&d);
+        assert!(
+            text.contains("mounted at /sys/kernel/tracing but unreadable by this user"),
+            "{text}"
+        );
+        assert!(!text.contains("not mounted"), "{text}");
+        d.tracefs_unreadable = None;
+        assert!(render(&d).contains("not mounted"));
     }
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 use crate::render::{
-    flame::{render_file, FlameKind, FlameOptions},
+    flame::{FlameKind, FlameOptions},
     json,
 };
 use crate::run::Run;
@@ -15,14 +15,15 @@ use probe_common::Family;
 #[derive(clap::Args, Debug, Clone)]
 #[command(after_help = "Examples:
   kpath flame runs/run-1700000000                 rewrite runs/run-1700000000/oncpu.svg
-  kpath flame runs/run-1700000000 --offcpu -o off.svg")]
+  kpath flame runs/run-1700000000 --offcpu -o off.svg
+  kpath flame runs/run-1700000000 -o - > oncpu.svg   -o - writes the SVG to stdout")]
 pub struct FlameArgs {
     /// Run directory written by `kpath record`.
     pub dir: PathBuf,
     /// Off-CPU time instead of on-CPU samples.
     #[arg(long)]
     pub offcpu: bool,
-    /// SVG to write (default: oncpu.svg or offcpu.svg in DIR).
+    /// SVG to write, `-` for stdout (default: oncpu.svg or offcpu.svg in DIR).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
 }
@@ -46,13 +47,11 @@ pub fn run(args: FlameArgs) -> anyhow::Result<()> {
     let out = args
         .output
         .unwrap_or_else(|| args.dir.join(kind.svg_name()));
-    render_file(&text, &FlameOptions::for_run(kind, &run), &out)
-        .with_context(|| format!("rendering {}", src.display()))?;
     if folded::total(&text) == 0 {
         eprintln!("kpath: {} holds no stacks", src.display());
     }
-    eprintln!("kpath: wrote {}", out.display());
-    Ok(())
+    super::output::write_svg(&text, &FlameOptions::for_run(kind, &run), &out)
+        .with_context(|| format!("rendering {}", src.display()))
 }
 
 /// The run's metadata for titles; a directory holding only folded files still renders.

@@ -67,8 +67,9 @@ pub struct RecordArgs {
     /// Trace every task but kpath (the default when no target is given).
     #[arg(short = 'a', long = "all-cpus", conflicts_with = "command")]
     pub all: bool,
-    /// Stop after this many seconds (default: when the target exits, or Ctrl-C).
-    #[arg(short, long)]
+    /// Stop after this many seconds (fractions allowed; default: when the target exits, or
+    /// Ctrl-C).
+    #[arg(short, long, value_parser = servers::args::seconds)]
     pub duration: Option<f64>,
     /// Probe families, comma separated.
     #[arg(
@@ -77,11 +78,13 @@ pub struct RecordArgs {
         default_value = "syscalls,kpaths,sched,locks,oncpu"
     )]
     pub probes: Vec<String>,
-    /// On-CPU sampling frequency (Hz) per CPU.
+    /// On-CPU sampling frequency (Hz) per CPU; above 1000 kpath warns (lost stacks, a slower
+    /// target).
     #[arg(short = 'F', long, default_value_t = 99)]
     pub frequency: u64,
-    /// Run directory to write (default: runs/run-<unix time>).
-    #[arg(short, long)]
+    /// Run directory to write (default: runs/run-<unix time>); `-o -` is refused (a run is
+    /// several files: --json prints run.json to stdout).
+    #[arg(short, long, value_name = "DIR")]
     pub output: Option<PathBuf>,
     /// Print run.json to stdout instead of tables.
     #[arg(long)]
@@ -97,7 +100,8 @@ pub struct RecordArgs {
     pub top: usize,
     /// Measure kpath's own BPF run time (events/s, ns per event per family) with the kernel's
     /// BPF statistics, which time every BPF program run on the machine: on this project's
-    /// machine that added ~80 ns to each program run, so it is off unless asked for.
+    /// machine that added ~165 ns to each syscall of every process while the syscall probes
+    /// were attached, so it is off unless asked for.
     #[arg(long)]
     pub bpf_stats: bool,
     /// Create this file once every probe is attached (for scripts that start load then).
@@ -199,11 +203,11 @@ impl RecordArgs {
                 self.frequency
             );
         }
-        if let Some(d) = self.duration {
-            if !(d > 0.0 && d.is_finite()) {
-                bail!("-d {d}: the duration must be a positive number of seconds");
-            }
-        }
+        super::output::directory(
+            self.output.as_ref(),
+            "a run",
+            "--json prints run.json to stdout",
+        )?;
         Ok(LoadOptions {
             families: families::parse_families(&self.probes)?,
             targets: self.targets()?,
@@ -214,9 +218,36 @@ impl RecordArgs {
     }
 }
 
+/// The highest `-F` kpath records at without a warning. Every sample interrupts the task on
+/// that CPU and walks its kernel and user stacks inside the interrupt, and every new stack
+/// takes one of the stack map's STACKS_CAPACITY (32768) slots for the whole recording: at
+/// 1000 Hz on each of 16 busy CPUs that is 16000 samples a second, enough to fill the map with
+/// a varied workload in seconds, after which new stacks are lost (counted). perf's own default
+/// is 4000 Hz, but perf copies raw samples out instead of keeping a map; 99 Hz (kpath's
+/// default, as bcc's profile) is plenty for shares above 1%.
+pub const SAFE_SAMPLE_HZ: u64 = 1000;
+
+/// The warning for `-F` above [`SAFE_SAMPLE_HZ`].
+pub fn frequency_warning(hz: u64) -> Option<String> {
+    (hz > SAFE_SAMPLE_HZ).then(|| {
+        format!(
+            "warning: -F {hz} is above {SAFE_SAMPLE_HZ} Hz: expect lost stacks (the stack map holds \
+             {} stacks) and a slower target (each sample interrupts it to walk its stacks)",
+            probe_common::STACKS_CAPACITY
+        )
+    })
+}
+
 pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let mut opts = args.load_options()?;
+    if let Some(w) = frequency_warning(args.frequency) {
+        // kpaths' sampled method reads the on-CPU samples too.
+        let samples = [probe_common::Family::Oncpu, probe_common::Family::Kpaths];
+        if opts.families.iter().any(|f| samples.contains(f)) {
+            eprintln!("kpath: {w}");
+        }
+    }
     let loader = object::Loader::start();
     let (feats, mut warnings) = features::for_attaching("kpath record")?;
     log::debug!("start-up: features detected at {:?}", t0.elapsed());
@@ -236,6 +267,13 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     log::debug!("start-up: every family attached at {:?}", t0.elapsed());
     for w in &probes.warnings {
         log::info!("{w}");
+    }
+    // What this kernel lacks is the same on every run: one line here, the reasons in doctor.
+    for (_, why) in &probes.skipped {
+        log::info!("{why}");
+    }
+    if let Some(note) = probes.skipped_note(&feats) {
+        eprintln!("kpath: {note}");
     }
     warnings.append(&mut probes.warnings);
     // Opt-in: the statistics slow every BPF program run on the machine down (see stats).

@@ -9,7 +9,8 @@ use crate::scenario::{self, ScenarioError, ScenarioOptions, SCENARIOS};
   sudo kpath scenario gulan -d 3                        mmap -> sendfile -> cache -> thread pool
   sudo kpath scenario cork -d 3                         TCP_CORK vs header write + sendfile vs writev
   sudo kpath scenario epoll-close                       on this machine's kernel
-  sudo kpath scenario epoll-close --kernel bullseye --kernel bookworm --host")]
+  sudo kpath scenario epoll-close --kernel bullseye --kernel bookworm --host
+  sudo kpath scenario batching -d 2 -c 64 -o runs/batching")]
 pub struct ScenarioArgs {
     /// Scenario name (see --list).
     #[arg(required_unless_present = "list")]
@@ -17,20 +18,24 @@ pub struct ScenarioArgs {
     /// List the scenarios with what each shows.
     #[arg(long)]
     pub list: bool,
-    /// Also run in a guest with this kernel (bookworm, bullseye, or a path; repeatable).
+    /// Also run in a guest with this kernel (bookworm, bullseye, trixie, or a path; repeatable;
+    /// epoll-close only).
     #[arg(long = "kernel")]
     pub kernels: Vec<String>,
     /// Run on the host kernel too (the default when no --kernel is given).
     #[arg(long)]
     pub host: bool,
-    /// Seconds of load per kernel.
-    #[arg(short, long, default_value_t = 3.0)]
+    /// Seconds of load per kernel (epoll-close) or per strategy (the others); fractions
+    /// allowed.
+    #[arg(short, long, default_value_t = 3.0, value_parser = servers::args::seconds)]
     pub duration: f64,
-    /// Client threads, each with one connection at a time.
-    #[arg(short, long, default_value_t = 4)]
-    pub connections: usize,
-    /// Where the runs go (epoll-close: `DIR/<kernel>/run` per kernel).
-    #[arg(long)]
+    /// Concurrent connections of the load (default: 4 for epoll-close, whose clients close
+    /// after every request, and `kpath bench`'s 32 for the others).
+    #[arg(short, long)]
+    pub connections: Option<usize>,
+    /// Directory where the runs go (epoll-close: `DIR/<kernel>/run` per kernel; `--out-dir`
+    /// still works).
+    #[arg(short, long = "output", alias = "out-dir", value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
     /// Internal: run only the scenario's load half (what `kpath record` traces on each kernel)
     /// and write its figures to this file.

@@ -14,7 +14,7 @@ use crate::vm::{run_guest, VmOptions};
 Kernels by name: bookworm (6.1), bullseye (5.10), trixie: Debian's linux-image-amd64 of that
 suite, fetched once with apt from the mirror in /etc/apt/sources.list(.d) and cached in
 ~/.cache/kpath/kernels. Paths the guest command writes must be relative (they come back under
---out-dir).")]
+-o DIR).")]
 pub struct VmArgs {
     /// Debian suite (bookworm, bullseye, trixie) or a path to a vmlinux or vmlinuz.
     #[arg(long)]
@@ -31,8 +31,14 @@ pub struct VmArgs {
     /// Extra host binaries to install in the guest at the same paths (with their libraries).
     #[arg(long = "add", value_name = "PATH")]
     pub add: Vec<PathBuf>,
-    /// Where the files the guest command wrote land.
-    #[arg(long, default_value = ".")]
+    /// Directory where the files the guest command wrote land (`--out-dir` still works).
+    #[arg(
+        short,
+        long = "output",
+        alias = "out-dir",
+        value_name = "DIR",
+        default_value = "."
+    )]
     pub out_dir: PathBuf,
     /// Give up after this many seconds (boot included).
     #[arg(long, default_value_t = 600)]

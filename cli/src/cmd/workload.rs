@@ -16,6 +16,10 @@ use anyhow::{bail, Context, Result};
 
 /// How much of each phase to run.
 #[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+#[command(after_help = "Examples:
+  kpath workload                                   2000 files, 1000 mmaps, 500 connections, 1000 round trips
+  sudo kpath record -- kpath workload              trace it: openat, munmap, close counts match the phases
+  kpath workload --files 0 --mmaps 0 --pipes 0 --conns 2000    only connections closed while in epoll")]
 pub struct WorkloadArgs {
     /// Temp-file open + read + close cycles.
     #[arg(long, default_value_t = 2000)]

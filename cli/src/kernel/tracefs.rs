@@ -14,6 +14,29 @@ pub fn tracefs_dir() -> Option<PathBuf> {
         .find(|p| p.join("events").is_dir())
 }
 
+/// Where /proc/mounts says a tracefs is mounted (anyone may read it), preferring the
+/// documented places: `tracefs_dir` misses a tracefs it may not read (mode 0700, non-root).
+pub fn mount_point() -> Option<PathBuf> {
+    mount_point_in(&std::fs::read_to_string("/proc/mounts").ok()?)
+}
+
+/// The tracefs mount point in a /proc/mounts text.
+pub fn mount_point_in(mounts: &str) -> Option<PathBuf> {
+    let points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, point, fstype) = (f.next()?, f.next()?, f.next()?);
+            (fstype == "tracefs").then_some(point)
+        })
+        .collect();
+    TRACEFS_PATHS
+        .iter()
+        .find(|p| points.contains(p))
+        .or(points.first())
+        .map(PathBuf::from)
+}
+
 /// Mounts tracefs at /sys/kernel/tracing when no tracefs is mounted. Returns whether it mounted.
 pub fn mount_tracefs() -> std::io::Result<bool> {
     if tracefs_dir().is_some() {
@@ -82,6 +105,19 @@ pub fn event_offsets(tracefs: Option<&Path>) -> Vec<(&'static str, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tracefs_mount_point_from_proc_mounts() {
+        let m = "sysfs /sys sysfs rw 0 0\ntracefs /sys/kernel/debug/tracing tracefs rw 0 0\n\
+                 tracefs /sys/kernel/tracing tracefs rw,nosuid 0 0\n";
+        assert_eq!(
+            mount_point_in(m),
+            Some(PathBuf::from("/sys/kernel/tracing"))
+        );
+        let m = "none /mnt/t tracefs rw 0 0\n";
+        assert_eq!(mount_point_in(m), Some(PathBuf::from("/mnt/t")));
+        assert_eq!(mount_point_in("proc /proc proc rw 0 0\n"), None);
+    }
 
     /// sched_process_fork on Linux 6.18 (`__data_loc` comms) and on 5.10/6.1.
     const FORK_618: &str = "name: sched_process_fork

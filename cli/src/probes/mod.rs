@@ -158,12 +158,50 @@ pub struct Probes<M: 'static> {
     /// Loaded programs and what each serves: a family name, or [`FOLLOW`].
     pub programs: Vec<(&'static str, String)>,
     pub warnings: Vec<String>,
+    /// Methods passed over before any attach because this kernel lacks what they need
+    /// (family, `family: method skipped: why`): the same on every run of a kernel, so doctor
+    /// lists them and record says one line ([`Probes::skipped_note`]), not a warning each.
+    pub skipped: Vec<(&'static str, String)>,
     pub sample_hz: u64,
     /// Processes that had the `--comm` name when the recording started.
     pub named_at_start: Vec<u32>,
 }
 
 impl<M: MethodId> Probes<M> {
+    /// One line for everything [`Probes::skipped`] holds: `note: kprobes, fentry unavailable
+    /// on this kernel: kpaths use sampled, locks use lock_tracepoints; see kpath doctor`.
+    pub fn skipped_note(&self, features: &Features) -> Option<String> {
+        if self.skipped.is_empty() {
+            return None;
+        }
+        let mut lacks = Vec::new();
+        if !features.kprobes {
+            lacks.push("kprobes");
+        }
+        if features.fentry != crate::kernel::tracing_prog::Fentry::Loads {
+            lacks.push("fentry");
+        }
+        if lacks.is_empty() {
+            lacks.push("some attach methods");
+        }
+        let mut uses: Vec<String> = Vec::new();
+        for (family, _) in &self.skipped {
+            let Some(m) = self.methods.get(family) else {
+                continue;
+            };
+            let u = format!("{family} use {}", m.name());
+            if !uses.contains(&u) {
+                uses.push(u);
+            }
+        }
+        Some(format!(
+            "note: {} unavailable on this kernel{}{}; see kpath doctor",
+            lacks.join(", "),
+            if uses.is_empty() { "" } else { ": " },
+            uses.join(", ")
+        ))
+    }
+
     pub fn has(&self, f: Family) -> bool {
         self.methods.contains_key(f.name())
     }
@@ -223,6 +261,7 @@ pub fn load<M: MethodId>(
         units: Vec::new(),
         programs: Vec::new(),
         warnings: Vec::new(),
+        skipped: Vec::new(),
         sample_hz: opts.sample_hz,
         named_at_start: Vec::new(),
     };
@@ -309,8 +348,8 @@ impl<M: MethodId> Session<'_, M> {
             if forced.is_none() && std::ptr::eq(unit, &table.units[0]) {
                 for (m, why) in &plan.skipped {
                     self.probes
-                        .warnings
-                        .push(format!("{family}: {} skipped: {why}", m.describe()));
+                        .skipped
+                        .push((family, format!("{family}: {} skipped: {why}", m.describe())));
                 }
             }
             let mut reasons = plan.reasons();
@@ -374,14 +413,15 @@ impl<M: MethodId> Session<'_, M> {
             let Some(table) = tables.iter().find(|t| t.family == used) else {
                 continue;
             };
-            let before = self.probes.warnings.len();
+            let before = (self.probes.warnings.len(), self.probes.skipped.len());
             self.attach_family(table, None)
                 .map_err(|e| LoadError::NoMethod {
                     family: by.name(),
                     reasons: format!("it reads {}: {}", used.name(), error_chain(&e)),
                 })?;
             // Its skipped-method notes were not asked for.
-            self.probes.warnings.truncate(before);
+            self.probes.warnings.truncate(before.0);
+            self.probes.skipped.truncate(before.1);
         }
         Ok(())
     }

@@ -227,7 +227,6 @@ pub fn run(c: &Comparison, opts: &ScenarioOptions) -> anyhow::Result<()> {
     if !crate::kernel::features::is_root() {
         bail!("kpath scenario records with BPF and needs root: run it with sudo");
     }
-    let secs = opts.duration_secs.max(1.0).round() as u64;
     let out_dir = opts.out_dir.clone().unwrap_or_else(|| {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -239,7 +238,10 @@ pub fn run(c: &Comparison, opts: &ScenarioOptions) -> anyhow::Result<()> {
     println!("look at:     {}\n", c.look_at);
     let bench_opts = BenchOptions {
         strategies: c.strategies.to_vec(),
-        duration: Duration::from_secs(secs),
+        duration: Duration::from_secs_f64(opts.duration_secs),
+        connections: opts
+            .connections
+            .unwrap_or(BenchOptions::default().connections),
         out_dir: out_dir.clone(),
         kpath: std::env::current_exe().context("locating the kpath binary")?,
         frequency: c.frequency.unwrap_or(BenchOptions::default().frequency),

@@ -58,7 +58,7 @@ pub fn drive(opts: &ScenarioOptions, result: &Path) -> anyhow::Result<()> {
         .collect();
     let report = close_per_request_load(
         addr,
-        opts.connections,
+        opts.connections.unwrap_or(CLIENTS),
         Duration::from_secs_f64(opts.duration_secs),
     );
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -157,6 +157,10 @@ struct LoadResult {
 
 /// `clients` threads, each in a loop: connect, one GET, read to EOF, close. Blocking sockets and
 /// plain syscalls only, so it runs on any kernel a guest boots, inside the recorded process.
+/// Client threads of the close-per-request load unless `-c` says otherwise: each holds one
+/// connection at a time, so this is also its concurrent connections.
+const CLIENTS: usize = 4;
+
 fn close_per_request_load(
     addr: std::net::SocketAddr,
     clients: usize,
@@ -293,7 +297,7 @@ fn record_args(opts: &ScenarioOptions, kpath: &str, run_dir: &str) -> Vec<String
         "-d".into(),
         opts.duration_secs.to_string(),
         "-c".into(),
-        opts.connections.to_string(),
+        opts.connections.unwrap_or(CLIENTS).to_string(),
     ]);
     v
 }

@@ -21,8 +21,9 @@ pub struct ScenarioOptions {
     pub host: bool,
     /// Seconds of load per kernel.
     pub duration_secs: f64,
-    /// Client threads, each with one connection at a time (epoll-close's own load).
-    pub connections: usize,
+    /// Concurrent connections of the load; `None`: the scenario's own (epoll-close: 4 client
+    /// threads, one connection each at a time; the comparisons: `kpath bench`'s).
+    pub connections: Option<usize>,
     /// Where the runs go (default `runs/scenario-NAME-<unix time>`).
     pub out_dir: Option<PathBuf>,
 }
@@ -33,7 +34,7 @@ impl Default for ScenarioOptions {
             kernels: Vec::new(),
             host: false,
             duration_secs: 3.0,
-            connections: 4,
+            connections: None,
             out_dir: None,
         }
     }

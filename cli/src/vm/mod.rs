@@ -3,7 +3,7 @@
 //! The host kernel here has no kprobes and refuses fentry; Debian's kernels have both, and older
 //! ones still take the global `epmutex` on close. A guest boots from an initramfs built on the fly
 //! (busybox, this kpath, its libraries), runs one kpath command in `/out`, and sends every file it
-//! wrote back over a serial port; the host writes them under `--out-dir` at the same relative
+//! wrote back over a serial port; the host writes them under `-o DIR` at the same relative
 //! paths, so `kpath vm --kernel bullseye -- record -o runs/old ...` leaves `runs/old/run.json`.
 pub mod fetch;
 pub mod initramfs;

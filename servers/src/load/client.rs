@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::report::{Errors, Stats};
+use super::report::{ConnectReason, Errors, Stats};
 use super::response::parse_head;
 use super::segments::{tcp_segments, TcpSegments};
 
@@ -37,6 +37,13 @@ pub struct Plan {
     pub ids: Vec<usize>,
     /// Completed requests so far, for the progress bar.
     pub progress: Arc<AtomicU64>,
+}
+
+/// The call in which a connection failed.
+#[derive(PartialEq, Eq, Clone, Copy)]
+enum Op {
+    Read,
+    Write,
 }
 
 #[derive(PartialEq, Eq, Clone, Copy)]
@@ -219,8 +226,15 @@ impl Worker<'_> {
             self.conns[i].origin = now;
         }
         if self.conns[i].stream.is_none() {
-            if let Err(_e) = self.connect(i) {
+            if let Err(e) = self.connect(i) {
                 self.stats.errors.connect += 1;
+                let reason = ConnectReason::from_errno(e.raw_os_error());
+                *self
+                    .stats
+                    .errors
+                    .connect_by_reason
+                    .entry(reason)
+                    .or_default() += 1;
                 // Retry later rather than spin on a refusing server.
                 self.conns[i].origin = now + TICK;
                 self.conns[i].state = State::Waiting;
@@ -302,8 +316,8 @@ impl Worker<'_> {
         if self.conns[i].out_armed == on {
             return;
         }
-        if self.ctl(libc::EPOLL_CTL_MOD, fd, i, on).is_err() {
-            return self.fail(i, true);
+        if let Err(e) = self.ctl(libc::EPOLL_CTL_MOD, fd, i, on) {
+            return self.fail(i, Op::Write, e.raw_os_error());
         }
         self.conns[i].out_armed = on;
     }
@@ -336,7 +350,7 @@ impl Worker<'_> {
             // Not connected yet (EAGAIN/ENOTCONN) or no room: wait for EPOLLOUT.
             match e.raw_os_error() {
                 Some(libc::EAGAIN | libc::ENOTCONN | libc::EINTR) => self.arm_out(i, fd, true),
-                _ => self.fail(i, true),
+                errno => self.fail(i, Op::Write, errno),
             }
             return;
         }
@@ -370,7 +384,9 @@ impl Worker<'_> {
                 if n < 0 && matches!(err.raw_os_error(), Some(libc::EAGAIN | libc::EINTR)) {
                     return;
                 }
-                return self.fail(i, false); // EOF or error before the response was complete.
+                // EOF or error before the response was complete.
+                let errno = if n < 0 { err.raw_os_error() } else { None };
+                return self.fail(i, Op::Read, errno);
             }
             let n = n as usize;
             // SAFETY: read returned 0 < n <= want, having written n bytes at the start of the
@@ -387,12 +403,14 @@ impl Worker<'_> {
                         c.buf.clear();
                     }
                     Ok(None) => {}
-                    Err(_) => return self.fail(i, false),
+                    Err(_) => return self.fail(i, Op::Read, Some(libc::EPROTO)),
                 }
             }
             match c.expect {
                 Some(total) if c.received == total => return self.complete(i, now),
-                Some(total) if c.received > total => return self.fail(i, false),
+                Some(total) if c.received > total => {
+                    return self.fail(i, Op::Read, Some(libc::EPROTO))
+                }
                 _ => {}
             }
             if n < want {
@@ -412,6 +430,7 @@ impl Worker<'_> {
         self.stats.bytes += c.received as u64;
         if !(200..400).contains(&c.status) {
             self.stats.errors.status += 1;
+            *self.stats.errors.by_status.entry(c.status).or_default() += 1;
         }
         if plan.close || c.server_closes {
             close(c, &mut self.stats.tcp);
@@ -425,13 +444,21 @@ impl Worker<'_> {
         }
     }
 
-    /// Drops the connection after an error; the request is retried on a new one.
-    fn fail(&mut self, i: usize, writing: bool) {
+    /// Drops the connection after an error (`errno`: `None` for end of file); the request is
+    /// retried on a new one. A socket that never answered failed to connect, whatever the call
+    /// that noticed (a non-blocking connect reports a refusal at the first write or read).
+    fn fail(&mut self, i: usize, op: Op, errno: Option<i32>) {
         let c = &mut self.conns[i];
-        if c.answered || !writing && c.received > 0 {
-            self.stats.errors.read += 1;
-        } else {
-            self.stats.errors.connect += 1;
+        let e = &mut self.stats.errors;
+        match (c.answered, op) {
+            (false, _) => {
+                e.connect += 1;
+                *e.connect_by_reason
+                    .entry(ConnectReason::from_errno(errno))
+                    .or_default() += 1;
+            }
+            (true, Op::Read) => e.read += 1,
+            (true, Op::Write) => e.write += 1,
         }
         close(c, &mut self.stats.tcp);
         c.state = State::Waiting;

@@ -16,7 +16,7 @@ mod response;
 mod segments;
 
 pub use endpoint::{Endpoint, EndpointError};
-pub use report::{Errors, Latency, LoadReport};
+pub use report::{ConnectReason, Errors, Latency, LoadReport};
 pub use response::{parse_head, Head, HeadError};
 pub use segments::{tcp_segments, TcpSegments};
 
@@ -35,7 +35,10 @@ use endpoint::HttpUrl;
   kpath load http://127.0.0.1:8080/index.html -c 64 -d 10
   kpath load http://127.0.0.1:8080/a.html http://127.0.0.1:8080/b.html    connections alternate a and b
   kpath load http://127.0.0.1:8080 --paths-from paths.txt -d 5            paths.txt: /f/0.html, /f/1.html, ...
-  kpath load http://127.0.0.1:8080/ --close --rate 5000 --json")]
+  kpath load http://127.0.0.1:8080/ --close --rate 5000 --json
+The report counts replies (requests), successes (2xx/3xx: requests_ok, what requests/s counts)
+and errors by kind: connect (by reason: refused, unreachable, ...), read, write, timeout and
+status (by status code). It exits 1 with the reason when no request succeeded, as wrk does.")]
 pub struct LoadArgs {
     /// URLs to load, all on one loopback host and port. Every connection requests them in turn
     /// (round-robin), connection N starting at URL N (modulo their count).
@@ -52,9 +55,9 @@ pub struct LoadArgs {
     /// Threads, each running an epoll loop over its share of the connections.
     #[arg(short = 't', long, default_value_t = 2)]
     pub threads: usize,
-    /// Test duration in seconds.
-    #[arg(short = 'd', long, default_value_t = 10)]
-    pub duration: u64,
+    /// Test duration in seconds (fractions allowed; 0 is refused).
+    #[arg(short = 'd', long, default_value_t = 10.0, value_parser = crate::args::seconds)]
+    pub duration: f64,
     /// Open loop at this many requests/s in total, measuring latency from each intended send time.
     #[arg(long)]
     pub rate: Option<u64>,
@@ -111,7 +114,7 @@ impl LoadArgs {
             urls,
             connections: self.connections,
             threads: self.threads,
-            duration: Duration::from_secs(self.duration),
+            duration: Duration::from_secs_f64(self.duration),
             rate: self.rate,
             close: self.close,
             timeout: Duration::from_secs(self.timeout.max(1)),
@@ -190,7 +193,7 @@ pub enum LoadError {
     Shape,
     #[error("--rate must be positive")]
     Rate,
-    #[error("-d 0: the duration must be at least one second")]
+    #[error("-d 0: the duration must be a positive number of seconds")]
     Duration,
     #[error("load thread failed")]
     Thread(#[source] std::io::Error),

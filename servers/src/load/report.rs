@@ -1,17 +1,108 @@
 //! What a load run measured: per-thread counts, their sum, and how it is printed.
 
+use std::collections::BTreeMap;
+
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::segments::TcpSegments;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+/// Failed requests by kind. Every failed request counts once, under the first thing that
+/// went wrong; a reply with an error status is a reply (in `requests`) and counts here too.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Errors {
+    /// Connections that failed before their first reply byte.
     pub connect: u64,
+    /// `connect` by reason (`refused`, `unreachable`, `reset`, `timed_out`, `closed`: the
+    /// server closed without a byte, `other`), from the socket's errno.
+    pub connect_by_reason: BTreeMap<ConnectReason, u64>,
+    /// A read failed, or the connection ended mid-reply, on a connection that had answered.
     pub read: u64,
+    /// A write failed on a connection that had answered.
+    pub write: u64,
+    /// No complete reply within `--timeout`.
     pub timeout: u64,
-    /// Responses with a status outside 2xx/3xx.
+    /// Replies with a status outside 2xx/3xx.
     pub status: u64,
+    /// `status` by status code (`{"404": 12}` in JSON).
+    pub by_status: BTreeMap<u16, u64>,
+}
+
+/// Why a connection failed before it answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectReason {
+    Refused,
+    Unreachable,
+    Reset,
+    TimedOut,
+    /// The server closed the connection before sending a byte.
+    Closed,
+    Other,
+}
+
+impl ConnectReason {
+    /// The reason for an errno (`None`: end of file, the server closed).
+    pub fn from_errno(errno: Option<i32>) -> ConnectReason {
+        match errno {
+            None => ConnectReason::Closed,
+            Some(libc::ECONNREFUSED) => ConnectReason::Refused,
+            Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EADDRNOTAVAIL) => {
+                ConnectReason::Unreachable
+            }
+            Some(libc::ECONNRESET | libc::EPIPE | libc::ECONNABORTED) => ConnectReason::Reset,
+            Some(libc::ETIMEDOUT) => ConnectReason::TimedOut,
+            Some(_) => ConnectReason::Other,
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            ConnectReason::Refused => "connection refused",
+            ConnectReason::Unreachable => "unreachable",
+            ConnectReason::Reset => "reset",
+            ConnectReason::TimedOut => "timed out",
+            ConnectReason::Closed => "closed by the server before replying",
+            ConnectReason::Other => "other",
+        }
+    }
+}
+
+impl Errors {
+    pub fn add(&mut self, o: &Errors) {
+        self.connect += o.connect;
+        self.read += o.read;
+        self.write += o.write;
+        self.timeout += o.timeout;
+        self.status += o.status;
+        for (&k, &n) in &o.connect_by_reason {
+            *self.connect_by_reason.entry(k).or_default() += n;
+        }
+        for (&k, &n) in &o.by_status {
+            *self.by_status.entry(k).or_default() += n;
+        }
+    }
+
+    /// `connection refused 12, reset 1`: the connect errors by reason, most frequent first.
+    pub fn connect_reasons(&self) -> String {
+        let mut v: Vec<_> = self.connect_by_reason.iter().collect();
+        v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let parts: Vec<String> = v
+            .iter()
+            .map(|(r, n)| format!("{} {n}", r.describe()))
+            .collect();
+        parts.join(", ")
+    }
+
+    /// `404: 12, 503: 1`: the error replies by status code.
+    pub fn statuses(&self) -> String {
+        let parts: Vec<String> = self
+            .by_status
+            .iter()
+            .map(|(code, n)| format!("{code}: {n}"))
+            .collect();
+        parts.join(", ")
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -61,10 +152,7 @@ pub fn summarize(stats: Vec<Stats>, elapsed: f64, urls: usize) -> LoadReport {
         total.tcp += s.tcp;
         total.requests += s.requests;
         total.bytes += s.bytes;
-        total.errors.connect += s.errors.connect;
-        total.errors.read += s.errors.read;
-        total.errors.timeout += s.errors.timeout;
-        total.errors.status += s.errors.status;
+        total.errors.add(&s.errors);
         // Auto-resizing histogram: adding cannot fail for in-range values.
         let _ = total.latency_ns.add(&s.latency_ns);
     }
@@ -97,16 +185,21 @@ impl LoadReport {
         let e = &self.errors;
         Some(if self.requests > 0 {
             format!(
-                "no request succeeded: all {} replies had an error status",
-                self.requests
+                "no request succeeded: all {} replies had an error status ({})",
+                self.requests,
+                e.statuses()
             )
         } else if e.connect > 0 {
             format!(
-                "unable to connect ({} connection errors: connection refused, or nothing listens there)",
+                "unable to connect: {} ({} failed connections)",
+                e.connect_reasons(),
                 e.connect
             )
-        } else if e.read + e.timeout > 0 {
-            format!("no reply: {} read errors, {} timeouts", e.read, e.timeout)
+        } else if e.read + e.write + e.timeout > 0 {
+            format!(
+                "no reply: {} read errors, {} write errors, {} timeouts",
+                e.read, e.write, e.timeout
+            )
         } else {
             "no request completed".to_string()
         })
@@ -131,9 +224,26 @@ impl LoadReport {
             ms(l.max)
         );
         let e = &self.errors;
+        let detail = |n: u64, what: String| {
+            if n > 0 && !what.is_empty() {
+                format!(" ({what})")
+            } else {
+                String::new()
+            }
+        };
         println!(
-            "  errors      connect {}  read {}  timeout {}  status {}",
-            e.connect, e.read, e.timeout, e.status
+            "  requests    {:>12}  ok {}",
+            self.requests, self.requests_ok
+        );
+        println!(
+            "  errors      connect {}{}  read {}  write {}  timeout {}  status {}{}",
+            e.connect,
+            detail(e.connect, e.connect_reasons()),
+            e.read,
+            e.write,
+            e.timeout,
+            e.status,
+            detail(e.status, e.statuses())
         );
         let s = &self.tcp_segments;
         if self.requests > 0 {
@@ -146,5 +256,50 @@ impl LoadReport {
                 per(s.data_received)
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_add_by_kind_and_reason() {
+        let mut a = Errors {
+            connect: 2,
+            connect_by_reason: [(ConnectReason::Refused, 2)].into(),
+            status: 1,
+            by_status: [(404, 1)].into(),
+            ..Default::default()
+        };
+        let mut b = a.clone();
+        b.by_status.insert(503, 4);
+        b.status = 5;
+        b.connect_by_reason.insert(ConnectReason::Reset, 7);
+        b.connect = 9;
+        a.add(&b);
+        assert_eq!((a.connect, a.status), (11, 6));
+        assert_eq!(a.connect_reasons(), "reset 7, connection refused 4");
+        assert_eq!(a.statuses(), "404: 2, 503: 4");
+        let json = serde_json::to_value(&a).unwrap();
+        assert_eq!(json["by_status"]["404"], 2);
+        assert_eq!(json["connect_by_reason"]["refused"], 4);
+    }
+
+    #[test]
+    fn errnos_name_their_reason() {
+        assert_eq!(
+            ConnectReason::from_errno(Some(libc::ECONNREFUSED)),
+            ConnectReason::Refused
+        );
+        assert_eq!(ConnectReason::from_errno(None), ConnectReason::Closed);
+        assert_eq!(
+            ConnectReason::from_errno(Some(libc::EHOSTUNREACH)),
+            ConnectReason::Unreachable
+        );
+        assert_eq!(
+            ConnectReason::from_errno(Some(libc::EINVAL)),
+            ConnectReason::Other
+        );
     }
 }
