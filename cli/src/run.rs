@@ -30,7 +30,11 @@ pub struct Run {
     pub kpaths: Vec<KpathRow>,
     /// `None` when the family was not recorded.
     pub sched: Option<SchedRow>,
+    /// Lock contention by caller and lock class (`perf lock contention`'s caller mode).
     pub locks: Vec<LockRow>,
+    /// Lock contention by waiting thread (`--locks-by task`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lock_tasks: Vec<LockTaskRow>,
     pub oncpu: Option<OncpuSummary>,
     /// Off-CPU stacks (from the `sched` family); absent when it was not recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -139,11 +143,17 @@ pub struct SchedRow {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct LockRow {
-    /// First kernel frame outside the locking code, `symbol+0xoff`.
+    /// First kernel frame outside the locking code: its function name (runs before 2026-12
+    /// had per-address rows).
     pub caller: String,
-    /// Symbol of a static lock (`epmutex`), else the address in hex.
+    /// The lock class: a static lock's symbol (`epmutex`), a known heap lock (`mmap_lock`,
+    /// `sk_lock.slock`, `rq->__lock`, `ep->mtx`, ...), else `<type> in <caller>`.
     pub lock: String,
+    /// The address with the most wait time among those of the class.
     pub lock_addr: String,
+    /// Distinct lock addresses (instances) merged into the row.
+    #[serde(default)]
+    pub lock_addrs: u64,
     /// `mutex`, `spinlock`, `rwsem:read`, ... from the contention flags.
     #[serde(rename = "type")]
     pub lock_type: String,
@@ -152,6 +162,18 @@ pub struct LockRow {
     pub max_ns: u64,
     /// The symbolized kernel stack, innermost first.
     pub stack: Vec<String>,
+}
+
+/// Lock contention of one thread, all locks together.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LockTaskRow {
+    pub tgid: u32,
+    pub tid: u32,
+    /// Thread name at the wait.
+    pub comm: String,
+    pub count: u64,
+    pub wait_ns: u64,
+    pub max_ns: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

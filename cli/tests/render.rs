@@ -173,6 +173,7 @@ fn sample_run() -> Run {
             caller: "fput".into(),
             lock: "0xffff8881053c2a40".into(),
             lock_addr: "0xffff8881053c2a40".into(),
+            lock_addrs: 1,
             lock_type: "spinlock".into(),
             count: 212,
             wait_ns: 1_234_567,
@@ -189,6 +190,7 @@ fn sample_run() -> Run {
             caller: "eventpoll_release_file".into(),
             lock: "epmutex".into(),
             lock_addr: "0xffffffff82a1c3e0".into(),
+            lock_addrs: 1,
             lock_type: "mutex".into(),
             count: 1_877,
             wait_ns: 312_345_678,
@@ -287,7 +289,10 @@ fn table_matches_golden() {
 
 #[test]
 fn detailed_table_matches_golden() {
-    let opts = table::TableOptions { top: 3 };
+    let opts = table::TableOptions {
+        top: 3,
+        ..Default::default()
+    };
     let run = sample_run();
     let text = table::render(&run, &opts) + &table::histograms(&run, &opts);
     check_golden("run_table_detailed.txt", &text);

@@ -67,6 +67,10 @@ pub struct RecordArgs {
     /// Rows per table.
     #[arg(long, default_value_t = 25)]
     pub top: usize,
+    /// Group the lock table by caller (and lock class), by lock class, or by waiting thread,
+    /// like `perf lock contention` (run.json holds the caller and thread rows either way).
+    #[arg(long, value_enum, default_value_t = families::locks::LocksBy::Caller)]
+    pub locks_by: families::locks::LocksBy,
     /// Measure kpath's own BPF run time (events/s, ns per event per family) with the kernel's
     /// BPF statistics, which time every BPF program run on the machine: on this project's
     /// machine that added ~80 ns to each program run, so it is off unless asked for.
@@ -301,7 +305,16 @@ fn write_run(
     if args.json {
         println!("{json}");
     } else {
-        print!("{}", table::render(run, &SectionOptions { top: args.top }));
+        print!(
+            "{}",
+            table::render(
+                run,
+                &SectionOptions {
+                    top: args.top,
+                    locks_by: args.locks_by,
+                }
+            )
+        );
     }
     eprintln!("kpath: run written to {}", dir.display());
     Ok(())

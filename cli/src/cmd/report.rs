@@ -19,6 +19,9 @@ pub struct ReportArgs {
     /// Show a latency histogram under each table row.
     #[arg(long)]
     pub histograms: bool,
+    /// Group the lock table by caller, lock class or waiting thread (as `record --locks-by`).
+    #[arg(long, value_enum, default_value_t = crate::families::locks::LocksBy::Caller)]
+    pub locks_by: crate::families::locks::LocksBy,
 }
 
 /// Output formats of `kpath report`.
@@ -37,7 +40,10 @@ impl ReportArgs {
     }
 
     pub fn table_options(&self) -> table::TableOptions {
-        table::TableOptions { top: self.top }
+        table::TableOptions {
+            top: self.top,
+            locks_by: self.locks_by,
+        }
     }
 }
 
@@ -133,6 +139,7 @@ mod tests {
             format: ReportFormat::Table,
             top: 25,
             histograms: false,
+            locks_by: Default::default(),
         })
         .unwrap_err();
         let msg = format!("{e:#}");
@@ -152,6 +159,7 @@ mod tests {
             format: ReportFormat::Json,
             top: 25,
             histograms: false,
+            locks_by: Default::default(),
         })
         .unwrap_err();
         let _ = std::fs::remove_dir_all(&dir);

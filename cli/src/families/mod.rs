@@ -23,6 +23,7 @@ use crate::{
 
 pub mod kpaths;
 pub mod locks;
+pub mod locks_class;
 pub mod oncpu;
 pub mod sched;
 pub mod section;

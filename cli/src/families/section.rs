@@ -12,11 +12,16 @@ use super::Method;
 pub struct SectionOptions {
     /// Rows per long table (syscalls, locks); the rest is counted in one line.
     pub top: usize,
+    /// How the lock table is grouped.
+    pub locks_by: super::locks::LocksBy,
 }
 
 impl Default for SectionOptions {
     fn default() -> Self {
-        SectionOptions { top: 25 }
+        SectionOptions {
+            top: 25,
+            locks_by: Default::default(),
+        }
     }
 }
 

@@ -264,6 +264,16 @@ pub const LOCKING_FRAME_PREFIXES: &[&str] = &[
     "rt_mutex",
     "percpu_down",
     "__percpu_down",
+    // Wrappers that only take a lock: the run-queue lock (kernel/sched/core.c) and the socket
+    // lock (net/core/sock.c); their callers are the lock's users.
+    "raw_spin_rq_lock",
+    "_raw_spin_rq_lock",
+    "double_rq_lock",
+    "__task_rq_lock",
+    "task_rq_lock",
+    "lock_sock_nested",
+    "__lock_sock",
+    "lock_sock_fast",
     "schedule",
     "__schedule",
     "schedule_preempt_disabled",
@@ -444,6 +454,12 @@ ffffffffc0b00000 t ext4_fn\t[ext4]
             "try_to_wake_up+0x5c".to_string(),
         ];
         assert_eq!(lock_caller(&spin), Some("try_to_wake_up+0x5c"));
+        let rq = [
+            "_raw_spin_lock+0x30",
+            "raw_spin_rq_lock_nested+0x1c",
+            "sched_balance_rq+0x9",
+        ];
+        assert_eq!(lock_caller(&rq), Some("sched_balance_rq+0x9"));
         assert_eq!(lock_caller(&["schedule+0x1", "bpf_trace_run2+0x9"]), None);
         assert_eq!(lock_caller::<&str>(&[]), None);
         // A name merely containing a prefix is not locking code.
