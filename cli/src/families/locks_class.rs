@@ -227,8 +227,10 @@ pub const RULES: &[Rule] = &[
     },
 ];
 
+/// The function of a frame, without offset and compiler suffixes (`rwsem_wake.isra.0`).
 fn name_of(frame: &str) -> &str {
-    frame.split_once('+').map_or(frame, |(n, _)| n)
+    let name = frame.split_once('+').map_or(frame, |(n, _)| n);
+    name.split_once('.').map_or(name, |(n, _)| n)
 }
 
 fn frame_matches(pattern: &str, name: &str) -> bool {
@@ -350,6 +352,8 @@ mod tests {
             "try_to_wake_up+0x2b0",
         ];
         assert_eq!(known_class(SPIN, &rq), Some("rq->__lock"));
+        let wake = ["_raw_spin_lock_irqsave+0x3d", "rwsem_wake.isra.0+0x8"];
+        assert_eq!(known_class(SPIN, &wake), Some("mmap_lock.wait_lock"));
         let pi = ["_raw_spin_lock_irqsave+0x3d", "try_to_wake_up+0x5c"];
         assert_eq!(known_class(SPIN, &pi), Some("p->pi_lock"));
         // The type decides: a mutex in tcp_v4_rcv's stack is not the slock.
