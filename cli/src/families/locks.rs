@@ -93,7 +93,13 @@ fn collect(c: &mut Collector, run: &mut Run) -> anyhow::Result<()> {
     let (stacks, ksyms) = c.stacks_and_ksyms()?;
     let mut waits = Vec::with_capacity(per_key.len());
     for (key, s) in per_key {
-        let stack = stacks.kernel_frames(key.kstack_id, ksyms);
+        let mut stack = stacks.kernel_frames(key.kstack_id, ksyms);
+        // The lock tracepoint's own program and glue are the innermost frames.
+        crate::stacks::bpf_frames::fold_bpf_frames(
+            &mut stack,
+            |f| f.split_once('+').map_or(f, |(n, _)| n),
+            str::to_string,
+        );
         waits.push(classify(&key, &s, stack, ksyms));
     }
     run.lock_tasks = by_task(&waits);

@@ -283,6 +283,9 @@ pub const LOCKING_FRAME_PREFIXES: &[&str] = &[
     "perf_trace_",
     "__traceiter_",
     "__bpf_trace_",
+    // The frame stacks::bpf_frames folds BPF programs into.
+    "[kpath bpf]",
+    "[bpf]",
 ];
 
 /// Whether a frame (`name` or `name+0xoff`) is locking/scheduling/tracing code.
@@ -460,6 +463,8 @@ ffffffffc0b00000 t ext4_fn\t[ext4]
             "sched_balance_rq+0x9",
         ];
         assert_eq!(lock_caller(&rq), Some("sched_balance_rq+0x9"));
+        let folded = ["[kpath bpf]", "__mutex_lock+0x2a1", "do_epoll_ctl+0x2da"];
+        assert_eq!(lock_caller(&folded), Some("do_epoll_ctl+0x2da"));
         assert_eq!(lock_caller(&["schedule+0x1", "bpf_trace_run2+0x9"]), None);
         assert_eq!(lock_caller::<&str>(&[]), None);
         // A name merely containing a prefix is not locking code.
