@@ -185,6 +185,23 @@ pub struct OncpuSummary {
     pub unique_stacks: u64,
     /// Samples whose kernel or user stack could not be stored.
     pub lost_stacks: u64,
+    /// The flat profile: the top functions by self samples and by total samples (kernel
+    /// frames end in `_[k]`), largest self first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub functions: Vec<FunctionShare>,
+}
+
+/// One function of the flat profile (`perf report --no-children` / `--children`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct FunctionShare {
+    pub function: String,
+    /// Samples with the function as the innermost frame.
+    pub self_samples: u64,
+    /// Samples with the function anywhere on the stack (once per sample, recursion or not).
+    pub total_samples: u64,
+    /// Shares (0..1) of the samples with a stack.
+    pub self_share: f64,
+    pub total_share: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

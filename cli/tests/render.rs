@@ -276,6 +276,7 @@ fn sample_run() -> Run {
             samples: 2_379,
             unique_stacks: 412,
             lost_stacks: 3,
+            functions: Vec::new(),
         }),
         ..Default::default()
     }

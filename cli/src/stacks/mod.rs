@@ -11,6 +11,7 @@ use crate::{
 };
 
 pub mod bpf_frames;
+pub mod flat;
 pub mod folded;
 pub mod maps;
 pub mod symbolize;
