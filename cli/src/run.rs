@@ -125,6 +125,15 @@ pub struct KpathRow {
     pub syscall: String,
     pub syscall_count: Option<u64>,
     pub syscall_total_ns: Option<u64>,
+    /// Followed because of `--kpath` (not one of the built-in functions).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub requested: bool,
+    /// `--kpath` functions, sampled with the sched family: off-CPU time whose kernel stack
+    /// contains the function, and its share (0..1) of the off-CPU time charged to stacks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offcpu_ns: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offcpu_share: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

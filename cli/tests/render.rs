@@ -55,6 +55,7 @@ fn sampled(function: &str, share: f64, samples: u64, sc: &SyscallRow) -> KpathRo
         syscall: sc.name.clone(),
         syscall_count: Some(sc.count),
         syscall_total_ns: Some(sc.total_ns),
+        ..Default::default()
     }
 }
 
@@ -150,6 +151,7 @@ fn sample_run() -> Run {
             syscall: "close".into(),
             syscall_count: Some(by_name("close").count),
             syscall_total_ns: Some(by_name("close").total_ns),
+            ..Default::default()
         },
         sampled("tcp_close", 0.1837, 437, &by_name("close")),
         sampled("do_sys_openat2", 0.0523, 124, &by_name("openat")),

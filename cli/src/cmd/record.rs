@@ -58,6 +58,11 @@ pub struct RecordArgs {
     /// Print run.json to stdout instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Follow this kernel function too (repeatable, up to 8): timed by fentry or kprobe where
+    /// the kernel allows, else its share of on-CPU samples and of off-CPU time (labelled
+    /// sampled). Adds the kpaths family if --probes left it out.
+    #[arg(long = "kpath", value_name = "FUNC")]
+    pub kpath: Vec<String>,
     /// Force an attach method: FAMILY=METHOD, e.g. kpaths=kprobe (repeatable).
     #[arg(long = "method", value_name = "FAMILY=METHOD")]
     pub methods: Vec<String>,
@@ -142,12 +147,17 @@ impl RecordArgs {
                 bail!("-d {d}: the duration must be a positive number of seconds");
             }
         }
+        let mut families = families::parse_families(&self.probes)?;
+        if !self.kpath.is_empty() && !families.contains(&probe_common::Family::Kpaths) {
+            families.push(probe_common::Family::Kpaths);
+        }
         Ok(LoadOptions {
-            families: families::parse_families(&self.probes)?,
+            families,
             targets: Vec::new(),
             sample_hz: self.frequency,
             offcpu_min_ns: self.offcpu_min_us * 1000,
             forced: families::parse_forced(&self.methods)?,
+            extra_functions: families::kpaths::check_functions(&self.kpath)?,
         })
     }
 }

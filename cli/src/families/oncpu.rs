@@ -105,6 +105,9 @@ pub fn functions(folded: &str) -> anyhow::Result<Vec<FunctionShare>> {
         .collect())
 }
 
+/// A flat-profile table: its id, the figure it ranks by, and what it shows.
+type View = (&'static str, fn(&FunctionShare) -> u64, &'static str);
+
 fn section(run: &Run, opts: &SectionOptions) -> Option<Section> {
     let mut s = Section::of(run, Family::Oncpu, "On-CPU samples")?;
     s.line(match &run.oncpu {
@@ -118,7 +121,7 @@ fn section(run: &Run, opts: &SectionOptions) -> Option<Section> {
         return Some(s);
     };
     // perf report --no-children, then --children.
-    let views: [(&'static str, fn(&FunctionShare) -> u64, &'static str); 2] = [
+    let views: [View; 2] = [
         (
             "oncpu-self",
             |f| f.self_samples,

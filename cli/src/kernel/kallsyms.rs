@@ -216,6 +216,13 @@ impl Kallsyms {
             .map(|e| e.addr)
     }
 
+    /// Names of the text (function) symbols, core image and modules, in address order.
+    pub fn function_names(&self) -> impl Iterator<Item = &str> {
+        self.text
+            .iter()
+            .map(|&i| self.name_of(&self.entries[i as usize]))
+    }
+
     pub fn has_symbol(&self, name: &str) -> bool {
         self.lookup(name).is_some()
     }
