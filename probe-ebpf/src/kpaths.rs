@@ -131,7 +131,7 @@ kpath_programs!(
 // The generic slots: one program set per slot, its index fixed at compile time (the entry is
 // `FUNCTIONS + slot`), so no global or cookie lookup runs per call.
 kpath_programs!(
-    (FUNCTIONS + 0),
+    FUNCTIONS,
     kpaths_slot0_fentry,
     kpaths_slot0_fexit,
     kpaths_slot0_kprobe,

@@ -7,12 +7,12 @@
 use std::collections::BTreeMap;
 
 use probe_common::{
-    locks::{lock_flags, LockKey, LockStats, MAP_STATS},
+    locks::{LockKey, LockStats, MAP_STATS},
     Family,
 };
 
 use super::{
-    locks_class,
+    locks_class::{self, lock_type},
     section::{table, Align::*, Section, SectionOptions, Table},
     Collector, FamilyPath, Method,
 };
@@ -27,6 +27,8 @@ use crate::{
     },
     run::{LockRow, LockTaskRow, Run},
 };
+
+pub use super::section::LocksBy;
 
 pub static PATH: FamilyPath = FamilyPath {
     table: FamilyTable {
@@ -261,18 +263,6 @@ pub fn by_lock(rows: &[LockRow]) -> Vec<ClassRow> {
     out
 }
 
-/// How the lock table is grouped (`--locks-by`), as `perf lock contention` groups it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum LocksBy {
-    /// Per first non-locking caller and lock class (perf's default caller mode).
-    #[default]
-    Caller,
-    /// Per lock class: a static lock's name, a known heap lock, else `<type> in <caller>`.
-    Lock,
-    /// Per waiting thread.
-    Task,
-}
-
 fn section(run: &Run, opts: &SectionOptions) -> Option<Section> {
     let mut s = Section::of(run, Family::Locks, "Lock contention")?;
     if run.locks.is_empty() {
@@ -385,39 +375,10 @@ fn task_table(run: &Run, top: usize) -> Table {
     t
 }
 
-/// The lock type from lock:contention_begin's flags (include/trace/events/lock.h).
-pub fn lock_type(flags: u32) -> &'static str {
-    use lock_flags::*;
-    if flags & PERCPU != 0 {
-        if flags & WRITE != 0 {
-            "percpu-rwsem:write"
-        } else {
-            "percpu-rwsem:read"
-        }
-    } else if flags & RT != 0 {
-        "rtmutex"
-    } else if flags & MUTEX != 0 {
-        "mutex"
-    } else if flags & SPIN != 0 {
-        if flags & READ != 0 {
-            "rwlock:read"
-        } else if flags & WRITE != 0 {
-            "rwlock:write"
-        } else {
-            "spinlock"
-        }
-    } else if flags & READ != 0 {
-        "rwsem:read"
-    } else if flags & WRITE != 0 {
-        "rwsem:write"
-    } else {
-        "other"
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use probe_common::locks::lock_flags;
 
     #[test]
     fn lock_types_follow_the_tracepoint_flags() {

@@ -275,7 +275,37 @@ pub fn lock_class<S: AsRef<str>>(
     if let Some(c) = known_class(flags, frames) {
         return c.to_string();
     }
-    format!("{} in {caller_fn}", super::locks::lock_type(flags))
+    format!("{} in {caller_fn}", lock_type(flags))
+}
+
+/// The lock type from lock:contention_begin's flags (include/trace/events/lock.h).
+pub fn lock_type(flags: u32) -> &'static str {
+    use lock_flags::*;
+    if flags & PERCPU != 0 {
+        if flags & WRITE != 0 {
+            "percpu-rwsem:write"
+        } else {
+            "percpu-rwsem:read"
+        }
+    } else if flags & RT != 0 {
+        "rtmutex"
+    } else if flags & MUTEX != 0 {
+        "mutex"
+    } else if flags & SPIN != 0 {
+        if flags & READ != 0 {
+            "rwlock:read"
+        } else if flags & WRITE != 0 {
+            "rwlock:write"
+        } else {
+            "spinlock"
+        }
+    } else if flags & READ != 0 {
+        "rwsem:read"
+    } else if flags & WRITE != 0 {
+        "rwsem:write"
+    } else {
+        "other"
+    }
 }
 
 #[cfg(test)]

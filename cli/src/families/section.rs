@@ -13,7 +13,7 @@ pub struct SectionOptions {
     /// Rows per long table (syscalls, locks); the rest is counted in one line.
     pub top: usize,
     /// How the lock table is grouped.
-    pub locks_by: super::locks::LocksBy,
+    pub locks_by: LocksBy,
 }
 
 impl Default for SectionOptions {
@@ -23,6 +23,18 @@ impl Default for SectionOptions {
             locks_by: Default::default(),
         }
     }
+}
+
+/// How the lock table is grouped (`--locks-by`), as `perf lock contention` groups it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LocksBy {
+    /// Per first non-locking caller and lock class (perf's default caller mode).
+    #[default]
+    Caller,
+    /// Per lock class: a static lock's name, a known heap lock, else `<type> in <caller>`.
+    Lock,
+    /// Per waiting thread.
+    Task,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
