@@ -30,7 +30,11 @@ pub struct Run {
     pub kpaths: Vec<KpathRow>,
     /// `None` when the family was not recorded.
     pub sched: Option<SchedRow>,
+    /// Lock contention by caller and lock class (`perf lock contention`'s caller mode).
     pub locks: Vec<LockRow>,
+    /// Lock contention by waiting thread (`--locks-by task`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lock_tasks: Vec<LockTaskRow>,
     pub oncpu: Option<OncpuSummary>,
     /// Per process (pid), when the recording could see more than one: syscalls, switches,
     /// off-CPU time and on-CPU samples; busiest first.
@@ -163,6 +167,15 @@ pub struct KpathRow {
     pub syscall: String,
     pub syscall_count: Option<u64>,
     pub syscall_total_ns: Option<u64>,
+    /// Followed because of `--kpath` (not one of the built-in functions).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub requested: bool,
+    /// `--kpath` functions, sampled with the sched family: off-CPU time whose kernel stack
+    /// contains the function, and its share (0..1) of the off-CPU time charged to stacks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offcpu_ns: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offcpu_share: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -181,11 +194,17 @@ pub struct SchedRow {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct LockRow {
-    /// First kernel frame outside the locking code, `symbol+0xoff`.
+    /// First kernel frame outside the locking code: its function name (runs before 2026-12
+    /// had per-address rows).
     pub caller: String,
-    /// Symbol of a static lock (`epmutex`), else the address in hex.
+    /// The lock class: a static lock's symbol (`epmutex`), a known heap lock (`mmap_lock`,
+    /// `sk_lock.slock`, `rq->__lock`, `ep->mtx`, ...), else `<type> in <caller>`.
     pub lock: String,
+    /// The address with the most wait time among those of the class.
     pub lock_addr: String,
+    /// Distinct lock addresses (instances) merged into the row.
+    #[serde(default)]
+    pub lock_addrs: u64,
     /// `mutex`, `spinlock`, `rwsem:read`, ... from the contention flags.
     #[serde(rename = "type")]
     pub lock_type: String,
@@ -194,6 +213,18 @@ pub struct LockRow {
     pub max_ns: u64,
     /// The symbolized kernel stack, innermost first.
     pub stack: Vec<String>,
+}
+
+/// Lock contention of one thread, all locks together.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LockTaskRow {
+    pub tgid: u32,
+    pub tid: u32,
+    /// Thread name at the wait.
+    pub comm: String,
+    pub count: u64,
+    pub wait_ns: u64,
+    pub max_ns: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -205,6 +236,23 @@ pub struct OncpuSummary {
     pub unique_stacks: u64,
     /// Samples whose kernel or user stack could not be stored.
     pub lost_stacks: u64,
+    /// The flat profile: the top functions by self samples and by total samples (kernel
+    /// frames end in `_[k]`), largest self first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub functions: Vec<FunctionShare>,
+}
+
+/// One function of the flat profile (`perf report --no-children` / `--children`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct FunctionShare {
+    pub function: String,
+    /// Samples with the function as the innermost frame.
+    pub self_samples: u64,
+    /// Samples with the function anywhere on the stack (once per sample, recursion or not).
+    pub total_samples: u64,
+    /// Shares (0..1) of the samples with a stack.
+    pub self_share: f64,
+    pub total_share: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -104,3 +104,84 @@ fn close_paths_are_attributed() {
         context()
     );
 }
+
+/// `--kpath FUNC` follows any kernel function: on this host (no fentry, no kprobes) by its share
+/// of on-CPU samples, labelled sampled, and of off-CPU time. tcp_v4_rcv runs under every
+/// loopback send of epoll_close (softirq in the sender's context); its clients and server block
+/// in do_epoll_wait (epoll_wait), which so holds off-CPU time.
+#[test]
+fn any_kernel_function_is_followed_with_its_method_labelled() {
+    if !require_root() {
+        return;
+    }
+    let bin = workload("epoll_close");
+    let (run, stderr) = record(
+        &[
+            "--probes",
+            "syscalls,sched,oncpu",
+            "-F",
+            "999",
+            "--kpath",
+            "tcp_v4_rcv",
+            "--kpath",
+            "do_epoll_wait",
+        ],
+        &[bin.to_str().unwrap(), "5000", "4"],
+    );
+    let context = || format!("kpath stderr:\n{stderr}\nrun:\n{}", summary(&run));
+    let rcv = kpath_row(&run, "tcp_v4_rcv").unwrap_or_else(|| panic!("no row\n{}", context()));
+    let method = str_of(rcv, "method");
+    assert!(
+        ["fentry", "kprobe", "sampled"].contains(&method),
+        "method {method}\n{}",
+        context()
+    );
+    assert_eq!(
+        rcv["requested"],
+        serde_json::Value::Bool(true),
+        "{}",
+        context()
+    );
+    if method == "sampled" {
+        assert!(
+            u64_of(rcv, "samples") > 0,
+            "no samples under tcp_v4_rcv\n{}",
+            context()
+        );
+        let share = f64_of(rcv, "oncpu_share");
+        assert!(share > 0.0 && share <= 1.0, "share {share}\n{}", context());
+        let ep = kpath_row(&run, "do_epoll_wait")
+            .unwrap_or_else(|| panic!("no do_epoll_wait\n{}", context()));
+        let off = f64_of(ep, "offcpu_share");
+        assert!(
+            off > 0.0 && off <= 1.0,
+            "do_epoll_wait off-CPU share {off}\n{}",
+            context()
+        );
+    } else {
+        assert!(u64_of(rcv, "calls") > 0, "{}", context());
+    }
+    // The built-in four are still there.
+    assert!(kpath_row(&run, "tcp_close").is_some(), "{}", context());
+}
+
+#[test]
+fn an_unknown_function_fails_naming_close_matches() {
+    let out = std::process::Command::new(KPATH)
+        .args(["record", "--kpath", "tcp_v4_rcvv", "-d", "1"])
+        .output()
+        .expect("run kpath");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "kpath accepted an unknown function: {err}"
+    );
+    assert!(
+        err.contains("tcp_v4_rcvv") && err.contains("close matches"),
+        "{err}"
+    );
+    assert!(
+        err.contains("tcp_v4_rcv,") || err.contains("tcp_v4_rcv)"),
+        "{err}"
+    );
+}

@@ -105,4 +105,82 @@ fn contention_in_epoll_and_mmap_paths() {
         "no mutex among epoll-path rows\n{}",
         context()
     );
+    // And the heap locks are named by class, from the flags and the caller frames.
+    assert!(
+        epoll.iter().any(|r| str_of(r, "lock") == "ep->mtx"),
+        "no epoll-path row on ep->mtx\n{}",
+        context()
+    );
+    assert!(
+        mmap.iter().any(|r| str_of(r, "lock") == "mmap_lock"),
+        "no mmap-path row on mmap_lock\n{}",
+        context()
+    );
+}
+
+/// The epoll-close workload (tests/workloads/epoll_close.c: 20000 loopback connections, each
+/// closed while in 8 epoll instances) contends on many sockets' `sk_lock.slock` from one caller
+/// (tcp_v4_rcv and the close path): keyed by address that was one row per socket, by class it
+/// is one row per caller and class. JSON and the `--locks-by` tables must agree.
+#[test]
+fn epoll_close_rows_are_per_caller_and_class_not_per_address() {
+    if !require_root() {
+        return;
+    }
+    let bin = workload("epoll_close");
+    let (run, stderr, dir) = record_dir(
+        &["--probes", "locks"],
+        &[bin.to_str().unwrap(), "20000", "8"],
+    );
+    let context = || format!("kpath stderr:\n{stderr}\nrun:\n{}", summary(&run));
+    let rows: &Vec<Value> = run["locks"].as_array().expect("locks array");
+    assert!(!rows.is_empty(), "no lock rows\n{}", context());
+
+    let mut keys = std::collections::BTreeSet::new();
+    let mut per_address_rows = 0;
+    for r in rows {
+        let key = (str_of(r, "caller"), str_of(r, "lock"), str_of(r, "type"));
+        assert!(keys.insert(key), "two rows for {key:?}\n{}", context());
+        assert!(
+            !key.1.starts_with("0x"),
+            "lock {:?} named by its address, not its class\n{}",
+            key.1,
+            context()
+        );
+        let addrs = u64_of(r, "lock_addrs");
+        assert!(addrs >= 1, "{key:?}: lock_addrs {addrs}");
+        assert!(u64_of(r, "max_ns") <= u64_of(r, "wait_ns"), "{key:?}");
+        per_address_rows += addrs;
+    }
+    eprintln!(
+        "epoll_close locks: {} rows by caller and class, {per_address_rows} by caller and address",
+        rows.len()
+    );
+
+    // The per-thread rows hold the same waits.
+    let tasks = run["lock_tasks"].as_array().expect("lock_tasks array");
+    let sum = |v: &Vec<Value>, k: &str| v.iter().map(|r| u64_of(r, k)).sum::<u64>();
+    assert_eq!(sum(rows, "count"), sum(tasks, "count"), "{}", context());
+    assert_eq!(sum(rows, "wait_ns"), sum(tasks, "wait_ns"), "{}", context());
+    for t in tasks {
+        assert!(!str_of(t, "comm").is_empty(), "task row without comm: {t}");
+    }
+
+    // The report's three groupings.
+    for (by, header) in [
+        ("caller", "caller"),
+        ("lock", "top caller"),
+        ("task", "tid"),
+    ] {
+        let out = std::process::Command::new(KPATH)
+            .args(["report", dir.to_str().unwrap(), "--locks-by", by])
+            .output()
+            .expect("run kpath report");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "report --locks-by {by}: {text}");
+        assert!(
+            text.contains(header),
+            "--locks-by {by}: no {header:?}:\n{text}"
+        );
+    }
 }

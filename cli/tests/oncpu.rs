@@ -56,3 +56,66 @@ fn samples_follow_frequency_and_cpu_time() {
         context()
     );
 }
+
+/// The flat profile in run.json agrees with the folded stacks written next to it: each
+/// function's self samples are the samples whose innermost frame it is, its total the samples
+/// with it anywhere below the thread-name root (once per sample). Counted here independently.
+#[test]
+fn flat_profile_matches_the_folded_stacks() {
+    if !require_root() {
+        return;
+    }
+    let bin = workload("burn");
+    let (run, stderr, dir) = record_dir(
+        &["--probes", "oncpu", "-F", "999"],
+        &[bin.to_str().unwrap(), "1"],
+    );
+    let context = || format!("kpath stderr:\n{stderr}\nrun:\n{}", summary(&run));
+    let funcs = run["oncpu"]["functions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no oncpu.functions\n{}", context()));
+    assert!(!funcs.is_empty(), "empty flat profile\n{}", context());
+    let folded = std::fs::read_to_string(dir.join("oncpu.folded")).expect("oncpu.folded");
+    let mut total = 0u64;
+    let mut lines = Vec::new();
+    for l in folded.lines().filter(|l| !l.is_empty()) {
+        let (stack, n) = l.rsplit_once(' ').expect("folded line");
+        let n: u64 = n.parse().expect("count");
+        total += n;
+        lines.push((stack.split(';').skip(1).collect::<Vec<_>>(), n));
+    }
+    let mut self_sum = 0.0;
+    for f in funcs {
+        let name = str_of(f, "function");
+        let (s, t) = (u64_of(f, "self_samples"), u64_of(f, "total_samples"));
+        let want_self: u64 = lines
+            .iter()
+            .filter(|(fr, _)| fr.last() == Some(&name))
+            .map(|(_, n)| n)
+            .sum();
+        let want_total: u64 = lines
+            .iter()
+            .filter(|(fr, _)| fr.contains(&name))
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!((s, t), (want_self, want_total), "{name}\n{}", context());
+        let share = f64_of(f, "total_share");
+        assert!(
+            (share - t as f64 / total as f64).abs() < 1e-9,
+            "{name}: share {share}"
+        );
+        self_sum += f64_of(f, "self_share");
+    }
+    assert!(self_sum <= 1.0 + 1e-9, "self shares add to {self_sum}");
+    // burn spins in user space: its busiest leaf holds most samples.
+    let top_self = funcs
+        .iter()
+        .map(|f| u64_of(f, "self_samples"))
+        .max()
+        .unwrap_or(0);
+    assert!(
+        top_self * 2 > total,
+        "top self {top_self} of {total}\n{}",
+        context()
+    );
+}

@@ -55,6 +55,7 @@ fn sampled(function: &str, share: f64, samples: u64, sc: &SyscallRow) -> KpathRo
         syscall: sc.name.clone(),
         syscall_count: Some(sc.count),
         syscall_total_ns: Some(sc.total_ns),
+        ..Default::default()
     }
 }
 
@@ -150,6 +151,7 @@ fn sample_run() -> Run {
             syscall: "close".into(),
             syscall_count: Some(by_name("close").count),
             syscall_total_ns: Some(by_name("close").total_ns),
+            ..Default::default()
         },
         sampled("tcp_close", 0.1837, 437, &by_name("close")),
         sampled("do_sys_openat2", 0.0523, 124, &by_name("openat")),
@@ -173,6 +175,7 @@ fn sample_run() -> Run {
             caller: "fput".into(),
             lock: "0xffff8881053c2a40".into(),
             lock_addr: "0xffff8881053c2a40".into(),
+            lock_addrs: 1,
             lock_type: "spinlock".into(),
             count: 212,
             wait_ns: 1_234_567,
@@ -189,6 +192,7 @@ fn sample_run() -> Run {
             caller: "eventpoll_release_file".into(),
             lock: "epmutex".into(),
             lock_addr: "0xffffffff82a1c3e0".into(),
+            lock_addrs: 1,
             lock_type: "mutex".into(),
             count: 1_877,
             wait_ns: 312_345_678,
@@ -275,6 +279,7 @@ fn sample_run() -> Run {
             samples: 2_379,
             unique_stacks: 412,
             lost_stacks: 3,
+            functions: Vec::new(),
         }),
         ..Default::default()
     }
@@ -288,7 +293,10 @@ fn table_matches_golden() {
 
 #[test]
 fn detailed_table_matches_golden() {
-    let opts = table::TableOptions { top: 3 };
+    let opts = table::TableOptions {
+        top: 3,
+        ..Default::default()
+    };
     let run = sample_run();
     let text = table::render(&run, &opts) + &table::histograms(&run, &opts);
     check_golden("run_table_detailed.txt", &text);

@@ -5,7 +5,8 @@
 //! per kernel downloads it, ~10 s more) and records `kpath workload --conns 200`, which accepts 200
 //! loopback connections, registers each accepted socket in epoll and closes it while registered:
 //! 200 eventpoll_release_file calls exactly, and at least 400 tcp_close (both ends). Guests run
-//! one at a time ([`serial`]) since the machine has two cores.
+//! one at a time ([`serial`]) since the machine has two cores. `--kpath __sys_accept4` rides
+//! along: the generic slot programs attached by fentry or kprobe, at least 200 calls.
 //!
 //! The epmutex pair runs `kpath scenario epoll-close` in bullseye (5.10: ep_free and epmutex, so
 //! every close of an epoll-watched socket takes the global mutex) and bookworm (6.1 with the
@@ -91,8 +92,26 @@ fn kpaths_through(kernel: &str, method: &str) {
     let (dir, stderr) = guest(
         kernel,
         &[
-            "record", "--probes", "kpaths", "--method", &forced, "-o", "run", "--", "kpath",
-            "workload", "--files", "50", "--mmaps", "50", "--conns", &conns, "--pipes", "0",
+            "record",
+            "--probes",
+            "kpaths",
+            "--method",
+            &forced,
+            "--kpath",
+            "__sys_accept4",
+            "-o",
+            "run",
+            "--",
+            "kpath",
+            "workload",
+            "--files",
+            "50",
+            "--mmaps",
+            "50",
+            "--conns",
+            &conns,
+            "--pipes",
+            "0",
         ],
     );
     let run = read_run(&dir.join("run/run.json"), &stderr);
@@ -114,6 +133,8 @@ fn kpaths_through(kernel: &str, method: &str) {
         ("tcp_close", 2 * CONNS),
         ("do_sys_openat2", 50),
         ("__vm_munmap", 50),
+        // --kpath through a generic slot: one accept per connection.
+        ("__sys_accept4", CONNS),
     ];
     for (f, min) in want {
         let row = kpath_row(&run, f).unwrap_or_else(|| panic!("no row for {f}\n{}", context()));

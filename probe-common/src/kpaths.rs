@@ -1,7 +1,8 @@
 //! `kpaths`: calls and time of selected kernel functions (fentry/fexit or kprobe/kretprobe).
 use crate::HistLog2;
 
-/// Per-CPU array of [`FunctionStats`], indexed by [`Function`].
+/// Per-CPU array of [`FunctionStats`]: indexed by [`Function`], then [`EXTRA_SLOTS`] entries
+/// for the functions of `--kpath FUNC` (index `FUNCTIONS + slot`).
 pub const MAP_STATS: &str = "KPATHS_STATS";
 /// Entry timestamps keyed by [`StartKey`].
 pub const MAP_START: &str = "KPATHS_START";
@@ -16,8 +17,16 @@ pub enum Function {
     VmMunmap = 3,
 }
 
-/// Entries of [`MAP_STATS`]: one per traced function.
+/// Built-in functions: the first entries of [`MAP_STATS`].
 pub const FUNCTIONS: usize = Function::ALL.len();
+
+/// Generic entry/exit program pairs for any other kernel function (`--kpath FUNC`): slot `i`
+/// is `kpaths_slot<i>_{fentry,fexit,kprobe,kretprobe}`, attached to the symbol user space
+/// picks, counting into [`MAP_STATS`] entry `FUNCTIONS + i`.
+pub const EXTRA_SLOTS: usize = 8;
+
+/// Entries of [`MAP_STATS`].
+pub const STATS_ENTRIES: usize = FUNCTIONS + EXTRA_SLOTS;
 
 impl Function {
     pub const ALL: [Function; 4] = [

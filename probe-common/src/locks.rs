@@ -22,9 +22,11 @@ pub struct LockKey {
     pub kstack_id: i32,
     pub flags: u32,
     pub tgid: u32,
-    pub _reserved: u32,
+    /// The waiting thread, and its name at the wait (`--locks-by task`).
+    pub tid: u32,
+    pub comm: [u8; 16],
 }
-const _: () = assert!(core::mem::size_of::<LockKey>() == 24);
+const _: () = assert!(core::mem::size_of::<LockKey>() == 40);
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]

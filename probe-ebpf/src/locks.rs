@@ -1,11 +1,11 @@
-//! `locks`: kernel lock contention per (lock, kernel stack, flags, tgid).
+//! `locks`: kernel lock contention per (lock, kernel stack, flags, thread).
 //!
 //! Preferred: lock:contention_begin/end (5.19+). Fallback: kprobe/kretprobe on
 //! `__mutex_lock_slowpath`, which is entered only when the mutex fast path failed; its time
 //! includes optimistic spinning as well as sleeping, which the report says.
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_get_current_comm, bpf_ktime_get_ns},
     macros::{kprobe, kretprobe, map, tracepoint},
     maps::{HashMap, LruHashMap},
     programs::{tracing::StackIdContext, ProbeContext, RetProbeContext, TracePointContext},
@@ -74,7 +74,8 @@ fn end(key_addr: u64) -> u32 {
         kstack_id: start.kstack_id,
         flags: start.flags,
         tgid,
-        _reserved: 0,
+        tid,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
     if !add_wait(&key, ns) {
         count_lost(Family::Locks);

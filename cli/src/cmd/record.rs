@@ -89,6 +89,11 @@ pub struct RecordArgs {
     /// Print run.json to stdout instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Follow this kernel function too (repeatable, up to 8): timed by fentry or kprobe where
+    /// the kernel allows, else its share of on-CPU samples and of off-CPU time (labelled
+    /// sampled). Adds the kpaths family if --probes left it out.
+    #[arg(long = "kpath", value_name = "FUNC")]
+    pub kpath: Vec<String>,
     /// Force an attach method: FAMILY=METHOD, e.g. kpaths=kprobe (repeatable).
     #[arg(long = "method", value_name = "FAMILY=METHOD")]
     pub methods: Vec<String>,
@@ -98,6 +103,10 @@ pub struct RecordArgs {
     /// Rows per table.
     #[arg(long, default_value_t = 25)]
     pub top: usize,
+    /// Group the lock table by caller (and lock class), by lock class, or by waiting thread,
+    /// like `perf lock contention` (run.json holds the caller and thread rows either way).
+    #[arg(long, value_enum, default_value_t = families::locks::LocksBy::Caller)]
+    pub locks_by: families::locks::LocksBy,
     /// Measure kpath's own BPF run time (events/s, ns per event per family) with the kernel's
     /// BPF statistics, which time every BPF program run on the machine: on this project's
     /// machine that added ~165 ns to each syscall of every process while the syscall probes
@@ -208,12 +217,17 @@ impl RecordArgs {
             "a run",
             "--json prints run.json to stdout",
         )?;
+        let mut families = families::parse_families(&self.probes)?;
+        if !self.kpath.is_empty() && !families.contains(&probe_common::Family::Kpaths) {
+            families.push(probe_common::Family::Kpaths);
+        }
         Ok(LoadOptions {
-            families: families::parse_families(&self.probes)?,
+            families,
             targets: self.targets()?,
             sample_hz: self.frequency,
             offcpu_min_ns: self.offcpu_min_us * 1000,
             forced: families::parse_forced(&self.methods)?,
+            extra_functions: families::kpaths::check_functions(&self.kpath)?,
         })
     }
 }
@@ -402,7 +416,16 @@ fn write_run(
     if args.json {
         println!("{json}");
     } else {
-        print!("{}", table::render(run, &SectionOptions { top: args.top }));
+        print!(
+            "{}",
+            table::render(
+                run,
+                &SectionOptions {
+                    top: args.top,
+                    locks_by: args.locks_by,
+                }
+            )
+        );
     }
     eprintln!("kpath: run written to {}", dir.display());
     Ok(())

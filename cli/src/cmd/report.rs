@@ -37,6 +37,9 @@ pub struct ReportArgs {
     /// kpath, run-queue delay). Runs only.
     #[arg(long)]
     pub histograms: bool,
+    /// Group the lock table by caller, lock class or waiting thread (as `record --locks-by`).
+    #[arg(long, value_enum, default_value_t = crate::families::locks::LocksBy::Caller)]
+    pub locks_by: crate::families::locks::LocksBy,
 }
 
 /// Output formats of `kpath report`.
@@ -55,7 +58,10 @@ impl ReportArgs {
     }
 
     pub fn table_options(&self) -> table::TableOptions {
-        table::TableOptions { top: self.top }
+        table::TableOptions {
+            top: self.top,
+            locks_by: self.locks_by,
+        }
     }
 
     fn format(&self) -> ReportFormat {
@@ -164,6 +170,7 @@ mod tests {
             output: None,
             top: 25,
             histograms: false,
+            locks_by: Default::default(),
         }
     }
 

@@ -23,6 +23,7 @@ use crate::{
 
 pub mod kpaths;
 pub mod locks;
+pub mod locks_class;
 pub mod oncpu;
 pub mod procs;
 pub mod sched;
@@ -190,7 +191,18 @@ pub fn load_with(
     opts: &LoadOptions,
     features: &Features,
 ) -> Result<Probes, probes::LoadError> {
-    let tables: Vec<&'static FamilyTable<Method>> = ALL.iter().map(|p| &p.table).collect();
+    // `--kpath FUNC` adds units to the kpaths table.
+    let kpaths_table = kpaths::table_with(&opts.extra_functions);
+    let tables: Vec<&'static FamilyTable<Method>> = ALL
+        .iter()
+        .map(|p| {
+            if p.table.family == Family::Kpaths {
+                kpaths_table
+            } else {
+                &p.table
+            }
+        })
+        .collect();
     probes::load(loader, opts, features, &tables)
 }
 

@@ -12,12 +12,29 @@ use super::Method;
 pub struct SectionOptions {
     /// Rows per long table (syscalls, locks); the rest is counted in one line.
     pub top: usize,
+    /// How the lock table is grouped.
+    pub locks_by: LocksBy,
 }
 
 impl Default for SectionOptions {
     fn default() -> Self {
-        SectionOptions { top: 25 }
+        SectionOptions {
+            top: 25,
+            locks_by: Default::default(),
+        }
     }
+}
+
+/// How the lock table is grouped (`--locks-by`), as `perf lock contention` groups it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LocksBy {
+    /// Per first non-locking caller and lock class (perf's default caller mode).
+    #[default]
+    Caller,
+    /// Per lock class: a static lock's name, a known heap lock, else `<type> in <caller>`.
+    Lock,
+    /// Per waiting thread.
+    Task,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

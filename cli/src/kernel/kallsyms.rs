@@ -216,6 +216,13 @@ impl Kallsyms {
             .map(|e| e.addr)
     }
 
+    /// Names of the text (function) symbols, core image and modules, in address order.
+    pub fn function_names(&self) -> impl Iterator<Item = &str> {
+        self.text
+            .iter()
+            .map(|&i| self.name_of(&self.entries[i as usize]))
+    }
+
     pub fn has_symbol(&self, name: &str) -> bool {
         self.lookup(name).is_some()
     }
@@ -264,6 +271,16 @@ pub const LOCKING_FRAME_PREFIXES: &[&str] = &[
     "rt_mutex",
     "percpu_down",
     "__percpu_down",
+    // Wrappers that only take a lock: the run-queue lock (kernel/sched/core.c) and the socket
+    // lock (net/core/sock.c); their callers are the lock's users.
+    "raw_spin_rq_lock",
+    "_raw_spin_rq_lock",
+    "double_rq_lock",
+    "__task_rq_lock",
+    "task_rq_lock",
+    "lock_sock_nested",
+    "__lock_sock",
+    "lock_sock_fast",
     "schedule",
     "__schedule",
     "schedule_preempt_disabled",
@@ -273,6 +290,9 @@ pub const LOCKING_FRAME_PREFIXES: &[&str] = &[
     "perf_trace_",
     "__traceiter_",
     "__bpf_trace_",
+    // The frame stacks::bpf_frames folds BPF programs into.
+    "[kpath bpf]",
+    "[bpf]",
 ];
 
 /// Whether a frame (`name` or `name+0xoff`) is locking/scheduling/tracing code.
@@ -444,6 +464,14 @@ ffffffffc0b00000 t ext4_fn\t[ext4]
             "try_to_wake_up+0x5c".to_string(),
         ];
         assert_eq!(lock_caller(&spin), Some("try_to_wake_up+0x5c"));
+        let rq = [
+            "_raw_spin_lock+0x30",
+            "raw_spin_rq_lock_nested+0x1c",
+            "sched_balance_rq+0x9",
+        ];
+        assert_eq!(lock_caller(&rq), Some("sched_balance_rq+0x9"));
+        let folded = ["[kpath bpf]", "__mutex_lock+0x2a1", "do_epoll_ctl+0x2da"];
+        assert_eq!(lock_caller(&folded), Some("do_epoll_ctl+0x2da"));
         assert_eq!(lock_caller(&["schedule+0x1", "bpf_trace_run2+0x9"]), None);
         assert_eq!(lock_caller::<&str>(&[]), None);
         // A name merely containing a prefix is not locking code.

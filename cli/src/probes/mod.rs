@@ -134,6 +134,9 @@ pub struct LoadOptions<M> {
     pub offcpu_min_ns: u64,
     /// Families whose method the user forced (`--method kpaths=kprobe`).
     pub forced: BTreeMap<&'static str, M>,
+    /// Kernel functions to follow besides a family's built-in ones (`--kpath FUNC`); the
+    /// family that follows functions turns them into units of its table.
+    pub extra_functions: Vec<String>,
 }
 
 impl<M> Default for LoadOptions<M> {
@@ -144,6 +147,7 @@ impl<M> Default for LoadOptions<M> {
             sample_hz: 99,
             offcpu_min_ns: 0,
             forced: BTreeMap::new(),
+            extra_functions: Vec::new(),
         }
     }
 }

@@ -156,7 +156,13 @@ pub fn run_tables(out: &mut String, id: &str, run: &Run, top: usize) {
         escape(&run.target.kind),
         run.target.pid.map_or_else(String::new, |p| p.to_string())
     );
-    for s in families::sections(run, &SectionOptions { top }) {
+    for s in families::sections(
+        run,
+        &SectionOptions {
+            top,
+            ..Default::default()
+        },
+    ) {
         section(out, id, &s);
     }
     methods(out, id, run);

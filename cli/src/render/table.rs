@@ -294,7 +294,13 @@ mod tests {
             syscall("close", 5, 9_000),
             syscall("write", 7, 5_000),
         ];
-        let text = render(&run, &TableOptions { top: 2 });
+        let text = render(
+            &run,
+            &TableOptions {
+                top: 2,
+                ..Default::default()
+            },
+        );
         let close = text.find("| close").expect(&text);
         let write = text.find("| write").expect(&text);
         assert!(close < write, "{text}");
@@ -382,7 +388,13 @@ mod tests {
         assert!(detailed.contains("1024 -> 2047 : 3"), "{detailed}");
         assert!(detailed.contains("write latency"), "{detailed}");
         // Only the rows the table shows.
-        let top1 = histograms(&run, &TableOptions { top: 1 });
+        let top1 = histograms(
+            &run,
+            &TableOptions {
+                top: 1,
+                ..Default::default()
+            },
+        );
         assert!(!top1.contains("write latency"), "{top1}");
         // Families not recorded have no histograms.
         run.methods.clear();

@@ -10,6 +10,8 @@ use crate::{
     probes::maps::{self as bpf_maps, Stacks},
 };
 
+pub mod bpf_frames;
+pub mod flat;
 pub mod folded;
 pub mod maps;
 pub mod symbolize;

@@ -159,13 +159,25 @@ impl<'a> StackSymbolizer<'a> {
                     // Both stacks failed (stack map full or hash collision, counted as lost).
                     frames.push("[stack lost]".to_string());
                 }
-                for (i, &ip) in s.kernel.iter().enumerate().rev() {
-                    let addr = caller_adjusted(i, ip);
-                    let name = kcache
-                        .entry(addr)
-                        .or_insert_with(|| kernel_frame(self.ksyms, addr));
-                    frames.push(name.clone());
-                }
+                let mut kernel: Vec<String> = s
+                    .kernel
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &ip)| {
+                        let addr = caller_adjusted(i, ip);
+                        kcache
+                            .entry(addr)
+                            .or_insert_with(|| kernel_frame(self.ksyms, addr))
+                            .clone()
+                    })
+                    .collect();
+                // kpath's own programs are the tracer's time, not the target's.
+                super::bpf_frames::fold_bpf_frames(
+                    &mut kernel,
+                    |f| f.strip_suffix("_[k]").unwrap_or(f),
+                    |label| format!("{label}_[k]"),
+                );
+                frames.extend(kernel.into_iter().rev());
                 Folded {
                     frames,
                     weight: s.weight,
