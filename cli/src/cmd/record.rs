@@ -10,7 +10,7 @@ use anyhow::{bail, Context as _};
 use crate::{
     families::{self, LoadOptions, Probes, SectionOptions},
     kernel::features,
-    probes::{object, stats::ProgStats},
+    probes::{object, stats::ProgStats, CallGraph},
     process::{self, HeldChild, SpawnOptions},
     render::{flame, table},
     run::{Run, Target},
@@ -72,6 +72,11 @@ pub struct RecordArgs {
     /// machine that added ~80 ns to each program run, so it is off unless asked for.
     #[arg(long)]
     pub bpf_stats: bool,
+    /// How user stacks are taken: `dwarf` unwinds .eh_frame CFI in BPF (whole stacks of
+    /// binaries built without frame pointers), `fp` follows frame pointers. Default: dwarf
+    /// where the kernel supports it (bpf_loop, bpf_task_pt_regs), else fp.
+    #[arg(long, value_name = "dwarf|fp")]
+    pub call_graph: Option<CallGraph>,
     /// Create this file once every probe is attached (for scripts that start load then).
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
@@ -144,6 +149,7 @@ impl RecordArgs {
             sample_hz: self.frequency,
             offcpu_min_ns: self.offcpu_min_us * 1000,
             forced: families::parse_forced(&self.methods)?,
+            call_graph: CallGraph::Fp,
         })
     }
 }
@@ -154,6 +160,9 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     let loader = object::Loader::start();
     let (feats, mut warnings) = features::for_attaching("kpath record")?;
     log::debug!("start-up: features detected at {:?}", t0.elapsed());
+    let (call_graph, why) = CallGraph::choose(args.call_graph, &feats);
+    opts.call_graph = call_graph;
+    warnings.extend(why);
     for &pid in &args.pids {
         process::check_pid(pid)?;
     }

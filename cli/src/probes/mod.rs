@@ -10,13 +10,14 @@ use std::collections::BTreeMap;
 
 use aya::{programs::ProgramError, Ebpf};
 use probe_common::{
-    Family, GLOBAL_FILTER, GLOBAL_SELF_TGID, GLOBAL_USER_RET, MAP_LOST, MAP_STACKS, MAP_TARGETS,
-    MAP_TARGET_HINTS,
+    unwind::GLOBAL_DWARF, Family, GLOBAL_FILTER, GLOBAL_SELF_TGID, GLOBAL_USER_RET, MAP_LOST,
+    MAP_STACKS, MAP_TARGETS, MAP_TARGET_HINTS,
 };
 
 use crate::kernel::features::Features;
 
 pub mod attach;
+pub mod call_graph;
 pub mod maps;
 pub mod object;
 pub mod plan;
@@ -24,6 +25,7 @@ pub mod stats;
 
 pub use attach::error_chain;
 use attach::{explain, Attacher, Prog};
+pub use call_graph::CallGraph;
 use object::Global;
 use plan::{plan, MethodId, MethodSpec, Unit};
 
@@ -46,7 +48,12 @@ pub const FOLLOW_PROGRAMS: [Prog; 2] = [
 
 /// Maps and globals the engine itself uses (the families list theirs).
 pub const ENGINE_MAPS: [&str; 4] = [MAP_TARGETS, MAP_TARGET_HINTS, MAP_LOST, MAP_STACKS];
-pub const ENGINE_GLOBALS: [&str; 3] = [GLOBAL_FILTER, GLOBAL_SELF_TGID, GLOBAL_USER_RET];
+pub const ENGINE_GLOBALS: [&str; 4] = [
+    GLOBAL_FILTER,
+    GLOBAL_SELF_TGID,
+    GLOBAL_USER_RET,
+    GLOBAL_DWARF,
+];
 
 /// What the engine needs to know of one family.
 #[derive(Debug)]
@@ -97,6 +104,8 @@ pub struct LoadOptions<M> {
     pub offcpu_min_ns: u64,
     /// Families whose method the user forced (`--method kpaths=kprobe`).
     pub forced: BTreeMap<&'static str, M>,
+    /// How user stacks are taken, already checked against the kernel ([`CallGraph::choose`]).
+    pub call_graph: CallGraph,
 }
 
 impl<M> Default for LoadOptions<M> {
@@ -107,6 +116,7 @@ impl<M> Default for LoadOptions<M> {
             sample_hz: 99,
             offcpu_min_ns: 0,
             forced: BTreeMap::new(),
+            call_graph: CallGraph::Fp,
         }
     }
 }
@@ -164,6 +174,10 @@ pub fn load<M: MethodId>(
         (GLOBAL_SELF_TGID, Global::U32(std::process::id())),
         // Stacks recover the caller of frameless syscall wrappers where the kernel lets them.
         (GLOBAL_USER_RET, Global::from(features.task_pt_regs)),
+        (
+            GLOBAL_DWARF,
+            Global::from(opts.call_graph == CallGraph::Dwarf),
+        ),
     ];
     let offsets = crate::kernel::tracefs::event_offsets(features.tracefs.as_deref());
     globals.extend(offsets.into_iter().map(|(g, off)| (g, Global::U32(off))));
