@@ -35,6 +35,12 @@ pub struct Run {
     /// Off-CPU stacks (from the `sched` family); absent when it was not recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offcpu: Option<OffcpuSummary>,
+    /// How user stacks were taken (`dwarf` or `fp`); absent in runs before `--call-graph`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_graph: Option<String>,
+    /// DWARF unwinding: tables loaded, map sizes, walk outcomes by reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unwind: Option<crate::unwind::bpf::UnwindReport>,
     /// Files written next to run.json (folded stacks, flame graphs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifacts: Option<Artifacts>,

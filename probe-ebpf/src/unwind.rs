@@ -6,7 +6,7 @@
 //! State lives in a per-CPU scratch value (a [`UserStack`] alone is 1 KiB, twice the BPF
 //! stack); the finished stack is inserted into `UNWIND_USER_STACKS` straight from it.
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
+    bindings::{BPF_F_MMAPABLE, BPF_NOEXIST},
     helpers::{
         bpf_get_current_comm, bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_loop,
         bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs,
@@ -30,7 +30,7 @@ use probe_common::{
 static UNWIND_DWARF: Global<u32> = Global::new(0);
 
 #[map]
-static UNWIND_ROWS: Array<Row> = Array::with_max_entries(ROWS_CAPACITY, 0);
+static UNWIND_ROWS: Array<Row> = Array::with_max_entries(ROWS_CAPACITY, BPF_F_MMAPABLE);
 
 #[map]
 static UNWIND_PROC_MAPS: HashMap<u32, ProcMaps> = HashMap::with_max_entries(PROCS_CAPACITY, 0);
@@ -316,6 +316,7 @@ fn frame(s: &mut Scratch) -> Result<(), Error> {
     }
     let row = find_row(m.row_start, m.row_count, rel as u32).ok_or(Error::NoRow)?;
 
+    let mut fp_step = false;
     let cfa = match row.cfa {
         cfa::STOP => return Err(Error::Complete),
         cfa::SIGNAL => return signal_frame(s),
@@ -327,45 +328,61 @@ fn frame(s: &mut Scratch) -> Result<(), Error> {
             s.rbp.wrapping_add(row.cfa_offset as i64 as u64)
         }
         cfa::PLT => {
-            let extra = if rip & 15 >= 11 { 8 } else { 0 };
+            // rbp_offset holds the threshold (11, or 10 in an IBT plt).
+            let extra = if (rip & 15) as i64 >= row.rbp_offset as i64 {
+                8
+            } else {
+                0
+            };
             s.rsp
                 .wrapping_add(row.cfa_offset as i64 as u64)
                 .wrapping_add(extra)
         }
         cfa::FP_STEP => {
-            if s.rbp_known == 0 || s.rbp == 0 {
+            if s.rbp_known == 0 {
                 return Err(Error::CfaFailed);
             }
             count(Error::FpSteps);
-            let cfa = s.rbp.wrapping_add(16);
-            s.rbp = read_user(cfa - 16)?;
-            return caller(s, cfa);
+            fp_step = true;
+            s.rbp.wrapping_add(16)
         }
-        _ => return Err(Error::NoRow),
+        _ => return Err(Error::CfaFailed),
     };
-    match row.rbp {
+    // The stack grows toward the caller: a CFA below the return address slot is corrupt.
+    if cfa < s.rsp.wrapping_add(8) {
+        return Err(Error::CfaFailed);
+    }
+    let ra = read_user(cfa.wrapping_sub(8))?;
+    let (rbp_kind, rbp_addr) = if fp_step {
+        (rbp::AT_CFA, cfa.wrapping_sub(16))
+    } else {
+        (row.rbp, cfa.wrapping_add(row.rbp_offset as i64 as u64))
+    };
+    match rbp_kind {
         rbp::UNCHANGED => {}
-        rbp::AT_CFA => {
-            s.rbp = read_user(cfa.wrapping_add(row.rbp_offset as i64 as u64))?;
-            s.rbp_known = 1;
-        }
+        rbp::AT_CFA => match read_user(rbp_addr) {
+            Ok(v) => {
+                s.rbp = v;
+                s.rbp_known = 1;
+            }
+            // Only a later frame that needs rbp fails.
+            Err(_) => s.rbp_known = 0,
+        },
         _ => s.rbp_known = 0,
     }
-    caller(s, cfa)
-}
-
-/// Steps to the caller whose return address is at `cfa - 8`.
-#[inline(always)]
-fn caller(s: &mut Scratch, cfa: u64) -> Result<(), Error> {
-    let ra = read_user(cfa.wrapping_sub(8))?;
-    if ra == 0 {
-        // A zeroed return address ends the stack by convention (a root whose CFI does not say
-        // so, e.g. a thread entry some libc builds leave unmarked).
-        return Err(Error::Complete);
-    }
-    s.rip = ra;
     s.rsp = cfa;
     s.exact = 0;
+    next(s, ra)
+}
+
+/// Moves to the caller at `rip`; a zero return address ends the stack by convention (a root
+/// whose CFI does not say so, e.g. a thread entry some libc builds leave unmarked).
+#[inline(always)]
+fn next(s: &mut Scratch, rip: u64) -> Result<(), Error> {
+    if rip == 0 {
+        return Err(Error::Complete);
+    }
+    s.rip = rip;
     Ok(())
 }
 
@@ -377,12 +394,11 @@ fn signal_frame(s: &mut Scratch) -> Result<(), Error> {
     let rip = read_user(uc.wrapping_add(168))?;
     let rsp = read_user(uc.wrapping_add(160))?;
     let rbp = read_user(uc.wrapping_add(120))?;
-    s.rip = rip;
     s.rsp = rsp;
     s.rbp = rbp;
     s.rbp_known = 1;
     s.exact = 1;
-    Ok(())
+    next(s, rip)
 }
 
 #[inline(always)]

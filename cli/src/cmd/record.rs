@@ -15,6 +15,7 @@ use crate::{
     render::{flame, table},
     run::{Run, Target},
     stacks::{maps::MapsRecorder, Profiles},
+    unwind,
 };
 
 #[derive(clap::Args, Debug, Clone)]
@@ -150,6 +151,7 @@ impl RecordArgs {
             offcpu_min_ns: self.offcpu_min_us * 1000,
             forced: families::parse_forced(&self.methods)?,
             call_graph: CallGraph::Fp,
+            max_entries: Vec::new(),
         })
     }
 }
@@ -182,7 +184,21 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         }
     }
     opts.targets = pids.clone();
+    // DWARF tables of the processes running now (a command is not exec'd yet: its tables
+    // come when the walker asks for them).
+    let tables = (opts.call_graph == CallGraph::Dwarf).then(|| {
+        let now: Vec<u32> = args.pids.clone();
+        let t = unwind::bpf::Prepared::new(&now);
+        opts.max_entries.extend(t.max_entries());
+        t
+    });
     let mut probes = families::load_with(loader, &opts, &feats).context("attaching probes")?;
+    let tables = match tables {
+        Some(t) => Some(
+            unwind::bpf::Server::start(&mut probes.ebpf, t).context("loading the unwind tables")?,
+        ),
+        None => None,
+    };
     log::debug!("start-up: every family attached at {:?}", t0.elapsed());
     for w in &probes.warnings {
         log::info!("{w}");
@@ -223,8 +239,15 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         })
     });
     let overhead = prog_stats.finish(&probes);
+    let unwind_report = tables.map(|t| {
+        let mut r = t.finish();
+        r.outcomes = unwind::bpf::outcomes(&probes.ebpf);
+        r
+    });
     let (mut run, profiles) =
         families::collect_run(&probes, duration, maps.as_mut(), opts.offcpu_min_ns)?;
+    run.call_graph = Some(opts.call_graph.name().to_string());
+    run.unwind = unwind_report;
     probes.detach();
     drop(probes);
     run.warnings.splice(0..0, warnings);

@@ -106,6 +106,8 @@ pub struct LoadOptions<M> {
     pub forced: BTreeMap<&'static str, M>,
     /// How user stacks are taken, already checked against the kernel ([`CallGraph::choose`]).
     pub call_graph: CallGraph,
+    /// Maps sized at load time (map name, entries), e.g. the unwind rows to the tables built.
+    pub max_entries: Vec<(&'static str, u32)>,
 }
 
 impl<M> Default for LoadOptions<M> {
@@ -117,6 +119,7 @@ impl<M> Default for LoadOptions<M> {
             offcpu_min_ns: 0,
             forced: BTreeMap::new(),
             call_graph: CallGraph::Fp,
+            max_entries: Vec::new(),
         }
     }
 }
@@ -187,7 +190,7 @@ pub fn load<M: MethodId>(
     globals.sort_by_key(|g| g.0);
     globals.dedup_by_key(|g| g.0);
     let t0 = std::time::Instant::now();
-    let ebpf = object::load(loader, &globals).map_err(LoadError::Object)?;
+    let ebpf = object::load(loader, &globals, &opts.max_entries).map_err(LoadError::Object)?;
     log::debug!(
         "start-up: object loaded (maps created) in {:?}",
         t0.elapsed()

@@ -10,6 +10,7 @@
 //! - [`walk`]: the walk the BPF side does, in Rust, so tests can check it against an
 //!   independent unwinder on real stacks.
 
+pub mod bpf;
 pub mod cache;
 pub mod cfi;
 pub mod maps;
