@@ -38,6 +38,10 @@ pub struct BenchArgs {
     /// On-CPU sampling frequency (Hz) of each recording.
     #[arg(short = 'F', long, default_value_t = 99)]
     pub frequency: u64,
+    /// How each recording takes user stacks (`dwarf` or `fp`; default: dwarf where the kernel
+    /// supports it), as `kpath record --call-graph`.
+    #[arg(long, value_name = "dwarf|fp")]
+    pub call_graph: Option<crate::probes::CallGraph>,
     /// Bench directory (default: runs/bench-<unix time>).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
@@ -72,6 +76,7 @@ impl BenchArgs {
             duration: Duration::from_secs(self.duration),
             file_size: self.file_size,
             frequency: self.frequency,
+            call_graph: self.call_graph,
             out_dir: self
                 .output
                 .unwrap_or_else(|| PathBuf::from(format!("runs/bench-{now_secs}"))),
