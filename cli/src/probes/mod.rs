@@ -225,7 +225,11 @@ pub fn load<M: MethodId>(
     }
     session.attach_used(tables)?;
     for (name, prog) in session.probes.ebpf.programs() {
-        if let Some(n) = prog.info().ok().and_then(|i| i.verified_instruction_count()) {
+        if let Some(n) = prog
+            .info()
+            .ok()
+            .and_then(|i| i.verified_instruction_count())
+        {
             log::debug!("program {name}: {n} instructions verified");
         }
     }

@@ -23,7 +23,7 @@ use aya::{
 };
 use probe_common::unwind::{
     event, Error, Event, ProcMaps, Row, UserStack, MAP_ERRORS, MAP_EVENTS, MAP_PROC_MAPS, MAP_ROWS,
-    PROCS_CAPACITY, USER_STACKS_CAPACITY,
+    MAP_USER_STACKS, PROCS_CAPACITY, USER_STACKS_CAPACITY,
 };
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +48,21 @@ pub enum BpfTablesError {
         #[source]
         source: aya::maps::MapError,
     },
+}
+
+/// Every map the walker and this module share (checked against the object in a unit test).
+pub const MAPS: [&str; 5] = [
+    MAP_ROWS,
+    MAP_PROC_MAPS,
+    MAP_USER_STACKS,
+    MAP_ERRORS,
+    MAP_EVENTS,
+];
+
+/// The row array's size for `built` rows: room for as many again (at least
+/// [`HEADROOM_ROWS`]) for binaries that appear while recording, within the cap.
+fn rows_capacity(built: usize) -> usize {
+    (built + built.max(HEADROOM_ROWS)).min(MAX_ROWS_CAPACITY)
 }
 
 /// Tables built before the object is loaded.
@@ -112,8 +127,7 @@ impl Prepared {
             }
         }
         p.report.build_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let built = p.registry.rows().len();
-        p.capacity = (built + built.max(HEADROOM_ROWS)).min(MAX_ROWS_CAPACITY);
+        p.capacity = rows_capacity(p.registry.rows().len());
         p
     }
 
@@ -362,4 +376,30 @@ pub fn outcomes(ebpf: &Ebpf) -> BTreeMap<String, u64> {
         out.insert(e.name().to_string(), n);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_row_array_keeps_headroom_within_its_cap() {
+        // A recording of a command that has not exec'd yet builds nothing up front.
+        assert_eq!(rows_capacity(0), HEADROOM_ROWS);
+        // nginx + libc + ld.so, about 50k rows: the fixed headroom dominates.
+        assert_eq!(rows_capacity(50_000), 50_000 + HEADROOM_ROWS);
+        // A large process gets as much again.
+        assert_eq!(rows_capacity(1 << 20), 2 << 20);
+        assert_eq!(rows_capacity(3 << 20), MAX_ROWS_CAPACITY);
+    }
+
+    #[test]
+    fn outcome_names_are_the_reports_keys() {
+        let names: Vec<&str> = Error::ALL.iter().map(|e| e.name()).collect();
+        assert!(names.contains(&"complete") && names.contains(&"table_not_loaded"));
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len(), "duplicate outcome names");
+    }
 }
