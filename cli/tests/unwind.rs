@@ -306,10 +306,9 @@ fn dwarf_stacks_of_nginx_and_kpaths_server_match_perf() {
     .unwrap();
     let mut nginx = std::process::Command::new("nginx");
     nginx.arg("-c").arg(&conf).arg("-p").arg(&www);
-    let nginx = spawn_group(&mut nginx);
-    let _nginx = KillGroup(nginx.id());
+    let nginx = KillGroup(spawn_group(&mut nginx));
     wait_listening(port);
-    let master = nginx.id();
+    let master = nginx.0.id();
     let worker = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
         .ok()
         .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()))
@@ -317,8 +316,7 @@ fn dwarf_stacks_of_nginx_and_kpaths_server_match_perf() {
     let mut wrk = std::process::Command::new("wrk");
     wrk.args(["-t1", "-c32", "-d8s"])
         .arg(format!("http://127.0.0.1:{port}/f.bin"));
-    let wrk = spawn_group(&mut wrk);
-    let _wrk = KillGroup(wrk.id());
+    let _wrk = KillGroup(spawn_group(&mut wrk));
     std::thread::sleep(std::time::Duration::from_millis(500));
     let (kpath, perf, n, context) = kpath_and_perf(worker, 4, "nginx");
     eprintln!("nginx worker: kpath {kpath:.1}% of {n} complete, perf {perf:.1}%");
@@ -334,28 +332,28 @@ fn dwarf_stacks_of_nginx_and_kpaths_server_match_perf() {
         .arg(&www)
         .arg("--addr")
         .arg(format!("127.0.0.1:{port}"));
-    let serve = spawn_group(&mut serve);
-    let _serve = KillGroup(serve.id());
+    let serve = KillGroup(spawn_group(&mut serve));
     wait_listening(port);
     let mut load = std::process::Command::new(KPATH);
     load.args(["load", "-c", "32", "-t", "1", "-d", "8"])
         .arg(format!("http://127.0.0.1:{port}/f.bin"));
-    let load = spawn_group(&mut load);
-    let _load = KillGroup(load.id());
+    let _load = KillGroup(spawn_group(&mut load));
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let (kpath, perf, n, context) = kpath_and_perf(serve.id(), 4, "kpath-epoll");
+    let (kpath, perf, n, context) = kpath_and_perf(serve.0.id(), 4, "kpath-epoll");
     eprintln!("kpath serve: kpath {kpath:.1}% of {n} complete, perf {perf:.1}%");
     assert!(n >= 100, "only {n} samples\n{context}");
     assert!(kpath >= 90.0, "{context}");
     assert!((kpath - perf).abs() <= 5.0, "{context}");
 }
 
-/// SIGKILLs a process group when dropped.
-struct KillGroup(u32);
+/// A process group leader (from [`spawn_group`]): its group is SIGKILLed and the leader
+/// reaped when dropped.
+struct KillGroup(std::process::Child);
 
 impl Drop for KillGroup {
     fn drop(&mut self) {
         // SAFETY: kill takes plain integers; a group that is gone gives ESRCH, ignored.
-        unsafe { libc::kill(-(self.0 as i32), libc::SIGKILL) };
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+        let _ = self.0.wait();
     }
 }
