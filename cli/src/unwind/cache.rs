@@ -140,13 +140,17 @@ impl Registry {
             let source = if e.is_file() {
                 Source::File(proc_path(pid, &e.path))
             } else if e.is_vdso() {
-                Source::Memory(pid)
+                Source::Memory {
+                    pid,
+                    start: e.start,
+                    len: e.end - e.start,
+                }
             } else {
                 unmapped.push(unmapped_of(e, UnmappedReason::Anonymous));
                 maps.push(mapping(e, 0, None));
                 continue;
             };
-            let bin = match self.binary(&source, e) {
+            let bin = match self.binary(&source, Path::new(&e.path)) {
                 Ok(i) => &self.binaries[i],
                 Err(err) => {
                     unmapped.push(unmapped_of(e, UnmappedReason::NoTable(format!("{err:#}"))));
@@ -190,8 +194,15 @@ impl Registry {
         })
     }
 
-    /// The index of the binary `source` maps, reading it if it is new.
-    fn binary(&mut self, source: &Source, e: &MapsEntry) -> Result<usize, UnwindError> {
+    /// Reads one ELF file's table (if it is new) without a process: to warm the cache, or to
+    /// measure.
+    pub fn add_file(&mut self, path: &Path) -> Result<&BinaryInfo, UnwindError> {
+        let i = self.binary(&Source::File(path.to_owned()), path)?;
+        Ok(&self.binaries[i])
+    }
+
+    /// The index of the binary `source` holds (named `display`), reading it if it is new.
+    fn binary(&mut self, source: &Source, display: &Path) -> Result<usize, UnwindError> {
         let (image, id) = match source {
             Source::File(path) => {
                 let file = File::open(path).map_err(|source| read_err(path, source))?;
@@ -214,12 +225,12 @@ impl Registry {
                     .map_err(|source| read_err(path, source))?;
                 (Image::Mapped(map), Some(id))
             }
-            Source::Memory(pid) => {
-                let bytes = read_memory(*pid, e.start, e.end - e.start)?;
+            Source::Memory { pid, start, len } => {
+                let bytes = read_memory(*pid, *start, *len)?;
                 (Image::Bytes(bytes), None)
             }
         };
-        let display = PathBuf::from(&e.path);
+        let display = display.to_owned();
         let started = Instant::now();
         let file = object::File::parse(image.bytes()).map_err(|source| UnwindError::Elf {
             path: display.clone(),
@@ -258,15 +269,12 @@ impl Registry {
                         // A cache that cannot be written only costs the next run a rebuild.
                         let _ = store(dir, &key, &cfi.rows);
                     }
-                    let error = cfi
-                        .rows
-                        .is_empty()
-                        .then(|| "no call frame information".to_owned());
-                    (cfi.rows, error)
+                    (cfi.rows, None)
                 }
                 Err(err) => (Vec::new(), Some(err.to_string())),
             },
         };
+        let error = error.or_else(|| rows.is_empty().then(|| "no call frame information".into()));
         if self.rows.len() + rows.len() > self.options.max_rows {
             return Err(UnwindError::TooManyRows {
                 path: display,
@@ -297,7 +305,11 @@ impl Registry {
 enum Source {
     File(PathBuf),
     /// The vDSO, read from the process's memory.
-    Memory(u32),
+    Memory {
+        pid: u32,
+        start: u64,
+        len: u64,
+    },
 }
 
 enum Image {
@@ -473,6 +485,190 @@ mod tests {
                 ..Row::default()
             },
         ]
+    }
+
+    fn tmp(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("kpath-unwind-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    /// A child that sleeps until dropped.
+    struct Sleeper(std::process::Child);
+
+    impl Sleeper {
+        fn new(bin: &str, args: &[&str]) -> Sleeper {
+            let child = std::process::Command::new(bin).args(args).spawn().unwrap();
+            // spawn returns while the exec is still setting up the new program; wait until
+            // the loader has mapped libc.
+            let maps = format!("/proc/{}/maps", child.id());
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !std::fs::read_to_string(&maps)
+                .unwrap_or_default()
+                .contains("libc.so")
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{bin} never mapped libc"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Sleeper(child)
+        }
+
+        fn pid(&self) -> u32 {
+            self.0.id()
+        }
+    }
+
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn with_rows(r: &Registry) -> Vec<&BinaryInfo> {
+        r.binaries().filter(|b| b.rows > 0).collect()
+    }
+
+    #[test]
+    fn a_second_registry_loads_every_table_from_disk_and_damage_is_rebuilt() {
+        let dir = tmp("hit");
+        let options = CacheOptions {
+            dir: Some(dir.clone()),
+            ..CacheOptions::default()
+        };
+        let child = Sleeper::new("sleep", &["60"]);
+        let mut first = Registry::new(options.clone());
+        let t1 = first.add_process(child.pid()).unwrap();
+        let names: Vec<_> = with_rows(&first)
+            .iter()
+            .map(|b| b.path.display().to_string())
+            .collect();
+        // sleep, libc, ld.so and the vDSO (read from the process's memory) all have tables.
+        assert!(names.iter().any(|n| n.ends_with("/sleep")), "{names:?}");
+        assert!(names.iter().any(|n| n.contains("libc.so")), "{names:?}");
+        assert!(names.iter().any(|n| n.contains("ld-linux")), "{names:?}");
+        assert!(names.iter().any(|n| n == "[vdso]"), "{names:?}");
+        assert!(first.binaries().all(|b| !b.from_cache));
+        // Only [vsyscall] (executable, no file) has no table.
+        assert!(
+            t1.unmapped
+                .iter()
+                .all(|u| u.reason == UnmappedReason::Anonymous),
+            "{:?}",
+            t1.unmapped
+        );
+
+        let mut second = Registry::new(options.clone());
+        let t2 = second.add_process(child.pid()).unwrap();
+        assert!(with_rows(&second).iter().all(|b| b.from_cache));
+        assert_eq!(first.rows(), second.rows());
+        assert_eq!(t1.maps.count, t2.maps.count);
+        assert_eq!(t1.maps.maps, t2.maps.maps);
+
+        // Damage every cache file: each is ignored, rebuilt and rewritten.
+        for f in std::fs::read_dir(&dir).unwrap().flatten() {
+            let mut bytes = std::fs::read(f.path()).unwrap();
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0x40;
+            std::fs::write(f.path(), &bytes).unwrap();
+        }
+        let mut third = Registry::new(options.clone());
+        third.add_process(child.pid()).unwrap();
+        assert!(third.binaries().all(|b| !b.from_cache));
+        assert_eq!(first.rows(), third.rows());
+        let mut fourth = Registry::new(options);
+        fourth.add_process(child.pid()).unwrap();
+        assert!(with_rows(&fourth).iter().all(|b| b.from_cache));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn later_processes_only_append_shards() {
+        let a = Sleeper::new("sleep", &["60"]);
+        let mut reg = Registry::new(CacheOptions {
+            dir: None,
+            ..CacheOptions::default()
+        });
+        let ta = reg.add_process(a.pid()).unwrap();
+        let before = reg.rows().to_vec();
+        let shards: Vec<_> = reg
+            .binaries()
+            .map(|b| (b.key.clone(), b.row_start, b.rows))
+            .collect();
+        // The same process again reads nothing new.
+        reg.add_process(a.pid()).unwrap();
+        assert_eq!(reg.rows().len(), before.len());
+        // Another program adds its own binary; libc, ld.so and the vDSO are shared.
+        let b = Sleeper::new("/usr/bin/tail", &["-f", "/dev/null"]);
+        let tb = reg.add_process(b.pid()).unwrap();
+        assert_eq!(&reg.rows()[..before.len()], &before[..]);
+        let now: Vec<_> = reg
+            .binaries()
+            .map(|b| (b.key.clone(), b.row_start, b.rows))
+            .collect();
+        assert_eq!(&now[..shards.len()], &shards[..]);
+        assert_eq!(now.len(), shards.len() + 1, "{now:?}");
+        let libc = |t: &ProcessTables| {
+            let m = t.maps.maps[..t.maps.count as usize].iter();
+            m.map(|m| (m.row_start, m.row_count))
+                .collect::<std::collections::HashSet<_>>()
+        };
+        assert!(libc(&ta).intersection(&libc(&tb)).count() >= 3);
+        // Mappings are sorted and each names a shard inside the rows.
+        let maps = &tb.maps.maps[..tb.maps.count as usize];
+        assert!(maps.windows(2).all(|w| w[0].end <= w[1].start));
+        assert!(maps
+            .iter()
+            .all(|m| (m.row_start + m.row_count) as usize <= reg.rows().len()));
+    }
+
+    #[test]
+    fn a_file_without_build_id_is_keyed_by_inode_and_mtime() {
+        let dir = tmp("stale");
+        std::fs::create_dir_all(&dir).unwrap();
+        let bin = dir.join("sleep-nobuildid");
+        let ok = std::process::Command::new("objcopy")
+            .args(["--remove-section", ".note.gnu.build-id", "/usr/bin/sleep"])
+            .arg(&bin)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "objcopy");
+        let options = CacheOptions {
+            dir: Some(dir.join("cache")),
+            ..CacheOptions::default()
+        };
+        let mut reg = Registry::new(options.clone());
+        let first = reg.add_file(&bin).unwrap().clone();
+        assert!(
+            first.key.starts_with("f-") && !first.from_cache,
+            "{first:?}"
+        );
+        assert!(first.rows > 100);
+        assert!(
+            Registry::new(options.clone())
+                .add_file(&bin)
+                .unwrap()
+                .from_cache
+        );
+        // Rewritten in place (a new mtime): the old table is stale, for the disk cache and for
+        // a registry that already holds it.
+        let data = std::fs::read(&bin).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&bin, &data).unwrap();
+        let again = reg.add_file(&bin).unwrap().clone();
+        assert_ne!(again.key, first.key);
+        assert!(!again.from_cache);
+        assert_eq!(again.row_start, first.row_start + first.rows);
+        let sleep = Registry::new(options)
+            .add_file(Path::new("/usr/bin/sleep"))
+            .unwrap()
+            .clone();
+        assert!(sleep.key.starts_with("b-"), "{}", sleep.key);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
