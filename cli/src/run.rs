@@ -158,6 +158,9 @@ pub struct LockRow {
     pub max_ns: u64,
     /// The symbolized kernel stack, innermost first.
     pub stack: Vec<String>,
+    /// The user stack of the row's longest-waiting waiter, root first (`--call-graph dwarf`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_stack: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

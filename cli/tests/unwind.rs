@@ -357,3 +357,47 @@ impl Drop for KillGroup {
         let _ = self.0.wait();
     }
 }
+
+/// Lock contention: with dwarf, each lock row carries its longest waiter's user stack, and
+/// those of `epoll_contention`'s threads (frameless) reach their root.
+#[test]
+fn dwarf_lock_waiter_stacks_reach_their_roots() {
+    if !require_root() {
+        return;
+    }
+    let _whole = whole_test();
+    let bin = workload_with("epoll_contention", &["-fomit-frame-pointer"]);
+    let (run, stderr) = record(
+        &["--probes", "locks", "--call-graph", "dwarf"],
+        &[bin.to_str().unwrap(), "2", "2", "2"],
+    );
+    let rows = run["locks"].as_array().cloned().unwrap_or_default();
+    let stacks: Vec<Vec<String>> = rows
+        .iter()
+        .filter_map(|r| r.get("user_stack").and_then(|s| s.as_array()))
+        .map(|s| {
+            s.iter()
+                .filter_map(|f| f.as_str().map(str::to_string))
+                .collect()
+        })
+        .collect();
+    let context = format!(
+        "{} rows, {} with a user stack: {stacks:?}\nkpath stderr:\n{stderr}\nunwind: {}",
+        rows.len(),
+        stacks.len(),
+        run["unwind"]
+    );
+    assert!(!stacks.is_empty(), "{context}");
+    let rooted = stacks
+        .iter()
+        .filter(|s| {
+            s.first()
+                .is_some_and(|f| is_root_name(f.trim_end_matches("_[i]")))
+        })
+        .count();
+    eprintln!(
+        "locks: {rooted} of {} waiter stacks reach a root",
+        stacks.len()
+    );
+    assert!(rooted * 100 >= stacks.len() * 90, "{context}");
+}

@@ -232,7 +232,7 @@ mod pod {
     unsafe impl aya::Pod for kpaths::StartKey {}
     // SAFETY: repr(C), 8 x u64 + [u64; HIST_BUCKETS] (size asserted), no padding.
     unsafe impl aya::Pod for sched::SchedStats {}
-    // SAFETY: repr(C), u64 + i32 + 3 x u32 = 24 bytes (asserted), no padding.
+    // SAFETY: repr(C), u64 + i32 + 3 x u32 + u64 = 32 bytes (asserted), no padding.
     unsafe impl aya::Pod for locks::LockKey {}
     // SAFETY: repr(C), 3 x u64 = 24 bytes (asserted), no padding.
     unsafe impl aya::Pod for locks::LockStats {}

@@ -23,8 +23,11 @@ pub struct LockKey {
     pub flags: u32,
     pub tgid: u32,
     pub _reserved: u32,
+    /// The waiter's DWARF-unwound user stack in [`crate::unwind::MAP_USER_STACKS`]
+    /// (`--call-graph dwarf`), 0 when none was taken.
+    pub user_stack: u64,
 }
-const _: () = assert!(core::mem::size_of::<LockKey>() == 24);
+const _: () = assert!(core::mem::size_of::<LockKey>() == 32);
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -53,5 +56,7 @@ pub struct LockStart {
     pub lock_addr: u64,
     pub kstack_id: i32,
     pub flags: u32,
+    /// See [`LockKey::user_stack`].
+    pub user_stack: u64,
 }
-const _: () = assert!(core::mem::size_of::<LockStart>() == 24);
+const _: () = assert!(core::mem::size_of::<LockStart>() == 32);

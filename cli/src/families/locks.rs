@@ -24,6 +24,7 @@ use crate::{
         FamilyTable,
     },
     run::{LockRow, Run},
+    stacks::symbolize::{RawStack, StackSymbolizer},
 };
 
 pub static PATH: FamilyPath = FamilyPath {
@@ -37,7 +38,8 @@ pub static PATH: FamilyPath = FamilyPath {
     },
     maps: &[MAP_STATS],
     reads: &[],
-    folds_stacks: false,
+    // For the waiters' user stacks (dwarf), symbolized from the maps snapshots.
+    folds_stacks: true,
     collect,
     section,
 };
@@ -92,6 +94,8 @@ fn collect(c: &mut Collector, run: &mut Run) -> anyhow::Result<()> {
     let (stacks, ksyms) = c.stacks_and_ksyms()?;
     // Keys differ by full stack and tgid; rows are per caller, lock and type.
     let mut rows: BTreeMap<(String, u64, u32), LockRow> = BTreeMap::new();
+    // Per row, the user stack (dwarf) of its longest-waiting key: (wait, tgid, stack key).
+    let mut user: BTreeMap<(String, u64, u32), (u64, u32, u64)> = BTreeMap::new();
     for (key, s) in per_key {
         let stack = stacks.kernel_frames(key.kstack_id, ksyms);
         let caller = kallsyms::lock_caller(&stack)
@@ -104,24 +108,70 @@ fn collect(c: &mut Collector, run: &mut Run) -> anyhow::Result<()> {
                 }
             });
         let caller_fn = caller.split('+').next().unwrap_or_default().to_string();
-        let row = rows
-            .entry((caller_fn.clone(), key.lock_addr, key.flags))
-            .or_insert_with(|| LockRow {
-                caller: caller_fn,
-                lock: lock_name(key.lock_addr, ksyms),
-                lock_addr: format!("{:#x}", key.lock_addr),
-                lock_type: lock_type(key.flags).to_string(),
-                stack,
-                ..Default::default()
-            });
+        let row_key = (caller_fn.clone(), key.lock_addr, key.flags);
+        if key.user_stack != 0 {
+            let u = user.entry(row_key.clone()).or_insert((0, 0, 0));
+            if s.wait_ns >= u.0 {
+                *u = (s.wait_ns, key.tgid, key.user_stack);
+            }
+        }
+        let row = rows.entry(row_key).or_insert_with(|| LockRow {
+            caller: caller_fn,
+            lock: lock_name(key.lock_addr, ksyms),
+            lock_addr: format!("{:#x}", key.lock_addr),
+            lock_type: lock_type(key.flags).to_string(),
+            stack,
+            ..Default::default()
+        });
         row.count += s.count;
         row.wait_ns += s.wait_ns;
         row.max_ns = row.max_ns.max(s.max_ns);
     }
+    user_stacks(c, &mut rows, &user);
     let mut rows: Vec<LockRow> = rows.into_values().collect();
     rows.sort_by_key(|r| std::cmp::Reverse(r.wait_ns));
     run.locks = rows;
     Ok(())
+}
+
+/// Symbolizes each row's heaviest user stack into `LockRow::user_stack` (dwarf recordings,
+/// with the `/proc/PID/maps` snapshots the stack families keep).
+fn user_stacks(
+    c: &mut Collector,
+    rows: &mut BTreeMap<(String, u64, u32), LockRow>,
+    user: &BTreeMap<(String, u64, u32), (u64, u32, u64)>,
+) {
+    if user.is_empty() {
+        return;
+    }
+    let raws: Vec<(&(String, u64, u32), RawStack)> = user
+        .iter()
+        .map(|(k, &(_, tgid, stack))| {
+            let raw = RawStack {
+                tgid,
+                comm: String::new(),
+                kernel: Vec::new(),
+                user: c.stacks.dwarf_ips(stack).to_vec(),
+                user_ret: 0,
+                weight: 1,
+            };
+            (k, raw)
+        })
+        .collect();
+    let Ok((ksyms, Some(maps))) = c.ksyms_and_maps() else {
+        return;
+    };
+    for (_, r) in &raws {
+        maps.ensure(r.tgid);
+    }
+    let only: Vec<RawStack> = raws.iter().map(|(_, r)| r.clone()).collect();
+    let folded = StackSymbolizer::new(ksyms, &maps.snapshots).symbolize(&only);
+    for ((k, _), f) in raws.iter().zip(folded) {
+        if let Some(row) = rows.get_mut(*k) {
+            // Root first, without the placeholder thread name.
+            row.user_stack = f.frames.into_iter().skip(1).collect();
+        }
+    }
 }
 
 fn section(run: &Run, opts: &SectionOptions) -> Option<Section> {

@@ -107,10 +107,15 @@ impl<'a> Stacks<'a> {
         if key.user_stack == 0 {
             return self.ips(key.ustack_id);
         }
+        self.dwarf_ips(key.user_stack)
+    }
+
+    /// A DWARF-unwound user stack by its key, innermost first (empty if absent).
+    pub fn dwarf_ips(&mut self, stack: u64) -> &[u64] {
         let map = &self.dwarf;
-        self.dwarf_cache.entry(key.user_stack).or_insert_with(|| {
+        self.dwarf_cache.entry(stack).or_insert_with(|| {
             map.as_ref()
-                .and_then(|m| m.get(&key.user_stack, 0).ok())
+                .and_then(|m| m.get(&stack, 0).ok())
                 .map(|s| s.frames[..(s.len as usize).min(s.frames.len())].to_vec())
                 .unwrap_or_default()
         })
