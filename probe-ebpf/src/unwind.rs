@@ -179,7 +179,10 @@ fn store(s: &mut Scratch) -> u64 {
     if unsafe { UNWIND_USER_STACKS.get(h) }.is_some() {
         return h;
     }
-    match UNWIND_USER_STACKS.insert(h, &s.stack, BPF_NOEXIST as u64) {
+    // By reference: a UserStack by value would be copied onto the 512-byte BPF stack.
+    #[allow(clippy::needless_borrows_for_generic_args)]
+    let inserted = UNWIND_USER_STACKS.insert(h, &s.stack, BPF_NOEXIST as u64);
+    match inserted {
         Ok(()) => h,
         // Another CPU inserted the same stack first.
         Err(e) if e == -EEXIST => h,
