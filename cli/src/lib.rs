@@ -9,7 +9,8 @@
 //!   holding its attach methods, its `collect()` and the report section every renderer draws;
 //! - [`run`]: the `run.json` schema; [`stacks`]: symbolized, folded stacks; [`render`]:
 //!   tables, JSON, flame graphs, HTML; [`bench`], [`scenario`], [`vm`]: the libraries behind
-//!   those subcommands;
+//!   those subcommands; [`unwind`]: DWARF unwind tables for the BPF stack walker and its
+//!   Rust twin;
 //! - [`cmd`]: one file per subcommand (its arguments and `run`), dispatched by `main.rs`.
 
 pub mod bench;
@@ -24,4 +25,5 @@ pub mod render;
 pub mod run;
 pub mod scenario;
 pub mod stacks;
+pub mod unwind;
 pub mod vm;

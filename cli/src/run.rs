@@ -43,6 +43,12 @@ pub struct Run {
     /// Off-CPU stacks (from the `sched` family); absent when it was not recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offcpu: Option<OffcpuSummary>,
+    /// How user stacks were taken (`dwarf` or `fp`); absent in runs before `--call-graph`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_graph: Option<String>,
+    /// DWARF unwinding: tables loaded, map sizes, walk outcomes by reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unwind: Option<crate::unwind::bpf::UnwindReport>,
     /// Files written next to run.json (folded stacks, flame graphs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifacts: Option<Artifacts>,
@@ -213,6 +219,9 @@ pub struct LockRow {
     pub max_ns: u64,
     /// The symbolized kernel stack, innermost first.
     pub stack: Vec<String>,
+    /// The user stack of the row's longest-waiting waiter, root first (`--call-graph dwarf`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_stack: Vec<String>,
 }
 
 /// Lock contention of one thread, all locks together.

@@ -187,6 +187,7 @@ fn sample_run() -> Run {
                 "__x64_sys_close+0x3d".into(),
                 "do_syscall_64+0x5b".into(),
             ],
+            user_stack: Vec::new(),
         },
         LockRow {
             caller: "eventpoll_release_file".into(),
@@ -205,6 +206,7 @@ fn sample_run() -> Run {
                 "__fput+0x1f0".into(),
                 "task_work_run+0x5a".into(),
             ],
+            user_stack: Vec::new(),
         },
     ];
     let overhead = Overhead {

@@ -227,8 +227,11 @@ pub struct StackKey {
     /// caller frame-pointer unwinding skips, and the only caller left when the program was built
     /// without frame pointers (Debian's nginx). User space keeps it only if it follows a call.
     pub user_ret: u64,
+    /// Key of the DWARF-unwound user stack in [`unwind::MAP_USER_STACKS`] (`--call-graph
+    /// dwarf`; `ustack_id` is then -1 and `user_ret` 0), 0 when none was taken.
+    pub user_stack: u64,
 }
-const _: () = assert!(core::mem::size_of::<StackKey>() == 40);
+const _: () = assert!(core::mem::size_of::<StackKey>() == 48);
 
 // aya::Pod promises that any bit pattern is a valid value and that there are no padding bytes
 // (uninitialized memory copied to or from the kernel). Each type below is `#[repr(C)]`, holds
@@ -237,7 +240,7 @@ const _: () = assert!(core::mem::size_of::<StackKey>() == 40);
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
-    // SAFETY: repr(C), u32/i32 x4 + [u8; 16] + u64 = 40 bytes (asserted), no padding.
+    // SAFETY: repr(C), u32/i32 x4 + [u8; 16] + 2 x u64 = 48 bytes (asserted), no padding.
     unsafe impl aya::Pod for StackKey {}
     // SAFETY: repr(C), 4 x u64 + [u64; HIST_BUCKETS] (size asserted), no padding.
     unsafe impl aya::Pod for syscalls::SyscallStats {}
@@ -247,7 +250,7 @@ mod pod {
     unsafe impl aya::Pod for kpaths::StartKey {}
     // SAFETY: repr(C), 8 x u64 + [u64; HIST_BUCKETS] (size asserted), no padding.
     unsafe impl aya::Pod for sched::SchedStats {}
-    // SAFETY: repr(C), u64 + i32 + 3 x u32 = 24 bytes (asserted), no padding.
+    // SAFETY: repr(C), u64 + i32 + 3 x u32 + u64 = 32 bytes (asserted), no padding.
     unsafe impl aya::Pod for locks::LockKey {}
     // SAFETY: repr(C), 3 x u64 = 24 bytes (asserted), no padding.
     unsafe impl aya::Pod for locks::LockStats {}

@@ -25,8 +25,11 @@ pub struct LockKey {
     /// The waiting thread, and its name at the wait (`--locks-by task`).
     pub tid: u32,
     pub comm: [u8; 16],
+    /// The waiter's DWARF-unwound user stack in [`crate::unwind::MAP_USER_STACKS`]
+    /// (`--call-graph dwarf`), 0 when none was taken.
+    pub user_stack: u64,
 }
-const _: () = assert!(core::mem::size_of::<LockKey>() == 40);
+const _: () = assert!(core::mem::size_of::<LockKey>() == 48);
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -55,5 +58,7 @@ pub struct LockStart {
     pub lock_addr: u64,
     pub kstack_id: i32,
     pub flags: u32,
+    /// See [`LockKey::user_stack`].
+    pub user_stack: u64,
 }
-const _: () = assert!(core::mem::size_of::<LockStart>() == 24);
+const _: () = assert!(core::mem::size_of::<LockStart>() == 32);

@@ -46,7 +46,9 @@ pub mod cfa {
     pub const RSP: u8 = 1;
     /// CFA = rbp + offset.
     pub const RBP: u8 = 2;
-    /// The standard .plt expression: CFA = rsp + offset + ((rip & 15) >= 11 ? 8 : 0).
+    /// The standard .plt expression: CFA = rsp + cfa_offset + ((rip & 15) >= T ? 8 : 0), where
+    /// the threshold T is in the row's `rbp_offset` (11 for binutils' classic lazy .plt, 10
+    /// for its IBT variant; the caller's rbp is unchanged in a PLT).
     pub const PLT: u8 = 3;
     /// A signal trampoline (`__restore_rt`, CIE augmentation 'S'): the interrupted registers are
     /// in the `ucontext` at rsp (rip at rsp+168, rsp at rsp+160, rbp at rsp+120 on x86_64), and

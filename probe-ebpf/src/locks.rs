@@ -16,8 +16,9 @@ use probe_common::{
 };
 
 use crate::{
-    count_lost, current_ids, is_traced, offset, stack_id, IN_FLIGHT_CAPACITY, OFF_LOCK_ADDR,
-    OFF_LOCK_FLAGS,
+    count_lost, current_ids, is_traced, offset, stack_id,
+    unwind::{self, Regs, Slot},
+    IN_FLIGHT_CAPACITY, OFF_LOCK_ADDR, OFF_LOCK_FLAGS,
 };
 
 #[map]
@@ -34,12 +35,15 @@ fn begin<C: StackIdContext>(ctx: &C, lock_addr: u64, key_addr: u64, flags: u32) 
         return 0;
     }
     let kstack_id = stack_id(ctx, 0, Family::Locks);
+    // The waiter is in the kernel: its user registers are the ones it entered with.
+    let user_stack = unwind::user_stack(Regs::Task, tgid, Slot::Tracepoint);
     let start = LockStart {
         // SAFETY: bpf_ktime_get_ns takes no arguments and cannot fail.
         ts_ns: unsafe { bpf_ktime_get_ns() },
         lock_addr,
         kstack_id,
         flags,
+        user_stack,
     };
     let key = LockStartKey {
         lock_addr: key_addr,
@@ -76,6 +80,7 @@ fn end(key_addr: u64) -> u32 {
         tgid,
         tid,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        user_stack: start.user_stack,
     };
     if !add_wait(&key, ns) {
         count_lost(Family::Locks);

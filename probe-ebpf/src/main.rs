@@ -24,6 +24,7 @@ mod oncpu;
 mod sched;
 mod syscalls;
 mod target;
+mod unwind;
 
 // Run-time settings: `Global`s in .rodata, set by the loader with `EbpfLoader::override_global`
 // under the names in probe_common (GLOBAL_*, offsets::ALL). `Global::load` is a volatile read,

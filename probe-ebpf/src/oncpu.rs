@@ -8,7 +8,10 @@ use aya_ebpf::{
 };
 use probe_common::{oncpu::COUNTS_CAPACITY, Family, StackKey};
 
-use crate::{count_lost, current_ids, is_traced, stack_id};
+use crate::{
+    count_lost, current_ids, is_traced, stack_id,
+    unwind::{self, Regs, Slot},
+};
 
 #[map]
 static ONCPU_COUNTS: HashMap<StackKey, u64> = HashMap::with_max_entries(COUNTS_CAPACITY, 0);
@@ -39,17 +42,34 @@ pub fn oncpu_sample(ctx: PerfEventContext) -> u32 {
         // program uses the map, and a perf event does not fire inside its own program.
         unsafe { *n += 1 };
     }
+    let kernel = in_kernel(&ctx);
+    let dwarf = unwind::enabled();
+    let user_stack = if dwarf {
+        let regs = if kernel {
+            Regs::Task
+        } else {
+            Regs::Ctx(ctx.ctx as *const u8)
+        };
+        unwind::user_stack(regs, tgid, Slot::Perf)
+    } else {
+        0
+    };
     let key = StackKey {
         tgid,
         kstack_id: stack_id(&ctx, 0, Family::Oncpu),
-        ustack_id: stack_id(&ctx, BPF_F_USER_STACK as u64, Family::Oncpu),
+        ustack_id: if dwarf {
+            -1
+        } else {
+            stack_id(&ctx, BPF_F_USER_STACK as u64, Family::Oncpu)
+        },
         _reserved: 0,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        user_ret: if in_kernel(&ctx) {
+        user_ret: if kernel && !dwarf {
             crate::user_stack_word()
         } else {
             0
         },
+        user_stack,
     };
     if !crate::add_shared(&ONCPU_COUNTS, &key, 1) {
         count_lost(Family::Oncpu);

@@ -9,7 +9,7 @@
 //! stack walks dominate).
 use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
-    helpers::{bpf_get_current_comm, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{map, raw_tracepoint, tracepoint},
     maps::{HashMap, LruHashMap, PerCpuArray},
     programs::{tracing::StackIdContext, RawTracePointContext, TracePointContext},
@@ -148,14 +148,9 @@ fn switch<C: StackIdContext>(
         if preempted && SCHED_RUNNABLE.insert(prev_tid, now, 0).is_err() {
             count_lost(Family::Sched);
         }
-        let key = StackKey {
-            tgid,
-            kstack_id: stack_id(ctx, 0, Family::Sched),
-            ustack_id: stack_id(ctx, BPF_F_USER_STACK as u64, Family::Sched),
-            _reserved: 0,
-            comm: bpf_get_current_comm().unwrap_or([0; 16]),
-            user_ret: crate::user_stack_word(),
-        };
+        let key = crate::unwind::stack_key(tgid, stack_id(ctx, 0, Family::Sched), || {
+            stack_id(ctx, BPF_F_USER_STACK as u64, Family::Sched)
+        });
         let out = OffcpuStart { ts_ns: now, key };
         if SCHED_SWITCHED_OUT.insert(prev_tid, out, 0).is_err() {
             count_lost(Family::Sched);

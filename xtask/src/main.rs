@@ -5,6 +5,7 @@ mod bench_overhead;
 mod bench_probes;
 mod bench_servers;
 mod bench_startup;
+mod bench_unwind;
 mod build;
 mod demo;
 mod floor;
@@ -52,6 +53,8 @@ enum Cmd {
     BenchOverhead(bench_overhead::Args),
     /// Set up, then time `kpath record -p` from start to attached (and bpftrace, if installed).
     BenchStartup(bench_startup::Args),
+    /// Set up, then compare nginx requests/s and BPF run time with `--call-graph dwarf` vs `fp`.
+    BenchUnwind(bench_unwind::Args),
 }
 
 fn main() {
@@ -67,6 +70,7 @@ fn main() {
         Cmd::BenchProbes(args) => setup::for_run().and_then(|()| bench_probes::run(args)),
         Cmd::BenchOverhead(args) => setup::for_run().and_then(|()| bench_overhead::run(args)),
         Cmd::BenchStartup(args) => setup::for_run().and_then(|()| bench_startup::run(args)),
+        Cmd::BenchUnwind(args) => setup::for_run().and_then(|()| bench_unwind::run(args)),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -34,6 +34,8 @@ pub struct BenchOptions {
     pub duration: Duration,
     pub file_size: usize,
     pub frequency: u64,
+    /// `--call-graph` of each recording (`None`: record's default, dwarf where supported).
+    pub call_graph: Option<crate::probes::CallGraph>,
     pub out_dir: PathBuf,
     /// The kpath binary that serves, records and loads.
     pub kpath: PathBuf,
@@ -50,6 +52,7 @@ impl Default for BenchOptions {
             duration: Duration::from_secs(5),
             file_size: 1400,
             frequency: 99,
+            call_graph: None,
             out_dir: PathBuf::from("runs/bench"),
             kpath: PathBuf::from("kpath"),
             attach_timeout: Duration::from_secs(30),
@@ -256,6 +259,11 @@ fn start_recording(
     cmd.args(["record", "-p", &server.to_string()])
         .args(["-d", &backstop.to_string()])
         .args(["-F", &opts.frequency.to_string(), "--bpf-stats"])
+        .args(
+            opts.call_graph
+                .iter()
+                .flat_map(|c| ["--call-graph", c.name()]),
+        )
         .arg("--ready-file")
         .arg(&ready)
         .arg("-o")

@@ -43,6 +43,10 @@ pub struct BenchArgs {
     /// Print bench.json to stdout instead of the tables (it is written to the directory too).
     #[arg(long)]
     pub json: bool,
+    /// How each recording takes user stacks (`dwarf` or `fp`; default: dwarf where the kernel
+    /// supports it), as `kpath record --call-graph`.
+    #[arg(long, value_name = "dwarf|fp")]
+    pub call_graph: Option<crate::probes::CallGraph>,
     /// Bench directory (default: runs/bench-<unix time>); `-o -` is refused.
     #[arg(short, long, value_name = "DIR")]
     pub output: Option<PathBuf>,
@@ -77,6 +81,7 @@ impl BenchArgs {
             duration: Duration::from_secs_f64(self.duration),
             file_size: self.file_size,
             frequency: self.frequency,
+            call_graph: self.call_graph,
             out_dir: self
                 .output
                 .unwrap_or_else(|| PathBuf::from(format!("runs/bench-{now_secs}"))),

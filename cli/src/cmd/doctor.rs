@@ -12,7 +12,7 @@ use crate::{
         kallsyms::Kallsyms,
         tracefs,
     },
-    probes::{self, plan::plan},
+    probes::{self, plan::plan, CallGraph},
 };
 
 #[derive(clap::Args, Debug, Clone)]
@@ -41,7 +41,16 @@ pub struct Diagnosis {
     pub warnings: Vec<String>,
     /// Whether closing an epoll-watched file takes the global `epmutex`, from kernel symbols.
     pub epoll_close: Option<EpollClose>,
+    /// How `record` takes user stacks by default (`--call-graph`), and why not dwarf.
+    pub call_graph: CallGraphChoice,
     pub ready: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CallGraphChoice {
+    pub method: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
 }
 
 /// How `--json` shows something that works or does not: plain fields, not Rust's Ok/Err.
@@ -93,15 +102,18 @@ pub fn diagnose() -> Diagnosis {
         .as_ref()
         .and_then(|k| epoll_close_era(|s| k.has_symbol(s)));
 
+    let (call_graph, _) = CallGraph::choose(None, &feats);
     let mut methods = BTreeMap::new();
     let mut fentry = Err("not tried: needs root".to_string());
     if root {
         // Load for real: some refusals (fentry's EPERM here) only show at load time.
+        // With the default call graph, so the DWARF walker meets the verifier too.
         let opts = LoadOptions {
             targets: crate::probes::Targets {
                 pids: vec![std::process::id()],
                 ..Default::default()
             },
+            call_graph,
             ..Default::default()
         };
         match families::load(&opts, &feats) {
@@ -151,11 +163,15 @@ pub fn diagnose() -> Diagnosis {
         root,
         tracefs_mounted_by_doctor: mounted,
         tracefs_unreadable: feats.tracefs.is_none().then(tracefs::mount_point).flatten(),
-        features: feats,
         fentry,
         methods,
         warnings,
         epoll_close,
+        call_graph: CallGraphChoice {
+            method: call_graph.name(),
+            reason: CallGraph::dwarf_unsupported(&feats),
+        },
+        features: feats,
         ready,
     }
 }
@@ -182,7 +198,7 @@ fn mark(ok: bool) -> &'static str {
 }
 
 /// One line per kernel feature: present, name, what it means here.
-fn feature_rows(r: &Diagnosis) -> [(bool, &'static str, String); 10] {
+fn feature_rows(r: &Diagnosis) -> [(bool, &'static str, String); 11] {
     let f = &r.features;
     [
         (
@@ -259,6 +275,15 @@ fn feature_rows(r: &Diagnosis) -> [(bool, &'static str, String); 10] {
         ),
         (f.perf_events, "perf events", "cpu-clock sampling".into()),
         (
+            f.bpf_loop && f.task_pt_regs,
+            "dwarf stacks",
+            match CallGraph::dwarf_unsupported(f) {
+                None => "bpf_loop and bpf_task_pt_regs: user stacks unwound from .eh_frame in BPF"
+                    .into(),
+                Some(why) => format!("{why}: user stacks follow frame pointers"),
+            },
+        ),
+        (
             f.kallsyms_readable,
             "kallsyms",
             "/proc/kallsyms addresses readable".into(),
@@ -292,6 +317,15 @@ pub fn render(r: &Diagnosis) -> String {
             }
         }
     }
+    let _ = writeln!(
+        s,
+        "  {:<9} {:<18} {}",
+        "stacks",
+        format!("call-graph={}", r.call_graph.method),
+        r.call_graph.reason.unwrap_or(
+            "user stacks unwound from DWARF CFI in BPF (record --call-graph fp: frame pointers)"
+        )
+    );
     if !r.warnings.is_empty() {
         let _ = writeln!(s, "\nfallbacks and warnings");
         for w in &r.warnings {
@@ -335,6 +369,10 @@ mod tests {
             methods,
             warnings: Vec::new(),
             epoll_close: None,
+            call_graph: CallGraphChoice {
+                method: "fp",
+                reason: Some("no bpf_loop"),
+            },
             ready: true,
         };
         let v: serde_json::Value = serde_json::to_value(&d).unwrap();
@@ -364,6 +402,10 @@ mod tests {
             methods: BTreeMap::new(),
             warnings: Vec::new(),
             epoll_close: None,
+            call_graph: CallGraphChoice {
+                method: "fp",
+                reason: None,
+            },
             ready: false,
         };
         let text = render(&d);

@@ -10,11 +10,12 @@ use anyhow::{bail, Context as _};
 use crate::{
     families::{self, LoadOptions, Probes, SectionOptions},
     kernel::features,
-    probes::{object, stats::ProgStats, targets, Targets},
+    probes::{object, stats::ProgStats, targets, CallGraph, Targets},
     process::{self, HeldChild, SpawnOptions},
     render::{flame, table},
     run::{Run, Target},
     stacks::{maps::MapsRecorder, Profiles},
+    unwind,
 };
 
 #[derive(clap::Args, Debug, Clone)]
@@ -113,6 +114,11 @@ pub struct RecordArgs {
     /// were attached, so it is off unless asked for.
     #[arg(long)]
     pub bpf_stats: bool,
+    /// How user stacks are taken: `dwarf` unwinds .eh_frame CFI in BPF (whole stacks of
+    /// binaries built without frame pointers), `fp` follows frame pointers. Default: dwarf
+    /// where the kernel supports it (bpf_loop, bpf_task_pt_regs), else fp.
+    #[arg(long, value_name = "dwarf|fp")]
+    pub call_graph: Option<CallGraph>,
     /// Create this file once every probe is attached (for scripts that start load then).
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
@@ -228,6 +234,8 @@ impl RecordArgs {
             offcpu_min_ns: self.offcpu_min_us * 1000,
             forced: families::parse_forced(&self.methods)?,
             extra_functions: families::kpaths::check_functions(&self.kpath)?,
+            call_graph: CallGraph::Fp,
+            max_entries: Vec::new(),
         })
     }
 }
@@ -265,6 +273,9 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     let loader = object::Loader::start();
     let (feats, mut warnings) = features::for_attaching("kpath record")?;
     log::debug!("start-up: features detected at {:?}", t0.elapsed());
+    let (call_graph, why) = CallGraph::choose(args.call_graph, &feats);
+    opts.call_graph = call_graph;
+    warnings.extend(why);
     let mut child = if args.command.is_empty() {
         None
     } else {
@@ -277,7 +288,21 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     if let Some(c) = &child {
         opts.targets.pids.push(c.pid);
     }
+    // DWARF tables of the processes running now (a command is not exec'd yet, and processes
+    // found by --comm, --cgroup or -a get theirs when the walker asks for them).
+    let tables = (opts.call_graph == CallGraph::Dwarf).then(|| {
+        let now: Vec<u32> = args.pids.clone();
+        let t = unwind::bpf::Prepared::new(&now);
+        opts.max_entries.extend(t.max_entries());
+        t
+    });
     let mut probes = families::load_with(loader, &opts, &feats).context("attaching probes")?;
+    let tables = match tables {
+        Some(t) => Some(
+            unwind::bpf::Server::start(&mut probes.ebpf, t).context("loading the unwind tables")?,
+        ),
+        None => None,
+    };
     log::debug!("start-up: every family attached at {:?}", t0.elapsed());
     for w in &probes.warnings {
         log::info!("{w}");
@@ -325,12 +350,19 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         })
     });
     let overhead = prog_stats.finish(&probes);
+    let unwind_report = tables.map(|t| {
+        let mut r = t.finish();
+        r.outcomes = unwind::bpf::outcomes(&probes.ebpf);
+        r
+    });
     let (mut run, profiles) =
         families::collect_run(&probes, duration, maps.as_mut(), opts.offcpu_min_ns)?;
     let named_at_start = std::mem::take(&mut probes.named_at_start);
     if probes.has(probe_common::Family::Syscalls) && run.syscalls.is_empty() {
         run.warnings.extend(idle_hints(&opts.targets.pids));
     }
+    run.call_graph = Some(opts.call_graph.name().to_string());
+    run.unwind = unwind_report;
     probes.detach();
     drop(probes);
     run.warnings.splice(0..0, warnings);

@@ -26,6 +26,7 @@ use crate::{
         FamilyTable,
     },
     run::{LockRow, LockTaskRow, Run},
+    stacks::symbolize::{RawStack, StackSymbolizer},
 };
 
 pub use super::section::LocksBy;
@@ -41,7 +42,8 @@ pub static PATH: FamilyPath = FamilyPath {
     },
     maps: &[MAP_STATS],
     reads: &[],
-    folds_stacks: false,
+    // For the waiters' user stacks (dwarf), symbolized from the maps snapshots.
+    folds_stacks: true,
     collect,
     section,
 };
@@ -104,10 +106,27 @@ fn collect(c: &mut Collector, run: &mut Run) -> anyhow::Result<()> {
         );
         waits.push(classify(&key, &s, stack, ksyms));
     }
+    // Per row, the user stack (dwarf) of its longest-waiting key: (wait, tgid, stack key).
+    let mut user: BTreeMap<RowKey, (u64, u32, u64)> = BTreeMap::new();
+    for w in waits.iter().filter(|w| w.user_stack != 0) {
+        let k = (
+            w.caller.clone(),
+            w.class.clone(),
+            lock_type(w.flags).to_string(),
+        );
+        let u = user.entry(k).or_insert((0, 0, 0));
+        if w.stats.wait_ns >= u.0 {
+            *u = (w.stats.wait_ns, w.tgid, w.user_stack);
+        }
+    }
     run.lock_tasks = by_task(&waits);
     run.locks = by_caller(waits);
+    user_stacks(c, &mut run.locks, &user);
     Ok(())
 }
+
+/// A caller row's identity: (caller, lock class, lock type).
+type RowKey = (String, String, String);
 
 /// One kernel map entry, classified: a (lock, stack, flags, thread) key and its waits.
 #[derive(Debug, Clone)]
@@ -120,6 +139,8 @@ pub struct Wait {
     pub tid: u32,
     pub comm: String,
     pub stack: Vec<String>,
+    /// The waiter's dwarf user stack key, 0 when none was taken.
+    pub user_stack: u64,
     pub stats: LockStats,
 }
 
@@ -139,6 +160,7 @@ fn classify(key: &LockKey, s: &LockStats, stack: Vec<String>, ksyms: &Kallsyms) 
         tid: key.tid,
         comm: comm(&key.comm),
         stack,
+        user_stack: key.user_stack,
         stats: *s,
     }
 }
@@ -261,6 +283,45 @@ pub fn by_lock(rows: &[LockRow]) -> Vec<ClassRow> {
     let mut out: Vec<ClassRow> = acc.into_values().map(|(c, _)| c).collect();
     out.sort_by(|a, b| b.wait_ns.cmp(&a.wait_ns).then(a.lock.cmp(&b.lock)));
     out
+}
+
+/// Symbolizes each row's heaviest user stack into `LockRow::user_stack` (dwarf recordings,
+/// with the `/proc/PID/maps` snapshots the stack families keep).
+fn user_stacks(c: &mut Collector, rows: &mut [LockRow], user: &BTreeMap<RowKey, (u64, u32, u64)>) {
+    if user.is_empty() {
+        return;
+    }
+    let raws: Vec<(&RowKey, RawStack)> = user
+        .iter()
+        .map(|(k, &(_, tgid, stack))| {
+            let raw = RawStack {
+                tgid,
+                comm: String::new(),
+                kernel: Vec::new(),
+                user: c.stacks.dwarf_ips(stack).to_vec(),
+                user_ret: 0,
+                weight: 1,
+            };
+            (k, raw)
+        })
+        .collect();
+    let Ok((ksyms, Some(maps))) = c.ksyms_and_maps() else {
+        return;
+    };
+    for (_, r) in &raws {
+        maps.ensure(r.tgid);
+    }
+    let only: Vec<RawStack> = raws.iter().map(|(_, r)| r.clone()).collect();
+    let folded = StackSymbolizer::new(ksyms, &maps.snapshots).symbolize(&only);
+    for ((k, _), f) in raws.iter().zip(folded) {
+        if let Some(row) = rows
+            .iter_mut()
+            .find(|r| r.caller == k.0 && r.lock == k.1 && r.lock_type == k.2)
+        {
+            // Root first, without the placeholder thread name.
+            row.user_stack = f.frames.into_iter().skip(1).collect();
+        }
+    }
 }
 
 fn section(run: &Run, opts: &SectionOptions) -> Option<Section> {
@@ -402,6 +463,7 @@ mod tests {
             tid,
             comm: format!("t{tid}"),
             stack: vec![format!("{caller}+0x{addr:x}")],
+            user_stack: 0,
             stats: LockStats {
                 count,
                 wait_ns,

@@ -133,8 +133,8 @@ pub struct FamilyPath {
     pub maps: &'static [&'static str],
     /// Families whose collected part of the run this one reads (collected first).
     pub reads: &'static [Family],
-    /// Whether the family folds stacks with user frames (then `record` keeps `/proc/PID/maps`
-    /// snapshots of the targets while it waits, for symbolizing them).
+    /// Whether the family symbolizes user frames (folded stacks, or locks' waiter stacks):
+    /// then `record` keeps `/proc/PID/maps` snapshots of the targets while it waits.
     pub folds_stacks: bool,
     /// Reads the family's maps into its part of the run.
     pub collect: fn(&mut Collector, &mut Run) -> anyhow::Result<()>,
@@ -300,6 +300,15 @@ impl<'a> Collector<'a> {
             self.ksyms = Some(Kallsyms::load().context("reading /proc/kallsyms")?);
         }
         Ok(self.ksyms.as_ref().expect("set above"))
+    }
+
+    /// Kernel symbols and the maps snapshots together (both borrowed from the collector).
+    pub fn ksyms_and_maps(&mut self) -> anyhow::Result<(&Kallsyms, Option<&mut MapsRecorder>)> {
+        self.ksyms()?;
+        Ok((
+            self.ksyms.as_ref().expect("loaded above"),
+            self.maps.as_deref_mut(),
+        ))
     }
 
     /// Stacks and kernel symbols together (both borrowed from the collector).

@@ -141,7 +141,14 @@ mod tests {
         b.comm = "nginx".into();
         b.syscall_ns = 9000;
         run.processes = vec![b, a];
-        let s = section(&run, &SectionOptions { top: 1 }).unwrap();
+        let s = section(
+            &run,
+            &SectionOptions {
+                top: 1,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let super::super::section::Block::Table(t) = &s.blocks[0] else {
             panic!("no table");
         };

@@ -27,6 +27,7 @@ fn host() -> Features {
         kallsyms_readable: true,
         raw_tracepoints: true,
         task_pt_regs: true,
+        bpf_loop: true,
         sched_btf: Some(SCHED_BTF_618),
         // The loader's test: not tried, so plans keep fentry and loading has the last word.
         fentry: Fentry::Untried,
@@ -266,7 +267,10 @@ fn every_name_the_engine_and_families_use_is_in_the_object() {
             missing.push(format!("program {name}"));
         }
     }
-    for m in crate::probes::ENGINE_MAPS {
+    for m in crate::probes::ENGINE_MAPS
+        .iter()
+        .chain(crate::unwind::bpf::MAPS.iter())
+    {
         if !n.maps.iter().any(|x| x == m) {
             missing.push(format!("map {m}"));
         }

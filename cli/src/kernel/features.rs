@@ -25,6 +25,8 @@ pub struct Features {
     /// bpf_get_current_task_btf and bpf_task_pt_regs (Linux 5.15+): lets stacks recover the
     /// caller of frameless syscall wrappers (`StackKey::user_ret`).
     pub task_pt_regs: bool,
+    /// bpf_loop (Linux 5.17+): the DWARF walker's loop of up to 127 frames.
+    pub bpf_loop: bool,
     /// BPF raw tracepoints (BPF_RAW_TRACEPOINT_OPEN, Linux 4.17+); needs no tracefs.
     pub raw_tracepoints: bool,
     /// `task_struct` offsets and sched_switch's arguments from kernel BTF, which the sched raw
@@ -71,6 +73,10 @@ impl Features {
             task_pt_regs: match &btf {
                 Some(b) => helpers.iter().all(|h| b.has_func(h)),
                 None => kallsyms_has_all(&helpers),
+            },
+            bpf_loop: match &btf {
+                Some(b) => b.has_func("bpf_loop"),
+                None => kallsyms_has_all(&["bpf_loop"]),
             },
             // No cheap probe short of loading a program; every kernel kpath supports (4.18+)
             // has them, and the loader falls back if attaching fails.

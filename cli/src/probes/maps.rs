@@ -6,7 +6,10 @@ use aya::{
     maps::{MapData, PerCpuArray, StackTraceMap},
     Ebpf, Pod,
 };
-use probe_common::{Family, StackKey, MAP_LOST, MAP_STACKS};
+use probe_common::{
+    unwind::{UserStack, MAP_USER_STACKS},
+    Family, StackKey, MAP_LOST, MAP_STACKS,
+};
 
 use crate::kernel::kallsyms::Kallsyms;
 
@@ -79,6 +82,9 @@ pub fn lost(ebpf: &Ebpf) -> Result<(PerFamily, PerFamily), CollectError> {
 pub struct Stacks<'a> {
     map: Option<StackTraceMap<&'a MapData>>,
     cache: HashMap<i32, Vec<u64>>,
+    /// DWARF-unwound user stacks (`StackKey::user_stack`), by key.
+    dwarf: Option<aya::maps::HashMap<&'a MapData, u64, UserStack>>,
+    dwarf_cache: HashMap<u64, Vec<u64>>,
 }
 
 impl<'a> Stacks<'a> {
@@ -88,7 +94,31 @@ impl<'a> Stacks<'a> {
                 .map(MAP_STACKS)
                 .and_then(|m| StackTraceMap::try_from(m).ok()),
             cache: HashMap::new(),
+            dwarf: ebpf
+                .map(MAP_USER_STACKS)
+                .and_then(|m| aya::maps::HashMap::try_from(m).ok()),
+            dwarf_cache: HashMap::new(),
         }
+    }
+
+    /// A key's user stack, innermost first: the DWARF-unwound one when the walker took it,
+    /// else the frame-pointer stack.
+    pub fn user_ips(&mut self, key: &StackKey) -> &[u64] {
+        if key.user_stack == 0 {
+            return self.ips(key.ustack_id);
+        }
+        self.dwarf_ips(key.user_stack)
+    }
+
+    /// A DWARF-unwound user stack by its key, innermost first (empty if absent).
+    pub fn dwarf_ips(&mut self, stack: u64) -> &[u64] {
+        let map = &self.dwarf;
+        self.dwarf_cache.entry(stack).or_insert_with(|| {
+            map.as_ref()
+                .and_then(|m| m.get(&stack, 0).ok())
+                .map(|s| s.frames[..(s.len as usize).min(s.frames.len())].to_vec())
+                .unwrap_or_default()
+        })
     }
 
     /// Instruction pointers, innermost first; empty for a negative id or a missing stack.

@@ -14,6 +14,7 @@ use probe_common::{
         GLOBAL_CGROUP_ID, GLOBAL_CGROUP_LEVEL, GLOBAL_COMM_HI, GLOBAL_COMM_LO, GLOBAL_PER_PROCESS,
         GLOBAL_THREADS, MAP_PROCS, MAP_THREADS,
     },
+    unwind::GLOBAL_DWARF,
     Family, GLOBAL_FILTER, GLOBAL_SELF_TGID, GLOBAL_USER_RET, MAP_LOST, MAP_STACKS, MAP_TARGETS,
     MAP_TARGET_HINTS,
 };
@@ -21,6 +22,7 @@ use probe_common::{
 use crate::kernel::features::Features;
 
 pub mod attach;
+pub mod call_graph;
 pub mod maps;
 pub mod object;
 pub mod plan;
@@ -29,6 +31,7 @@ pub mod targets;
 
 pub use attach::error_chain;
 use attach::{explain, Attacher, Prog};
+pub use call_graph::CallGraph;
 use object::Global;
 use plan::{plan, MethodId, MethodSpec, Unit};
 pub use targets::Targets;
@@ -70,7 +73,7 @@ pub const ENGINE_MAPS: [&str; 6] = [
     MAP_LOST,
     MAP_STACKS,
 ];
-pub const ENGINE_GLOBALS: [&str; 9] = [
+pub const ENGINE_GLOBALS: [&str; 10] = [
     GLOBAL_FILTER,
     GLOBAL_SELF_TGID,
     GLOBAL_USER_RET,
@@ -80,6 +83,7 @@ pub const ENGINE_GLOBALS: [&str; 9] = [
     GLOBAL_CGROUP_ID,
     GLOBAL_CGROUP_LEVEL,
     GLOBAL_PER_PROCESS,
+    GLOBAL_DWARF,
 ];
 
 /// What the engine needs to know of one family.
@@ -137,6 +141,10 @@ pub struct LoadOptions<M> {
     /// Kernel functions to follow besides a family's built-in ones (`--kpath FUNC`); the
     /// family that follows functions turns them into units of its table.
     pub extra_functions: Vec<String>,
+    /// How user stacks are taken, already checked against the kernel ([`CallGraph::choose`]).
+    pub call_graph: CallGraph,
+    /// Maps sized at load time (map name, entries), e.g. the unwind rows to the tables built.
+    pub max_entries: Vec<(&'static str, u32)>,
 }
 
 impl<M> Default for LoadOptions<M> {
@@ -148,6 +156,8 @@ impl<M> Default for LoadOptions<M> {
             offcpu_min_ns: 0,
             forced: BTreeMap::new(),
             extra_functions: Vec::new(),
+            call_graph: CallGraph::Fp,
+            max_entries: Vec::new(),
         }
     }
 }
@@ -245,6 +255,10 @@ pub fn load<M: MethodId>(
         (GLOBAL_SELF_TGID, Global::U32(std::process::id())),
         // Stacks recover the caller of frameless syscall wrappers where the kernel lets them.
         (GLOBAL_USER_RET, Global::from(features.task_pt_regs)),
+        (
+            GLOBAL_DWARF,
+            Global::from(opts.call_graph == CallGraph::Dwarf),
+        ),
     ]);
     let offsets = crate::kernel::tracefs::event_offsets(features.tracefs.as_deref());
     globals.extend(offsets.into_iter().map(|(g, off)| (g, Global::U32(off))));
@@ -254,7 +268,7 @@ pub fn load<M: MethodId>(
     globals.sort_by_key(|g| g.0);
     globals.dedup_by_key(|g| g.0);
     let t0 = std::time::Instant::now();
-    let ebpf = object::load(loader, &globals).map_err(LoadError::Object)?;
+    let ebpf = object::load(loader, &globals, &opts.max_entries).map_err(LoadError::Object)?;
     log::debug!(
         "start-up: object loaded (maps created) in {:?}",
         t0.elapsed()
@@ -291,6 +305,15 @@ pub fn load<M: MethodId>(
         log::debug!("start-up: {} attached in {:?}", family.name(), t.elapsed());
     }
     session.attach_used(tables)?;
+    for (name, prog) in session.probes.ebpf.programs() {
+        if let Some(n) = prog
+            .info()
+            .ok()
+            .and_then(|i| i.verified_instruction_count())
+        {
+            log::debug!("program {name}: {n} instructions verified");
+        }
+    }
     Ok(session.probes)
 }
 

@@ -27,8 +27,13 @@ impl Loader {
     }
 }
 
-/// Loads the object with every global set (each must exist in the object).
-pub fn load(loader: Loader, globals: &[(&'static str, Global)]) -> Result<Ebpf, EbpfError> {
+/// Loads the object with every global set (each must exist in the object) and the given maps
+/// resized.
+pub fn load(
+    loader: Loader,
+    globals: &[(&'static str, Global)],
+    max_entries: &[(&'static str, u32)],
+) -> Result<Ebpf, EbpfError> {
     let t0 = std::time::Instant::now();
     // A loader thread that panicked gave nothing: make one here.
     let mut loader = loader.0.join().unwrap_or_else(|_| EbpfLoader::new());
@@ -38,6 +43,9 @@ pub fn load(loader: Loader, globals: &[(&'static str, Global)]) -> Result<Ebpf, 
             Global::U32(v) => loader.override_global(name, v, true),
             Global::U64(v) => loader.override_global(name, v, true),
         };
+    }
+    for (name, n) in max_entries {
+        loader.map_max_entries(name, *n);
     }
     loader.load(OBJECT)
 }

@@ -193,7 +193,20 @@ fn methods(out: &mut String, id: &str, run: &Run) {
             run.lost.get(fam).copied().unwrap_or(0).to_string(),
         ]);
     }
+    if let Some(cg) = &run.call_graph {
+        // The stack method serves oncpu, sched and locks alike: a row of its own.
+        let mut r = vec!["user stacks".to_string(), format!("call-graph={cg}")];
+        r.extend(std::iter::repeat_n("-".to_string(), 4));
+        rows.push(r);
+    }
     table(out, &format!("{id}-methods"), &rows);
+    if let Some(u) = &run.unwind {
+        let _ = write!(
+            out,
+            "<p>{}</p>",
+            escape(&crate::render::table::unwind_line(u))
+        );
+    }
     if !run.warnings.is_empty() {
         out.push_str("<ul class=\"warn\">");
         for w in &run.warnings {

@@ -169,13 +169,20 @@ fn footer(out: &mut String, run: &Run) {
         .collect();
     let _ = writeln!(
         out,
-        "methods: {}",
+        "methods: {}{}",
         if methods.is_empty() {
             "none".to_string()
         } else {
             methods.join(", ")
-        }
+        },
+        run.call_graph
+            .as_deref()
+            .map(|c| format!(", call-graph={c}"))
+            .unwrap_or_default()
     );
+    if let Some(u) = &run.unwind {
+        let _ = writeln!(out, "{}", unwind_line(u));
+    }
 
     // A recorded family missing from `lost` was not counted: say so rather than imply 0.
     let lost: Vec<String> = family_order(run.lost.keys().chain(run.methods.keys()))
@@ -229,6 +236,37 @@ fn footer(out: &mut String, run: &Run) {
             let _ = writeln!(out, "  - {w}");
         }
     }
+}
+
+/// One line on DWARF unwinding: walks by outcome, tables loaded.
+pub fn unwind_line(u: &crate::unwind::bpf::UnwindReport) -> String {
+    let walks: u64 = u
+        .outcomes
+        .iter()
+        .filter(|(k, _)| k.as_str() != "fp_steps")
+        .map(|(_, n)| n)
+        .sum();
+    let complete = u.outcomes.get("complete").copied().unwrap_or(0);
+    let failures: Vec<String> = u
+        .outcomes
+        .iter()
+        .filter(|(k, n)| k.as_str() != "complete" && **n > 0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    format!(
+        "user stacks (dwarf): {complete} of {walks} walks complete{}; tables: {} rows of {} \
+         binaries ({} from cache), {:.1} MiB of maps, built in {:.0} ms",
+        if failures.is_empty() {
+            String::new()
+        } else {
+            format!(" (short: {})", failures.join(", "))
+        },
+        u.rows,
+        u.binaries.len(),
+        u.cache_hits,
+        u.map_bytes as f64 / (1024.0 * 1024.0),
+        u.build_ms
+    )
 }
 
 #[cfg(test)]

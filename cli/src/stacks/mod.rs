@@ -33,7 +33,7 @@ pub fn raw_stack(key: &StackKey, weight: u64, stacks: &mut Stacks) -> RawStack {
         tgid: key.tgid,
         comm: bpf_maps::comm(key),
         kernel: stacks.ips(key.kstack_id).to_vec(),
-        user: stacks.ips(key.ustack_id).to_vec(),
+        user: stacks.user_ips(key).to_vec(),
         user_ret: key.user_ret,
         weight,
     }

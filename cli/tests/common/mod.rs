@@ -58,6 +58,11 @@ pub fn tmpdir(tag: &str) -> PathBuf {
 
 /// The compiled C workload `cli/tests/workloads/NAME.c`, built once per test binary.
 pub fn workload(name: &str) -> PathBuf {
+    workload_with(name, &[])
+}
+
+/// [`workload`] with extra compiler flags (e.g. `-fomit-frame-pointer`); one build per name.
+pub fn workload_with(name: &str, flags: &[&str]) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     let mut built = BUILT
         .get_or_init(Default::default)
@@ -74,7 +79,9 @@ pub fn workload(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("create workload dir");
     let out = dir.join(name);
     let res = Command::new("cc")
-        .args(["-O2", "-pthread", "-o"])
+        .args(["-O2", "-pthread"])
+        .args(flags)
+        .arg("-o")
         .arg(&out)
         .arg(&src)
         .output()
