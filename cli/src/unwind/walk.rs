@@ -340,7 +340,13 @@ mod tests {
     fn frame_pointer_steps_and_the_depth_limit() {
         // A frame-pointer loop: every frame is an FP_STEP row whose saved rbp points one
         // frame further up, forever (until MAX_FRAMES).
-        let read = |a: u64| Some(if a.is_multiple_of(16) { a + 16 } else { BASE + 0x701 });
+        let read = |a: u64| {
+            Some(if a.is_multiple_of(16) {
+                a + 16
+            } else {
+                BASE + 0x701
+            })
+        };
         let (maps, rows) = tables();
         let w = walk(
             Regs {
