@@ -24,22 +24,40 @@ use probe_common::unwind::{cfa, rbp, Error, Row};
 /// The C fixture, built once with the flags of the frameless builds kpath meets.
 fn fixture() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| build_fixture("frames", &[]))
+}
+
+/// The fixture with its own code's CFI in `.debug_frame` only (no `.eh_frame` FDEs for it;
+/// the C runtime's objects keep theirs).
+fn fixture_debug_frame() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workloads/unwind/frames.c");
-        let out = common::tmpdir("unwind-fixture").join("frames");
-        let res = Command::new("cc")
-            .args(["-O2", "-fomit-frame-pointer", "-pthread", "-o"])
-            .arg(&out)
-            .arg(&src)
-            .output()
-            .expect("run cc");
-        assert!(
-            res.status.success(),
-            "cc: {}",
-            String::from_utf8_lossy(&res.stderr)
-        );
-        out
+        let flags = [
+            "-g",
+            "-fno-asynchronous-unwind-tables",
+            "-fno-unwind-tables",
+        ];
+        build_fixture("frames-debug-frame", &flags)
     })
+}
+
+fn build_fixture(name: &str, extra: &[&str]) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workloads/unwind/frames.c");
+    let out = common::tmpdir("unwind-fixture").join(name);
+    let res = Command::new("cc")
+        .args(["-O2", "-fomit-frame-pointer", "-pthread"])
+        .args(extra)
+        .arg("-o")
+        .arg(&out)
+        .arg(&src)
+        .output()
+        .expect("run cc");
+    assert!(
+        res.status.success(),
+        "cc: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    out
 }
 
 /// A child with one thread stopped by ptrace; killed on drop.
@@ -236,8 +254,20 @@ fn framehop_walk(
     regs: &libc::user_regs_struct,
     snap: &Snapshot,
 ) -> (Vec<u64>, bool) {
+    framehop_walk_with(images, regs, snap, None)
+}
+
+/// [`framehop_walk`], giving framehop only the `.debug_frame` of the image at `debug_frame_only`
+/// (framehop reads `.debug_frame` only for a module without `.eh_frame`).
+fn framehop_walk_with(
+    images: &[Image],
+    regs: &libc::user_regs_struct,
+    snap: &Snapshot,
+    debug_frame_only: Option<&Path>,
+) -> (Vec<u64>, bool) {
     let mut unwinder = UnwinderX86_64::new();
     for im in images {
+        let only_debug = debug_frame_only == Some(Path::new(&im.path));
         let file = object::File::parse(&*im.data).unwrap();
         let sect = |name: &str| {
             file.section_by_name(name).map(|s| {
@@ -247,8 +277,10 @@ fn framehop_walk(
                 )
             })
         };
-        let (eh_frame_svma, eh_frame) = sect(".eh_frame").unzip();
-        let (eh_frame_hdr_svma, eh_frame_hdr) = sect(".eh_frame_hdr").unzip();
+        let eh = |name| if only_debug { None } else { sect(name) };
+        let (eh_frame_svma, eh_frame) = eh(".eh_frame").unzip();
+        let (eh_frame_hdr_svma, eh_frame_hdr) = eh(".eh_frame_hdr").unzip();
+        let debug_frame = sect(".debug_frame").map(|d| d.1);
         let info = ExplicitModuleSectionInfo {
             base_svma: 0,
             text_svma: sect(".text").map(|t| t.0),
@@ -257,6 +289,7 @@ fn framehop_walk(
             eh_frame_hdr_svma,
             eh_frame_hdr,
             got_svma: sect(".got").map(|t| t.0),
+            debug_frame,
             ..Default::default()
         };
         unwinder.add_module(Module::new(
@@ -434,6 +467,28 @@ fn recursion_120_deep_is_complete() {
     assert_eq!(count(&names, "recurse"), 121);
     assert_eq!(root(&names), "_start");
     assert!(pos(&names, "kpath_block_here") < pos(&names, "main"));
+}
+
+#[test]
+fn recursion_in_code_described_by_debug_frame_only() {
+    let data = std::fs::read(fixture_debug_frame()).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    assert!(file.section_by_name(".debug_frame").is_some());
+    let mut cmd = Command::new(fixture_debug_frame());
+    cmd.args(["recurse", "40"]);
+    let s = stop(cmd, None);
+    let mut u = unwind(&s);
+    // framehop reads the fixture's .debug_frame only when given no .eh_frame for it; then the
+    // C runtime's _start (CFI in .eh_frame) is the one frame it cannot step through, so it
+    // reports the same frames and stops there without the end-of-stack verdict.
+    let regs = s.regs;
+    let (theirs, _) = framehop_walk_with(&u.images, &regs, &u.snap, Some(fixture_debug_frame()));
+    u.theirs = theirs;
+    u.theirs_complete = true;
+    let names = check(&u, "recurse 40, .debug_frame");
+    assert_eq!(count(&names, "recurse"), 41);
+    assert!(pos(&names, "recurse") < pos(&names, "main"));
+    assert_eq!(root(&names), "_start");
 }
 
 #[test]
@@ -636,20 +691,25 @@ fn readelf_rows(path: &Path) -> Vec<ReadelfFde> {
     // Where the rows being read go: Ok(fde index) or Err(cie offset).
     let mut target: Option<Result<usize, String>> = None;
     let mut cols: Vec<String> = Vec::new();
+    // CIE offsets are per section (.eh_frame, .debug_frame).
+    let mut section = String::new();
     let hex = |s: &str| u64::from_str_radix(s, 16).ok();
     for line in text.lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
-        if words.get(3) == Some(&"CIE") {
-            cies.insert(words[0].to_owned(), Vec::new());
-            target = Some(Err(words[0].to_owned()));
+        if line.starts_with("Contents of the ") {
+            section = line.to_owned();
+        } else if words.get(3) == Some(&"CIE") {
+            let key = format!("{section}{}", words[0]);
+            cies.insert(key.clone(), Vec::new());
+            target = Some(Err(key));
             cols.clear();
         } else if let Some(range) = words.iter().find_map(|w| w.strip_prefix("pc=")) {
             let (a, b) = range.split_once("..").unwrap();
             let cie = words
                 .iter()
                 .find_map(|w| w.strip_prefix("cie="))
-                .unwrap_or("")
-                .to_owned();
+                .unwrap_or("");
+            let cie = format!("{section}{cie}");
             fdes.push((hex(a).unwrap(), hex(b).unwrap(), Vec::new()));
             fde_cies.push(cie);
             target = Some(Ok(fdes.len() - 1));
@@ -686,6 +746,7 @@ fn readelf_rows(path: &Path) -> Vec<ReadelfFde> {
 fn rows_match_readelf() {
     for path in [
         fixture(),
+        fixture_debug_frame(),
         Path::new("/lib/x86_64-linux-gnu/libc.so.6"),
         Path::new("/usr/sbin/nginx"),
     ] {

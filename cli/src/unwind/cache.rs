@@ -138,7 +138,10 @@ impl Registry {
         let mut unmapped = Vec::new();
         for e in entries.iter().filter(|e| e.exec) {
             let source = if e.is_file() {
-                Source::File(proc_path(pid, &e.path))
+                Source::File {
+                    path: proc_path(pid, e),
+                    inode: Some(e.inode),
+                }
             } else if e.is_vdso() {
                 Source::Memory {
                     pid,
@@ -197,16 +200,25 @@ impl Registry {
     /// Reads one ELF file's table (if it is new) without a process: to warm the cache, or to
     /// measure.
     pub fn add_file(&mut self, path: &Path) -> Result<&BinaryInfo, UnwindError> {
-        let i = self.binary(&Source::File(path.to_owned()), path)?;
+        let source = Source::File {
+            path: path.to_owned(),
+            inode: None,
+        };
+        let i = self.binary(&source, path)?;
         Ok(&self.binaries[i])
     }
 
     /// The index of the binary `source` holds (named `display`), reading it if it is new.
     fn binary(&mut self, source: &Source, display: &Path) -> Result<usize, UnwindError> {
         let (image, id) = match source {
-            Source::File(path) => {
+            Source::File { path, inode } => {
                 let file = File::open(path).map_err(|source| read_err(path, source))?;
                 let meta = file.metadata().map_err(|source| read_err(path, source))?;
+                if inode.is_some_and(|ino| ino != meta.ino()) {
+                    return Err(UnwindError::Replaced {
+                        path: display.to_owned(),
+                    });
+                }
                 let id = FileId {
                     dev: meta.dev(),
                     ino: meta.ino(),
@@ -303,13 +315,10 @@ impl Registry {
 }
 
 enum Source {
-    File(PathBuf),
+    /// A file, and the inode the process mapped (to notice a file replaced since).
+    File { path: PathBuf, inode: Option<u64> },
     /// The vDSO, read from the process's memory.
-    Memory {
-        pid: u32,
-        start: u64,
-        len: u64,
-    },
+    Memory { pid: u32, start: u64, len: u64 },
 }
 
 enum Image {
@@ -326,9 +335,15 @@ impl Image {
     }
 }
 
-/// The file as the process sees it (its mount namespace), through `/proc/PID/root`.
-fn proc_path(pid: u32, path: &str) -> PathBuf {
-    let path = path.strip_suffix(" (deleted)").unwrap_or(path);
+/// The file the mapping maps: `/proc/PID/map_files/START-END` (the very inode, even when
+/// deleted or replaced since; opening it needs CAP_SYS_ADMIN), else the path as the process
+/// sees it (its mount namespace) through `/proc/PID/root`, else the path itself.
+fn proc_path(pid: u32, e: &MapsEntry) -> PathBuf {
+    let mapped = PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", e.start, e.end));
+    if File::open(&mapped).is_ok() {
+        return mapped;
+    }
+    let path = e.path.strip_suffix(" (deleted)").unwrap_or(&e.path);
     let through_root = PathBuf::from(format!("/proc/{pid}/root{path}"));
     if through_root.exists() {
         through_root

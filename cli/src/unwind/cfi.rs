@@ -162,6 +162,13 @@ fn to_row<'a, S: UnwindSection<Bytes<'a>>>(
             ..Row::default()
         };
     }
+    // The root: whatever the CFA rule, there is no caller.
+    if let Some(RegisterRule::Undefined) = row.register(RA) {
+        return Row {
+            cfa: cfa::STOP,
+            ..Row::default()
+        };
+    }
     let expression =
         |e: &gimli::UnwindExpression<usize>| e.get(section).ok().map(|e| e.0.slice().to_vec());
     let (kind, base_offset) = match row.cfa() {
@@ -192,15 +199,8 @@ fn to_row<'a, S: UnwindSection<Bytes<'a>>>(
         },
         Some(_) => (rbp::UNKNOWN, 0),
     };
-    match ra {
-        Some(RegisterRule::Undefined) => {
-            return Row {
-                cfa: cfa::STOP,
-                ..Row::default()
-            }
-        }
-        Some(RegisterRule::Offset(-8)) => {}
-        _ => return fp_step(),
+    if ra != Some(RegisterRule::Offset(-8)) {
+        return fp_step();
     }
     let Ok(cfa_offset) = i16::try_from(base_offset) else {
         return fp_step();

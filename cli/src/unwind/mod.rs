@@ -54,6 +54,8 @@ pub enum UnwindError {
         #[source]
         source: gimli::Error,
     },
+    #[error("{path}: the file was replaced since the process mapped it")]
+    Replaced { path: PathBuf },
     #[error("{path}: an image read from memory has no build-id to cache it by")]
     NoBuildId { path: PathBuf },
     #[error("{path}: code at link address {pc:#x} is above 4 GiB; rows hold 32-bit pcs")]
