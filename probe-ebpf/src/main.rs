@@ -202,15 +202,15 @@ fn proc_stats(tgid: u32) -> Option<&'static mut probe_common::targets::ProcStats
     if PER_PROCESS.load() == 0 {
         return None;
     }
-    let p = match PROCS.get_ptr_mut(&tgid) {
+    let p = match PROCS.get_ptr_mut(tgid) {
         Some(p) => p,
         None => {
             let fresh = probe_common::targets::ProcStats {
                 comm: aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; 16]),
                 ..Default::default()
             };
-            let _ = PROCS.insert(&tgid, &fresh, BPF_NOEXIST as u64);
-            let Some(p) = PROCS.get_ptr_mut(&tgid) else {
+            let _ = PROCS.insert(tgid, fresh, BPF_NOEXIST as u64);
+            let Some(p) = PROCS.get_ptr_mut(tgid) else {
                 count_lost(probe_common::Family::Syscalls);
                 return None;
             };

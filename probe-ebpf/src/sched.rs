@@ -173,7 +173,7 @@ fn switch<C: StackIdContext>(
         // The breakdown's off-CPU time goes to the process that slept; `current` here is the
         // task leaving the CPU, so the entry must exist already (its switch-out created it).
         if PER_PROCESS.load() != 0 {
-            if let Some(p) = crate::PROCS.get_ptr_mut(&out.key.tgid) {
+            if let Some(p) = crate::PROCS.get_ptr_mut(out.key.tgid) {
                 // SAFETY: this CPU's slot of the entry, as in `crate::proc_stats`.
                 unsafe { (*p).offcpu_ns += ns };
             }
