@@ -29,14 +29,23 @@ static LOCKS_START: LruHashMap<LockStartKey, LockStart> =
     LruHashMap::with_max_entries(IN_FLIGHT_CAPACITY, 0);
 
 #[inline(always)]
-fn begin<C: StackIdContext>(ctx: &C, lock_addr: u64, key_addr: u64, flags: u32) -> u32 {
+fn begin<C: StackIdContext, const DWARF: bool>(
+    ctx: &C,
+    lock_addr: u64,
+    key_addr: u64,
+    flags: u32,
+) -> u32 {
     let (tgid, tid) = current_ids();
     if !is_traced(tgid) {
         return 0;
     }
     let kstack_id = stack_id(ctx, 0, Family::Locks);
     // The waiter is in the kernel: its user registers are the ones it entered with.
-    let user_stack = unwind::user_stack(Regs::Task, tgid, Slot::Tracepoint);
+    let user_stack = if DWARF {
+        unwind::user_stack(Regs::Task, tgid, Slot::Tracepoint)
+    } else {
+        0
+    };
     let start = LockStart {
         // SAFETY: bpf_ktime_get_ns takes no arguments and cannot fail.
         ts_ns: unsafe { bpf_ktime_get_ns() },
@@ -129,6 +138,17 @@ fn add_wait(key: &LockKey, ns: u64) -> bool {
 
 #[tracepoint]
 pub fn locks_contention_begin(ctx: TracePointContext) -> u32 {
+    contention_begin::<true>(&ctx)
+}
+
+/// `locks_contention_begin` without the DWARF walker (see `sched_sched_switch_fp`).
+#[tracepoint]
+pub fn locks_contention_begin_fp(ctx: TracePointContext) -> u32 {
+    contention_begin::<false>(&ctx)
+}
+
+#[inline(always)]
+fn contention_begin<const DWARF: bool>(ctx: &TracePointContext) -> u32 {
     // SAFETY: read_at is bpf_probe_read_kernel at ctx + offset: it fails instead of faulting,
     // and any bits are a valid integer.
     let (Ok(addr), Ok(flags)) = (
@@ -137,7 +157,7 @@ pub fn locks_contention_begin(ctx: TracePointContext) -> u32 {
     ) else {
         return 1;
     };
-    begin(&ctx, addr, addr, flags)
+    begin::<_, DWARF>(ctx, addr, addr, flags)
 }
 
 #[tracepoint]
@@ -153,7 +173,14 @@ pub fn locks_contention_end(ctx: TracePointContext) -> u32 {
 #[kprobe]
 pub fn locks_mutex_slowpath_kprobe(ctx: ProbeContext) -> u32 {
     let addr: u64 = ctx.arg(0).unwrap_or(0);
-    begin(&ctx, addr, 0, lock_flags::MUTEX)
+    begin::<_, true>(&ctx, addr, 0, lock_flags::MUTEX)
+}
+
+/// `locks_mutex_slowpath_kprobe` without the DWARF walker (see `sched_sched_switch_fp`).
+#[kprobe]
+pub fn locks_mutex_slowpath_kprobe_fp(ctx: ProbeContext) -> u32 {
+    let addr: u64 = ctx.arg(0).unwrap_or(0);
+    begin::<_, false>(&ctx, addr, 0, lock_flags::MUTEX)
 }
 
 #[kretprobe]

@@ -33,6 +33,17 @@ fn in_kernel(ctx: &PerfEventContext) -> bool {
 
 #[perf_event]
 pub fn oncpu_sample(ctx: PerfEventContext) -> u32 {
+    sample::<true>(&ctx)
+}
+
+/// `oncpu_sample` without the DWARF walker (see `sched_sched_switch_fp`).
+#[perf_event]
+pub fn oncpu_sample_fp(ctx: PerfEventContext) -> u32 {
+    sample::<false>(&ctx)
+}
+
+#[inline(always)]
+fn sample<const DWARF: bool>(ctx: &PerfEventContext) -> u32 {
     let (tgid, tid) = current_ids();
     if tid == 0 || !is_traced(tgid) {
         return 0;
@@ -42,8 +53,8 @@ pub fn oncpu_sample(ctx: PerfEventContext) -> u32 {
         // program uses the map, and a perf event does not fire inside its own program.
         unsafe { *n += 1 };
     }
-    let kernel = in_kernel(&ctx);
-    let dwarf = unwind::enabled();
+    let kernel = in_kernel(ctx);
+    let dwarf = DWARF && unwind::enabled();
     let user_stack = if dwarf {
         let regs = if kernel {
             Regs::Task
@@ -56,11 +67,11 @@ pub fn oncpu_sample(ctx: PerfEventContext) -> u32 {
     };
     let key = StackKey {
         tgid,
-        kstack_id: stack_id(&ctx, 0, Family::Oncpu),
+        kstack_id: stack_id(ctx, 0, Family::Oncpu),
         ustack_id: if dwarf {
             -1
         } else {
-            stack_id(&ctx, BPF_F_USER_STACK as u64, Family::Oncpu)
+            stack_id(ctx, BPF_F_USER_STACK as u64, Family::Oncpu)
         },
         _reserved: 0,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),

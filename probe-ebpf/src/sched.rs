@@ -62,10 +62,18 @@ const TASK_REPORTED_UNINTERRUPTIBLE: u32 = 0x1000 | 0x8000;
 
 #[tracepoint]
 pub fn sched_sched_switch(ctx: TracePointContext) -> u32 {
-    try_switch_event(&ctx).unwrap_or(1)
+    try_switch_event::<true>(&ctx).unwrap_or(1)
 }
 
-fn try_switch_event(ctx: &TracePointContext) -> Result<u32, i64> {
+/// `sched_sched_switch` without the DWARF walker, for kernels that cannot load it (see
+/// `crate::unwind`: a program holding the walker's callback does not load before 5.13).
+#[tracepoint]
+pub fn sched_sched_switch_fp(ctx: TracePointContext) -> u32 {
+    try_switch_event::<false>(&ctx).unwrap_or(1)
+}
+
+#[inline(always)]
+fn try_switch_event<const DWARF: bool>(ctx: &TracePointContext) -> Result<u32, i64> {
     // SAFETY: read_at is bpf_probe_read_kernel at ctx + offset: it fails instead of faulting,
     // and any bits are a valid integer.
     let next: i32 = unsafe { ctx.read_at(offset(&OFF_SWITCH_NEXT_PID)) }.map_err(|e| e as i64)?;
@@ -75,17 +83,24 @@ fn try_switch_event(ctx: &TracePointContext) -> Result<u32, i64> {
             unsafe { ctx.read_at(offset(&OFF_SWITCH_PREV_STATE)) }.map_err(|e| e as i64)?;
         Ok(state & TASK_REPORT_MASK == 0)
     };
-    switch(ctx, preempted, next as u32)
+    switch::<_, DWARF>(ctx, preempted, next as u32)
 }
 
 /// raw_tp sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next
 /// [, unsigned int prev_state]) (prev_state since 5.18).
 #[raw_tracepoint(tracepoint = "sched_switch")]
 pub fn sched_raw_sched_switch(ctx: RawTracePointContext) -> i32 {
-    try_switch_raw(&ctx).unwrap_or(1) as i32
+    try_switch_raw::<true>(&ctx).unwrap_or(1) as i32
 }
 
-fn try_switch_raw(ctx: &RawTracePointContext) -> Result<u32, i64> {
+/// `sched_raw_sched_switch` without the DWARF walker (see `sched_sched_switch_fp`).
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn sched_raw_sched_switch_fp(ctx: RawTracePointContext) -> i32 {
+    try_switch_raw::<false>(&ctx).unwrap_or(1) as i32
+}
+
+#[inline(always)]
+fn try_switch_raw<const DWARF: bool>(ctx: &RawTracePointContext) -> Result<u32, i64> {
     let next = task_pid(ctx.arg(2))?;
     let preempted = || {
         if ctx.arg::<u64>(0) != 0 {
@@ -104,7 +119,7 @@ fn try_switch_raw(ctx: &RawTracePointContext) -> Result<u32, i64> {
         // Rare: runnable, or dead (TASK_DEAD is outside TASK_REPORT; exit_state is not).
         Ok(task_u32(prev, &OFF_TASK_EXIT_STATE)? & TASK_REPORT == 0)
     };
-    switch(ctx, preempted, next)
+    switch::<_, DWARF>(ctx, preempted, next)
 }
 
 /// A u32 at the offset in `off` of a kernel `task_struct`.
@@ -124,7 +139,7 @@ fn task_pid(task: *const u8) -> Result<u32, i64> {
 /// One context switch from the current task to thread `next`; `preempted` (whether the
 /// current task was still runnable) is asked only when the current task is traced.
 #[inline(always)]
-fn switch<C: StackIdContext>(
+fn switch<C: StackIdContext, const DWARF: bool>(
     ctx: &C,
     preempted: impl FnOnce() -> Result<bool, i64>,
     next: u32,
@@ -148,7 +163,7 @@ fn switch<C: StackIdContext>(
         if preempted && SCHED_RUNNABLE.insert(prev_tid, now, 0).is_err() {
             count_lost(Family::Sched);
         }
-        let key = crate::unwind::stack_key(tgid, stack_id(ctx, 0, Family::Sched), || {
+        let key = crate::unwind::stack_key::<DWARF>(tgid, stack_id(ctx, 0, Family::Sched), || {
             stack_id(ctx, BPF_F_USER_STACK as u64, Family::Sched)
         });
         let out = OffcpuStart { ts_ns: now, key };

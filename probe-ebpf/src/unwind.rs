@@ -472,8 +472,12 @@ fn count_index(i: u32) {
 /// The stack key of the current task, which is in the kernel (a tracepoint): its user stack
 /// by the chosen method. `fp_stack` takes the frame-pointer stack id, called only for fp.
 #[inline(always)]
-pub fn stack_key(tgid: u32, kstack_id: i32, fp_stack: impl FnOnce() -> i32) -> StackKey {
-    let dwarf = enabled();
+pub fn stack_key<const DWARF: bool>(
+    tgid: u32,
+    kstack_id: i32,
+    fp_stack: impl FnOnce() -> i32,
+) -> StackKey {
+    let dwarf = DWARF && enabled();
     StackKey {
         tgid,
         kstack_id,
@@ -481,6 +485,10 @@ pub fn stack_key(tgid: u32, kstack_id: i32, fp_stack: impl FnOnce() -> i32) -> S
         _reserved: 0,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
         user_ret: if dwarf { 0 } else { crate::user_stack_word() },
-        user_stack: user_stack(Regs::Task, tgid, Slot::Tracepoint),
+        user_stack: if DWARF {
+            user_stack(Regs::Task, tgid, Slot::Tracepoint)
+        } else {
+            0
+        },
     }
 }

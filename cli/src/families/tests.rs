@@ -262,6 +262,11 @@ fn every_name_the_engine_and_families_use_is_in_the_object() {
     for name in crate::probes::FOLLOW_PROGRAMS
         .iter()
         .flat_map(|p| p.names())
+        .chain(
+            crate::probes::attach::FP_TWINS
+                .iter()
+                .flat_map(|&(a, b)| [a, b]),
+        )
     {
         if !n.programs.iter().any(|x| x == name) {
             missing.push(format!("program {name}"));

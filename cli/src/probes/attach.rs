@@ -47,7 +47,76 @@ pub enum Prog {
     CpuClock { prog: &'static str },
 }
 
+/// Programs with a twin without the DWARF walker (`<name>_fp`). A program that holds the
+/// walker's bpf_loop callback does not load at all on kernels before 5.13 (they reject its
+/// BPF_PSEUDO_FUNC instruction before the verifier could prove it dead), so with frame-pointer
+/// stacks the twin loads instead, on every kernel.
+pub const FP_TWINS: [(&str, &str); 5] = [
+    ("oncpu_sample", "oncpu_sample_fp"),
+    ("sched_sched_switch", "sched_sched_switch_fp"),
+    ("sched_raw_sched_switch", "sched_raw_sched_switch_fp"),
+    ("locks_contention_begin", "locks_contention_begin_fp"),
+    (
+        "locks_mutex_slowpath_kprobe",
+        "locks_mutex_slowpath_kprobe_fp",
+    ),
+];
+
+/// The program to load for `name`: its frame-pointer twin when `fp` and it has one.
+pub fn twin(name: &'static str, fp: bool) -> &'static str {
+    if !fp {
+        return name;
+    }
+    FP_TWINS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(name, |&(_, t)| t)
+}
+
 impl Prog {
+    /// The same attachment with every program replaced by its twin when `fp` (see [`twin`]).
+    pub fn with_twins(self, fp: bool) -> Prog {
+        let t = |n| twin(n, fp);
+        match self {
+            Prog::RawTp { prog, tp } => Prog::RawTp { prog: t(prog), tp },
+            Prog::TracePoint {
+                prog,
+                category,
+                event,
+            } => Prog::TracePoint {
+                prog: t(prog),
+                category,
+                event,
+            },
+            Prog::EventPairs {
+                category,
+                enter_prog,
+                enter_prefix,
+                exit_prog,
+                exit_prefix,
+            } => Prog::EventPairs {
+                category,
+                enter_prog: t(enter_prog),
+                enter_prefix,
+                exit_prog: t(exit_prog),
+                exit_prefix,
+            },
+            Prog::KProbe { prog, symbol } => Prog::KProbe {
+                prog: t(prog),
+                symbol,
+            },
+            Prog::FEntry { prog, symbol } => Prog::FEntry {
+                prog: t(prog),
+                symbol,
+            },
+            Prog::FExit { prog, symbol } => Prog::FExit {
+                prog: t(prog),
+                symbol,
+            },
+            Prog::CpuClock { prog } => Prog::CpuClock { prog: t(prog) },
+        }
+    }
+
     /// The program's name in the object (the enter program for [`Prog::EventPairs`]).
     pub fn names(&self) -> Vec<&'static str> {
         match *self {
@@ -74,15 +143,17 @@ pub struct Attacher<'a> {
     /// never reach fentry, and parsing costs ~20 ms).
     pub btf: Option<Btf>,
     pub tracefs: Option<&'a std::path::Path>,
+    /// Load the frame-pointer twins of the programs that have one (see [`twin`]).
+    pub fp: bool,
 }
 
 impl Attacher<'_> {
     /// Attaches every program in order; on a failure unloads those this call attached.
     pub fn attach_all(&mut self, progs: &[Prog]) -> Result<(), ProgramError> {
         for (i, p) in progs.iter().enumerate() {
-            if let Err(e) = self.attach(p) {
+            if let Err(e) = self.attach(&p.with_twins(self.fp)) {
                 for done in &progs[..=i] {
-                    for name in done.names() {
+                    for name in done.with_twins(self.fp).names() {
                         if let Some(prog) = self.ebpf.program_mut(name) {
                             unload(prog);
                         }
@@ -257,6 +328,35 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_pointer_stacks_load_the_twins_without_the_walker() {
+        let p = Prog::CpuClock {
+            prog: "oncpu_sample",
+        };
+        assert_eq!(p.with_twins(false), p);
+        assert_eq!(
+            p.with_twins(true),
+            Prog::CpuClock {
+                prog: "oncpu_sample_fp"
+            }
+        );
+        let k = Prog::KProbe {
+            prog: "locks_mutex_slowpath_kprobe",
+            symbol: "__mutex_lock_slowpath",
+        };
+        assert_eq!(
+            k.with_twins(true).names(),
+            ["locks_mutex_slowpath_kprobe_fp"]
+        );
+        // Programs without a walker have no twin.
+        assert_eq!(
+            twin("syscalls_raw_sys_enter", true),
+            "syscalls_raw_sys_enter"
+        );
+    }
+
     use super::*;
 
     #[test]

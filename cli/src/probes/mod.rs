@@ -289,6 +289,7 @@ pub fn load<M: MethodId>(
         features,
         btf: None,
         uses: Vec::new(),
+        fp: opts.call_graph != CallGraph::Dwarf,
     };
     // Always: the exit hook also frees per-thread syscall slots in system-wide mode.
     session
@@ -324,6 +325,8 @@ struct Session<'f, M: 'static> {
     btf: Option<aya::Btf>,
     /// (family, family it reads) for every chosen method with [`MethodSpec::uses`].
     uses: Vec<(Family, Family)>,
+    /// Frame-pointer stacks: load the programs' twins without the DWARF walker.
+    fp: bool,
 }
 
 impl<M: MethodId> Session<'_, M> {
@@ -333,12 +336,13 @@ impl<M: MethodId> Session<'_, M> {
             sample_hz: self.probes.sample_hz,
             btf: self.btf.take(),
             tracefs: self.features.tracefs.as_deref(),
+            fp: self.fp,
         };
         let r = a.attach_all(progs);
         self.btf = a.btf.take();
         if r.is_ok() {
             for p in progs {
-                for name in p.names() {
+                for name in p.with_twins(self.fp).names() {
                     if !self.probes.programs.iter().any(|(_, n)| n == name) {
                         self.probes.programs.push((label, name.to_string()));
                     }
