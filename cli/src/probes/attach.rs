@@ -357,8 +357,6 @@ mod tests {
         );
     }
 
-    use super::*;
-
     #[test]
     fn event_pairs_need_both_halves() {
         let dir = std::env::temp_dir().join(format!("kpath-pairs-{}", std::process::id()));
