@@ -556,25 +556,22 @@ fn several_pids_are_traced_and_only_they() {
     };
     // A and B are named with -p (once as a list, once repeated); C is a bystander.
     let (mut a, mut b, mut c) = (start(), start(), start());
-    let ready = dir.join("ready");
     let out = dir.join("run");
-    let kpath = Command::new(KPATH)
-        .args(["record", "--probes", "syscalls", "--json", "-o"])
-        .arg(&out)
-        .arg("--ready-file")
-        .arg(&ready)
-        .arg("-p")
-        .arg(format!("{},{}", a.id(), b.id()))
-        .args(["-p", &a.id().to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn kpath record");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ready.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(ready.exists(), "kpath record did not attach within 20 s");
+    let (ab, a_again) = (format!("{},{}", a.id(), b.id()), a.id().to_string());
+    let kpath = record_attached(
+        [
+            "--probes",
+            "syscalls",
+            "--json",
+            "-o",
+            out.to_str().unwrap(),
+            "-p",
+            &ab,
+            "-p",
+            &a_again,
+        ],
+        &dir.join("ready"),
+    );
     std::fs::write(&go, b"").unwrap();
     for p in [&mut a, &mut b, &mut c] {
         assert!(p.wait().unwrap().success(), "an opener failed");

@@ -29,25 +29,18 @@ fn static_opener(dir: &Path, name: &str) -> PathBuf {
     out
 }
 
-/// Starts `kpath record --probes syscalls --json` with `args`, returns once it has attached.
+/// Starts `kpath record --probes syscalls,sched --json` with `args`, returns once attached.
 fn record(dir: &Path, args: &[&str]) -> Child {
-    let ready = dir.join("ready");
-    let kpath = Command::new(KPATH)
-        .args(["record", "--probes", "syscalls,sched", "--json", "-o"])
-        .arg(dir.join("run"))
-        .arg("--ready-file")
-        .arg(&ready)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn kpath record");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ready.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(ready.exists(), "kpath record did not attach within 20 s");
-    kpath
+    let out = dir.join("run");
+    let mut all = vec![
+        "--probes",
+        "syscalls,sched",
+        "--json",
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    record_attached(all, &dir.join("ready"))
 }
 
 /// Ends a recording with SIGINT and returns its run.json.

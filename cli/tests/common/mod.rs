@@ -167,6 +167,29 @@ pub fn wait_with_timeout(mut child: std::process::Child, timeout: Duration) -> F
 
 /// `kpath record --json -o <tmpdir> ARGS -- CMD` under [`serial`] and [`RECORD_TIMEOUT`]; panics
 /// (showing stderr) unless it exits 0 with JSON on stdout. Returns the run and kpath's stderr.
+/// Starts `kpath record ARGS --ready-file READY` with stdout and stderr piped; returns once it
+/// has attached (the ready file exists), failing the test after 20 s.
+pub fn record_attached<S: AsRef<std::ffi::OsStr>>(
+    args: impl IntoIterator<Item = S>,
+    ready: &Path,
+) -> std::process::Child {
+    let kpath = Command::new(KPATH)
+        .arg("record")
+        .args(args)
+        .arg("--ready-file")
+        .arg(ready)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kpath record");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(ready.exists(), "kpath record did not attach within 20 s");
+    kpath
+}
+
 pub fn record(args: &[&str], cmd: &[&str]) -> (Value, String) {
     let (run, stderr, _dir) = record_dir(args, cmd);
     (run, stderr)
