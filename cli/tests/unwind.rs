@@ -12,72 +12,8 @@ mod common;
 
 use std::path::Path;
 
+use common::stacks::*;
 use common::*;
-
-const ROOTS: [&str; 6] = [
-    "_start",
-    "__libc_start_main",
-    "__libc_start_call_main",
-    "main",
-    "clone3",
-    "start_thread",
-];
-
-/// One folded line: frames root first (the thread name first), and its weight.
-fn folded(dir: &Path, name: &str) -> Vec<(Vec<String>, u64)> {
-    let text = std::fs::read_to_string(dir.join(name))
-        .unwrap_or_else(|e| panic!("reading {name} in {}: {e}", dir.display()));
-    text.lines()
-        .filter_map(|l| {
-            let (stack, n) = l.rsplit_once(' ')?;
-            Some((
-                stack.split(';').map(str::to_string).collect(),
-                n.parse().ok()?,
-            ))
-        })
-        .collect()
-}
-
-/// The user frames of a folded stack (after the thread name, before the kernel's `_[k]`).
-fn user_frames(stack: &[String]) -> Vec<&str> {
-    stack
-        .iter()
-        .skip(1)
-        .take_while(|f| !f.ends_with("_[k]"))
-        .map(|f| f.trim_end_matches("_[i]"))
-        .collect()
-}
-
-fn ends_at_root(stack: &[String]) -> bool {
-    user_frames(stack).first().is_some_and(|f| {
-        ROOTS
-            .iter()
-            .any(|r| f == r || f.starts_with("__libc_start"))
-    })
-}
-
-/// (weight ending at a root, weight with user frames) of `comm`'s stacks.
-fn root_share(stacks: &[(Vec<String>, u64)], comm: &str) -> (u64, u64) {
-    let mine = stacks
-        .iter()
-        .filter(|(s, _)| s[0] == comm && !user_frames(s).is_empty());
-    mine.fold((0, 0), |(root, all), (s, n)| {
-        (root + if ends_at_root(s) { *n } else { 0 }, all + n)
-    })
-}
-
-fn longest_recursion(stacks: &[(Vec<String>, u64)]) -> usize {
-    stacks
-        .iter()
-        .map(|(s, _)| {
-            user_frames(s)
-                .iter()
-                .filter(|f| **f == "kpath_recurse")
-                .count()
-        })
-        .max()
-        .unwrap_or(0)
-}
 
 /// Keeps this file's tests apart: the servers and their load would starve the other's CPU.
 fn whole_test() -> std::sync::MutexGuard<'static, ()> {
@@ -113,52 +49,7 @@ fn dwarf_stacks_of_a_frameless_program_reach_their_roots() {
     let outcomes = &run["unwind"]["outcomes"];
     assert!(u64_of(outcomes, "complete") > 0, "{}", context());
 
-    let oncpu = folded(&dir, "oncpu.folded");
-    let (root, all) = root_share(&oncpu, "deep_stacks");
-    assert!(
-        all >= 200,
-        "only {all} on-CPU samples with user frames\n{}",
-        context()
-    );
-    assert!(
-        root * 100 >= all * 95,
-        "{root} of {all} on-CPU samples end at a root (want >= 95%)\n{}",
-        context()
-    );
-    eprintln!("dwarf on-CPU: {root} of {all} samples end at a root");
-    let depth = longest_recursion(&oncpu);
-    assert_eq!(
-        depth,
-        61,
-        "deepest on-CPU recursion: {depth} frames\n{}",
-        context()
-    );
-
-    let offcpu = folded(&dir, "offcpu.folded");
-    let (root, all) = root_share(&offcpu, "deep_stacks");
-    assert!(
-        all > 1_000_000_000,
-        "only {all} ns off-CPU with user frames\n{}",
-        context()
-    );
-    assert!(
-        root * 100 >= all * 95,
-        "{root} of {all} off-CPU ns end at a root (want >= 95%)\n{}",
-        context()
-    );
-    eprintln!("dwarf off-CPU: {root} of {all} ns end at a root");
-    let sleeper = offcpu.iter().find(|(s, _)| {
-        let u = user_frames(s);
-        u.contains(&"main")
-            && u.last() != Some(&"main")
-            && u.contains(&"kpath_sleep_here")
-            && u.iter().filter(|f| **f == "kpath_recurse").count() == 61
-    });
-    assert!(
-        sleeper.is_some(),
-        "no off-CPU stack main;...;kpath_recurse x61;kpath_sleep_here\n{}",
-        context()
-    );
+    assert_deep_stacks_complete(&dir, &context);
 
     // Frame pointers on the same program: no root (the frameless code breaks the chain).
     let (run, _stderr, dir) = record_dir(
@@ -324,9 +215,12 @@ fn dwarf_stacks_of_nginx_and_kpaths_server_match_perf() {
     assert!(kpath >= 90.0, "{context}");
     assert!((kpath - perf).abs() <= 5.0, "{context}");
 
-    // kpath's own server, epoll model, under kpath load.
+    // kpath's own server as users run it (release build), epoll model, under kpath load.
+    let Some(server) = release_server() else {
+        return;
+    };
     let port = free_port();
-    let mut serve = std::process::Command::new(KPATH);
+    let mut serve = std::process::Command::new(server);
     serve
         .args(["serve", "--model", "epoll", "--io", "read", "--root"])
         .arg(&www)

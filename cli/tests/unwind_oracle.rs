@@ -611,10 +611,7 @@ fn a_thread_64_frames_deep_reaches_clone3() {
 #[test]
 fn reference_server_worker_in_epoll_wait() {
     let mut bins = vec![PathBuf::from(common::KPATH)];
-    let release = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/kpath");
-    if release.exists() {
-        bins.push(release);
-    }
+    bins.extend(common::release_server());
     for bin in bins {
         let root = common::tmpdir("unwind-serve");
         std::fs::write(root.join("a.txt"), "hello").unwrap();
@@ -663,12 +660,9 @@ fn reference_server_worker_in_epoll_wait() {
         };
         let last = *u.ours.frames.last().unwrap();
         assert!(in_file(last, "libc.so"), "root {last:#x} not in libc");
-        let own = u
-            .ours
-            .frames
-            .iter()
-            .filter(|&&pc| in_file(pc, "kpath"))
-            .count();
+        let exe = std::fs::canonicalize(&bin).unwrap();
+        let exe = exe.file_name().unwrap().to_str().unwrap();
+        let own = u.ours.frames.iter().filter(|&&pc| in_file(pc, exe)).count();
         assert!(own >= 3, "{own} frames in kpath's binary: {names:?}");
     }
 }

@@ -41,14 +41,21 @@ fn can_boot() -> bool {
 
 /// `kpath vm --kernel KERNEL --out-dir TMP -- ARGS` in TMP; returns TMP and kpath's stderr.
 fn guest(kernel: &str, args: &[&str]) -> (std::path::PathBuf, String) {
+    guest_with(kernel, &[], args)
+}
+
+/// [`guest`] with host binaries installed in the guest at the same paths (`--add`).
+fn guest_with(kernel: &str, add: &[&Path], args: &[&str]) -> (std::path::PathBuf, String) {
     let _guard = serial();
     let dir = tmpdir(&format!("vm-{kernel}"));
     let mut c = Command::new(KPATH);
     c.current_dir(&dir)
         .args(["vm", "--kernel", kernel, "--out-dir"])
-        .arg(&dir)
-        .arg("--")
-        .args(args);
+        .arg(&dir);
+    for a in add {
+        c.arg("--add").arg(a);
+    }
+    c.arg("--").args(args);
     let f = run_with_timeout(&mut c, GUEST_TIMEOUT);
     assert!(
         !f.timed_out,
@@ -276,4 +283,42 @@ fn bookworm_close_does_not_take_epmutex() {
         "{}",
         context()
     );
+}
+
+/// The DWARF walker on a stock 6.1 kernel (bpf_loop, bpf_task_pt_regs): the frameless
+/// `deep_stacks` program unwinds to its roots there as on the host (tests/unwind.rs).
+#[test]
+fn bookworm_unwinds_a_frameless_program_from_dwarf() {
+    if !can_boot() {
+        return;
+    }
+    let bin = workload_with("deep_stacks", &["-fomit-frame-pointer"]);
+    let (dir, stderr) = guest_with(
+        "bookworm",
+        &[&bin],
+        &[
+            "record",
+            "--probes",
+            "oncpu,sched",
+            "-F",
+            "499",
+            "--call-graph",
+            "dwarf",
+            "-o",
+            "run",
+            "--",
+            bin.to_str().unwrap(),
+            "3",
+        ],
+    );
+    let run = read_run(&dir.join("run/run.json"), &stderr);
+    let release = check_guest_kernel(&run, &stderr);
+    let context = || {
+        format!(
+            "guest {release}\nkpath stderr:\n{stderr}\nunwind: {}\n",
+            serde_json::to_string_pretty(&run["unwind"]).unwrap_or_default()
+        )
+    };
+    assert_eq!(str_of(&run, "call_graph"), "dwarf", "{}", context());
+    common::stacks::assert_deep_stacks_complete(&dir.join("run"), &context);
 }

@@ -219,4 +219,6 @@ pub mod event {
     pub const NEW_PROCESS: u32 = 1;
     /// A pc fell in no known mapping: the process mapped new code (dlopen, exec).
     pub const UNKNOWN_PC: u32 = 2;
+    /// A traced process exec'd a program: its old table is dropped, a new one is wanted now.
+    pub const EXEC: u32 = 3;
 }

@@ -65,11 +65,12 @@ pub fn target_sched_process_exit(_ctx: TracePointContext) -> u32 {
 /// The current task exec'd a program: its name is the program's now.
 #[tracepoint]
 pub fn target_sched_process_exec(_ctx: TracePointContext) -> u32 {
+    // After exec the task leads its thread group, whichever thread called execve.
+    let (tgid, _) = current_ids();
+    crate::unwind::exec(tgid);
     if !comm_selected() {
         return 0;
     }
-    // After exec the task leads its thread group, whichever thread called execve.
-    let (tgid, _) = current_ids();
     named(tgid, &bpf_get_current_comm().unwrap_or([0; 16]));
     0
 }

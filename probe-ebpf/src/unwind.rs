@@ -17,8 +17,8 @@ use aya_ebpf::{
 };
 use probe_common::{
     unwind::{
-        cfa, event, rbp, Error, Event, ProcMaps, Row, UserStack, ERROR_ENTRIES, MAX_FRAMES,
-        MAX_MAPPINGS, PROCS_CAPACITY, ROWS_CAPACITY, USER_STACKS_CAPACITY,
+        cfa, event, rbp, Error, Event, Mapping, ProcMaps, Row, UserStack, ERROR_ENTRIES,
+        MAX_FRAMES, MAX_MAPPINGS, PROCS_CAPACITY, ROWS_CAPACITY, USER_STACKS_CAPACITY,
     },
     StackKey,
 };
@@ -80,6 +80,18 @@ struct Scratch {
     rbp_known: u32,
     /// The walk's outcome, an [`Error`]; `u32::MAX` while it runs.
     outcome: u32,
+    /// Index of the mapping the previous frame was in: consecutive frames mostly share one,
+    /// so it is tried before the binary search.
+    last_map: u32,
+    _pad: u32,
+}
+
+/// What each `bpf_loop` iteration needs, looked up once per walk: the verifier tracks the
+/// two pointers through this struct on the caller's stack, so a frame costs no map lookup.
+#[repr(C)]
+struct Walk {
+    s: *mut Scratch,
+    pm: *const ProcMaps,
 }
 
 /// Where the user registers come from.
@@ -136,29 +148,35 @@ pub fn user_stack(regs: Regs, tgid: u32, slot: Slot) -> u64 {
     s.hash = 0xcbf2_9ce4_8422_2325;
     s.stack.len = 0;
     s.stack.complete = 0;
+    s.last_map = u32::MAX;
 
-    // SAFETY: only the presence of the entry is tested.
-    if unsafe { UNWIND_PROC_MAPS.get(tgid) }.is_none() {
-        // No tables yet: keep the exact pc alone, so the sample still shows where it was.
-        ask(tgid, event::NEW_PROCESS, rip);
-        push(s, rip);
-        s.outcome = Error::NotLoaded as u32;
-    } else {
-        let mut slot_id = slot as u32;
+    // SAFETY: the value is only read; user space replaces a process's ProcMaps with one
+    // update (the kernel copies the value in place under the bucket lock, so a read may see
+    // a mix of old and new mappings: at worst one wrong frame, never an invalid read).
+    if let Some(pm) = unsafe { UNWIND_PROC_MAPS.get(tgid) } {
+        let mut walk = Walk {
+            s: s as *mut Scratch,
+            pm: pm as *const ProcMaps,
+        };
         // SAFETY: `step` is a BPF subprogram with the callback signature bpf_loop expects
-        // (BTF func info comes from `-C link-arg=--btf`), and its context is a u32 on this
+        // (BTF func info comes from `-C link-arg=--btf`), and its context is a `Walk` on this
         // stack frame, alive for the whole call; the helper returns before this frame does.
         unsafe {
             bpf_loop(
                 MAX_FRAMES as u32 + 1,
                 step as *mut core::ffi::c_void,
-                &mut slot_id as *mut u32 as *mut core::ffi::c_void,
+                &mut walk as *mut Walk as *mut core::ffi::c_void,
                 0,
             )
         };
         if s.outcome == u32::MAX {
             s.outcome = Error::DepthLimit as u32;
         }
+    } else {
+        // No tables yet: keep the exact pc alone, so the sample still shows where it was.
+        ask(tgid, event::NEW_PROCESS, rip);
+        push(s, rip);
+        s.outcome = Error::NotLoaded as u32;
     }
     if s.outcome == Error::Complete as u32 {
         s.stack.complete = 1;
@@ -255,14 +273,14 @@ fn read_regs(regs: Regs) -> Option<(u64, u64, u64, u64)> {
 /// One frame: `bpf_loop`'s callback. Returns 1 to stop (the outcome is set), 0 to go on.
 #[inline(never)]
 extern "C" fn step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
-    // SAFETY: `ctx` is the u32 slot id on `user_stack`'s frame (see there).
-    let slot = unsafe { *(ctx as *const u32) };
-    let Some(s) = UNWIND_SCRATCH.get_ptr_mut(slot) else {
-        return 1;
+    // SAFETY: `ctx` is the `Walk` on `user_stack`'s frame (see there); its pointers are this
+    // CPU's scratch value of the walk's slot and the process's mappings, both valid while the
+    // program runs.
+    let (s, pm) = unsafe {
+        let w = &*(ctx as *const Walk);
+        (&mut *w.s, &*w.pm)
     };
-    // SAFETY: as in `user_stack`: this CPU's scratch value of the walk's slot.
-    let s = unsafe { &mut *s };
-    match frame(s) {
+    match frame(s, pm) {
         Ok(()) => 0,
         Err(e) => {
             s.outcome = e as u32;
@@ -273,43 +291,16 @@ extern "C" fn step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
 
 /// Records the current frame and steps to its caller; `Err(Complete)` at the root.
 #[inline(always)]
-fn frame(s: &mut Scratch) -> Result<(), Error> {
+fn frame(s: &mut Scratch, pm: &ProcMaps) -> Result<(), Error> {
     let rip = s.rip;
     if !push(s, rip) {
         return Err(Error::DepthLimit);
     }
     let pc = if s.exact != 0 { rip } else { rip - 1 };
-    // SAFETY: the value is only read; user space replaces a process's ProcMaps with one
-    // update (the kernel copies the value in place under the bucket lock, so a read may see
-    // a mix of old and new mappings: at worst one wrong frame, never an invalid read).
-    let Some(pm) = (unsafe { UNWIND_PROC_MAPS.get(s.tgid) }) else {
-        return Err(Error::NotLoaded);
-    };
-    // Last mapping with start <= pc.
-    let n = (pm.count as usize).min(MAX_MAPPINGS);
-    let (mut lo, mut hi) = (0usize, n);
-    for _ in 0..8 {
-        if lo >= hi {
-            break;
-        }
-        let mid = (lo + hi) / 2;
-        let Some(m) = pm.maps.get(mid) else {
-            break;
-        };
-        if m.start <= pc {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    let Some(m) = lo.checked_sub(1).and_then(|i| pm.maps.get(i)) else {
+    let Some(m) = mapping(s, pm, pc) else {
         ask(s.tgid, event::UNKNOWN_PC, pc);
         return Err(Error::NoMapping);
     };
-    if pc >= m.end {
-        ask(s.tgid, event::UNKNOWN_PC, pc);
-        return Err(Error::NoMapping);
-    }
     if m.row_count == 0 {
         return Err(Error::NoTable);
     }
@@ -378,6 +369,38 @@ fn frame(s: &mut Scratch) -> Result<(), Error> {
     next(s, ra)
 }
 
+/// The mapping holding `pc`: the previous frame's when it still does, else by binary search
+/// (the last mapping with start <= pc).
+#[inline(always)]
+fn mapping<'a>(s: &mut Scratch, pm: &'a ProcMaps, pc: u64) -> Option<&'a Mapping> {
+    if let Some(m) = pm.maps.get(s.last_map as usize) {
+        if m.start <= pc && pc < m.end {
+            return Some(m);
+        }
+    }
+    let n = (pm.count as usize).min(MAX_MAPPINGS);
+    let (mut lo, mut hi) = (0usize, n);
+    for _ in 0..8 {
+        if lo >= hi {
+            break;
+        }
+        let mid = (lo + hi) / 2;
+        let m = pm.maps.get(mid)?;
+        if m.start <= pc {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    let i = lo.checked_sub(1)?;
+    let m = pm.maps.get(i)?;
+    if pc >= m.end {
+        return None;
+    }
+    s.last_map = i as u32;
+    Some(m)
+}
+
 /// Moves to the caller at `rip`; a zero return address ends the stack by convention (a root
 /// whose CFI does not say so, e.g. a thread entry some libc builds leave unmarked).
 #[inline(always)]
@@ -436,6 +459,30 @@ fn find_row(start: u32, n: u32, pc: u32) -> Option<Row> {
         return None;
     }
     Some(row)
+}
+
+/// The current process (`tgid`) exec'd a program: its table describes mappings that are
+/// gone. Drops it and tells user space at once, past the rate limit: a short command's samples
+/// come right after its exec.
+#[inline(always)]
+pub fn exec(tgid: u32) {
+    if !enabled() {
+        return;
+    }
+    let had_table = UNWIND_PROC_MAPS.remove(tgid).is_ok();
+    if !had_table && !crate::is_traced(tgid) {
+        return;
+    }
+    // SAFETY: bpf_ktime_get_ns takes no arguments and cannot fail.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let asked = ((event::NEW_PROCESS as u64) << 32) | tgid as u64;
+    let _ = UNWIND_ASKED.insert(asked, now, 0);
+    let ev = Event {
+        tgid,
+        kind: event::EXEC,
+        pc: 0,
+    };
+    let _ = UNWIND_EVENTS.output::<Event>(&ev, 0);
 }
 
 /// Tells user space about `tgid` (at most once per `ASK_INTERVAL_NS` and kind).

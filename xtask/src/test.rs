@@ -63,6 +63,16 @@ fn selects_packages(args: &[String]) -> bool {
         .any(|a| a == "-p" || a.starts_with("--package") || (a.starts_with("-p") && a.len() > 2))
 }
 
+/// The release build of the reference server the unwinding tests use.
+const RELEASE_SERVER: [&str; 6] = [
+    "build",
+    "--release",
+    "-p",
+    "servers",
+    "--example",
+    "kpath-serve-bench",
+];
+
 pub fn run(args: &Args) -> Result<()> {
     crate::setup::for_run()?;
     let root = util::is_root();
@@ -74,6 +84,9 @@ pub fn run(args: &Args) -> Result<()> {
             .args(util::HOST_WORKSPACE)
             .arg("--all-targets"),
     )?;
+    // The unwinding tests read the reference server as users run it: a release build, which
+    // keeps no frame pointers (cli/tests/common::release_server).
+    util::run(util::cargo().args(RELEASE_SERVER))?;
     let build_time = clock.secs();
 
     let clock = Stopwatch::start();
@@ -87,6 +100,10 @@ pub fn run(args: &Args) -> Result<()> {
         cmd.arg("--no-fail-fast");
     }
     cmd.args(&args.cargo_test_args).stdout(Stdio::piped());
+    cmd.env(
+        "KPATH_RELEASE_SERVER",
+        util::target_dir().join("release/examples/kpath-serve-bench"),
+    );
     if root {
         // Root-only tests must fail here rather than skip quietly.
         cmd.env("KPATH_REQUIRE_ROOT_TESTS", "1");

@@ -291,8 +291,12 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     // DWARF tables of the processes running now (a command is not exec'd yet, and processes
     // found by --comm, --cgroup or -a get theirs when the walker asks for them).
     let tables = (opts.call_graph == CallGraph::Dwarf).then(|| {
-        let now: Vec<u32> = args.pids.clone();
-        let t = unwind::bpf::Prepared::new(&now);
+        let mut t = unwind::bpf::Prepared::new(&args.pids);
+        if let Some(c) = &child {
+            // Until its exec the command is kpath's image; its own files are read now.
+            t.hold(c.pid);
+            t.warm(&unwind::bpf::command_files(&args.command[0]));
+        }
         opts.max_entries.extend(t.max_entries());
         t
     });

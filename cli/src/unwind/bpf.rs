@@ -9,6 +9,7 @@
 use std::{
     collections::BTreeMap,
     os::fd::{AsFd, AsRawFd},
+    path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -65,12 +66,32 @@ fn rows_capacity(built: usize) -> usize {
     (built + built.max(HEADROOM_ROWS)).min(MAX_ROWS_CAPACITY)
 }
 
+/// The files a command will map that can be read before it starts: the program (found on
+/// PATH as exec would) and the shared libraries kpath itself maps (libc and ld.so at least,
+/// which nearly every program maps too).
+pub fn command_files(program: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = which::which(program).ok().into_iter().collect();
+    let own = std::fs::read_link("/proc/self/exe").ok();
+    let libs = super::maps::read(std::process::id()).unwrap_or_default();
+    for e in libs.iter().filter(|e| e.exec && e.is_file()) {
+        let p = Path::new(&e.path);
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if Some(p) != own.as_deref() && name.contains(".so") && !files.iter().any(|f| f == p) {
+            files.push(p.to_path_buf());
+        }
+    }
+    files
+}
+
 /// Tables built before the object is loaded.
 pub struct Prepared {
     registry: Registry,
     procs: Vec<super::ProcessTables>,
     capacity: usize,
     report: UnwindReport,
+    /// A command kpath forked and holds before its exec: until then it is kpath's image, whose
+    /// tables nobody asked for.
+    held: Option<u32>,
 }
 
 /// What run.json says about DWARF unwinding.
@@ -118,6 +139,7 @@ impl Prepared {
             procs: Vec::new(),
             capacity: 0,
             report: UnwindReport::default(),
+            held: None,
         };
         let t0 = Instant::now();
         for &pid in pids {
@@ -129,6 +151,25 @@ impl Prepared {
         p.report.build_ms = t0.elapsed().as_secs_f64() * 1e3;
         p.capacity = rows_capacity(p.registry.rows().len());
         p
+    }
+
+    /// Builds (or loads from the disk cache) the tables of files a command is about to map:
+    /// its executable and the libraries kpath shares with it, so its first samples after exec
+    /// do not wait for them. Files that cannot be read are left to the walker's requests.
+    pub fn warm(&mut self, files: &[PathBuf]) {
+        let t0 = Instant::now();
+        for f in files {
+            if let Err(e) = self.registry.add_file(f) {
+                log::debug!("unwind: warming {}: {e}", f.display());
+            }
+        }
+        self.report.build_ms += t0.elapsed().as_secs_f64() * 1e3;
+        self.capacity = rows_capacity(self.registry.rows().len());
+    }
+
+    /// `pid` is a command held before its exec: its requests wait for the exec event.
+    pub fn hold(&mut self, pid: u32) {
+        self.held = Some(pid);
     }
 
     /// The maps to size before the object loads (see `LoadOptions::max_entries`).
@@ -286,11 +327,12 @@ impl Server {
         for t in &prepared.procs {
             state.install(t)?;
         }
+        let held = prepared.held;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("kpath-unwind".into())
-            .spawn(move || serve(state, events, &flag))
+            .spawn(move || serve(state, events, held, &flag))
             .ok();
         Ok(Server { stop, thread })
     }
@@ -311,7 +353,12 @@ impl Drop for Server {
     }
 }
 
-fn serve(mut state: State, mut events: RingBuf<MapData>, stop: &AtomicBool) -> UnwindReport {
+fn serve(
+    mut state: State,
+    mut events: RingBuf<MapData>,
+    mut held: Option<u32>,
+    stop: &AtomicBool,
+) -> UnwindReport {
     while !stop.load(Ordering::SeqCst) {
         let mut asked: Vec<u32> = Vec::new();
         while let Some(item) = events.next() {
@@ -321,10 +368,10 @@ fn serve(mut state: State, mut events: RingBuf<MapData>, stop: &AtomicBool) -> U
             // SAFETY: the item holds at least one Event (checked), written by the walker as
             // repr(C) plain data; read unaligned.
             let ev = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) };
-            if matches!(ev.kind, event::NEW_PROCESS | event::UNKNOWN_PC)
-                && !asked.contains(&ev.tgid)
-            {
-                asked.push(ev.tgid);
+            if let Some(tgid) = wanted(&ev, &mut held) {
+                if !asked.contains(&tgid) {
+                    asked.push(tgid);
+                }
             }
         }
         for tgid in asked {
@@ -333,6 +380,19 @@ fn serve(mut state: State, mut events: RingBuf<MapData>, stop: &AtomicBool) -> U
         std::thread::sleep(Duration::from_millis(10));
     }
     finish_report(state)
+}
+
+/// The process an event asks a table for, if any: a held command asks only from its exec on.
+fn wanted(ev: &Event, held: &mut Option<u32>) -> Option<u32> {
+    match ev.kind {
+        event::EXEC if *held == Some(ev.tgid) => {
+            *held = None;
+            Some(ev.tgid)
+        }
+        _ if *held == Some(ev.tgid) => None,
+        event::NEW_PROCESS | event::UNKNOWN_PC | event::EXEC => Some(ev.tgid),
+        _ => None,
+    }
 }
 
 fn finish_report(state: State) -> UnwindReport {
@@ -391,6 +451,22 @@ mod tests {
         // A large process gets as much again.
         assert_eq!(rows_capacity(1 << 20), 2 << 20);
         assert_eq!(rows_capacity(3 << 20), MAX_ROWS_CAPACITY);
+    }
+
+    #[test]
+    fn a_held_command_asks_from_its_exec_on() {
+        let ev = |tgid, kind| Event { tgid, kind, pc: 0 };
+        let mut held = Some(7);
+        // Before exec the held command is kpath's own image: nothing to build.
+        assert_eq!(wanted(&ev(7, event::NEW_PROCESS), &mut held), None);
+        assert_eq!(wanted(&ev(7, event::UNKNOWN_PC), &mut held), None);
+        // Others are served as always.
+        assert_eq!(wanted(&ev(8, event::NEW_PROCESS), &mut held), Some(8));
+        assert_eq!(wanted(&ev(9, event::EXEC), &mut held), Some(9));
+        assert_eq!(wanted(&ev(7, event::EXEC), &mut held), Some(7));
+        assert_eq!(held, None);
+        assert_eq!(wanted(&ev(7, event::UNKNOWN_PC), &mut held), Some(7));
+        assert_eq!(wanted(&ev(7, 99), &mut held), None);
     }
 
     #[test]

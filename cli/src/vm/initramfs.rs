@@ -145,11 +145,35 @@ pub fn build(c: &Contents, out: &Path) -> Result<(), InitramfsError> {
         let data = std::fs::read(lib).map_err(io(lib))?;
         cpio.file(&lib.to_string_lossy(), 0o755, &data)
             .map_err(io(out))?;
+        // Its detached symbols too (Debian's libc6-dbg, say): stacks are symbolized inside
+        // the guest, and a stripped libc names neither start_thread nor clone3.
+        if let Some(debug) = detached_debug_file(&data) {
+            let bytes = std::fs::read(&debug).map_err(io(&debug))?;
+            cpio.file(&debug.to_string_lossy(), 0o644, &bytes)
+                .map_err(io(out))?;
+        }
     }
     cpio.file("/init", 0o755, c.init.as_bytes())
         .map_err(io(out))?;
     cpio.finish().map_err(io(out))?;
     Ok(())
+}
+
+/// The host's `/usr/lib/debug/.build-id/xx/rest.debug` of an ELF image, when it is there.
+fn detached_debug_file(elf: &[u8]) -> Option<PathBuf> {
+    let file = object::File::parse(elf).ok()?;
+    let id = object::Object::build_id(&file).ok()??;
+    let path = Path::new("/usr/lib/debug/.build-id").join(build_id_path(id));
+    path.is_file().then_some(path)
+}
+
+/// `xx/rest.debug` for build-id bytes (the layout gdb and debuginfod use).
+fn build_id_path(id: &[u8]) -> String {
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    match hex.split_at_checked(2) {
+        Some((dir, rest)) => format!("{dir}/{rest}.debug"),
+        None => format!("{hex}.debug"),
+    }
 }
 
 /// Absolute library paths `ldd` lists for `bin` (none for a static binary).
@@ -181,6 +205,11 @@ pub fn parse_ldd(text: &str) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_files_are_found_by_build_id() {
+        assert_eq!(build_id_path(&[0x93, 0xac, 0x61, 0x0e]), "93/ac610e.debug");
+    }
 
     #[test]
     fn newc_headers_are_aligned_and_end_with_the_trailer() {

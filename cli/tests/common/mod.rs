@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod stacks;
+
 /// Path of the binary under test.
 pub const KPATH: &str = env!("CARGO_BIN_EXE_kpath");
 
@@ -35,6 +37,33 @@ pub fn require_root() -> bool {
     }
     eprintln!("skipped: needs root");
     false
+}
+
+/// The reference server built with the release profile (Rust's default: no frame pointers),
+/// as users run it: `servers`' `kpath-serve-bench` example, which `cargo xtask test` builds
+/// (`cargo build --release -p servers --example kpath-serve-bench`) and names in
+/// `KPATH_RELEASE_SERVER`. Missing: `None` with a note, or a panic when root tests are required
+/// (CI must not skip it silently).
+pub fn release_server() -> Option<PathBuf> {
+    let path = std::env::var_os("KPATH_RELEASE_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/release/examples/kpath-serve-bench")
+        });
+    if path.exists() {
+        return Some(path);
+    }
+    let why = format!(
+        "the release server {} is missing (cargo build --release -p servers --example \
+         kpath-serve-bench; cargo xtask test builds it)",
+        path.display()
+    );
+    if std::env::var("KPATH_REQUIRE_ROOT_TESTS").as_deref() == Ok("1") {
+        panic!("{why}");
+    }
+    eprintln!("skipped: {why}");
+    None
 }
 
 /// Holds the per-binary lock that keeps recordings of one test binary from running at once.
