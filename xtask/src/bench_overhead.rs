@@ -1,12 +1,14 @@
 //! `cargo xtask bench-overhead`: what attaching kpath costs a busy server. The reference server
 //! (cached, epoll, keep-alive) is driven by wrk in interleaved rounds: untraced; with the
 //! kernel's floor for syscall tracing (empty BPF programs on sys_enter/sys_exit, [`floor`]);
-//! and with `kpath record -p` attached for each probe set asked for (by default all five families,
-//! then each alone). The goal is to keep at least 0.95 of the untraced requests/s with every
-//! family attached.
+//! with `kpath record -p` attached for each probe set asked for (by default all five families,
+//! then each alone); and with each of kpath's peers attached instead ([`Peer`]: bpftrace with a
+//! comparable program, `perf record -g -F 99`, `perf trace -s`). The goals: with every family,
+//! keep at least 0.95 of the untraced requests/s, at least the floor's less 0.03, and at least
+//! bpftrace's plus 0.10.
 //!
 //! Besides requests/s, each condition reports CPU time per request of the server, of wrk and of
-//! `kpath record` itself (from /proc, so background load on the 2 cores skews it less than
+//! the tracer itself (`kpath record` or the peer; from /proc, so background load on the 2 cores skews it less than
 //! throughput): the traced minus the floor condition is what kpath's own programs cost.
 
 use std::path::Path;
@@ -17,6 +19,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::bench_servers::{wait_listening, wrk_run};
 use crate::floor::EmptyRawTracepoints;
+use crate::peers::Peer;
 use crate::proc::Proc;
 use crate::record::{build_release_kpath, RecordSpec, Recording, ALL_FAMILIES as ALL};
 use crate::stats::median;
@@ -40,10 +43,17 @@ pub struct Args {
     /// Leave out the floor condition (empty programs on the syscall tracepoints).
     #[arg(long)]
     pub no_floor: bool,
+    /// Leave out the peers (bpftrace, perf record, perf trace).
+    #[arg(long)]
+    pub no_peers: bool,
 }
 
 const PORT: u16 = 18_482;
 const GOAL: f64 = 0.95;
+/// Kept throughput with every family: at least the floor's less this...
+const FLOOR_MARGIN: f64 = 0.03;
+/// ... and at least bpftrace's plus this.
+const BPFTRACE_LEAD: f64 = 0.10;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Condition {
@@ -51,6 +61,7 @@ enum Condition {
     /// Empty BPF programs on the sys_enter/sys_exit raw tracepoints.
     Floor,
     Record(String),
+    Peer(Peer),
 }
 
 impl Condition {
@@ -60,6 +71,7 @@ impl Condition {
             Condition::Floor => "floor: empty programs on sys_enter/exit".into(),
             Condition::Record(p) if p == ALL => "kpath record, all five families".into(),
             Condition::Record(p) => format!("kpath record --probes {p}"),
+            Condition::Peer(p) => p.label().into(),
         }
     }
 }
@@ -77,6 +89,14 @@ fn conditions(args: &Args) -> Vec<Condition> {
         args.probes.clone()
     };
     v.extend(sets.into_iter().map(Condition::Record));
+    if !args.no_peers {
+        v.extend(
+            Peer::ALL
+                .into_iter()
+                .filter(|p| p.available())
+                .map(Condition::Peer),
+        );
+    }
     v
 }
 
@@ -87,12 +107,13 @@ struct Sample {
     /// CPU µs per request.
     server_us: f64,
     wrk_us: f64,
-    kpath_us: f64,
+    /// `kpath record`'s or the peer's.
+    tracer_us: f64,
 }
 
 impl Sample {
     fn total_us(&self) -> f64 {
-        self.server_us + self.wrk_us + self.kpath_us
+        self.server_us + self.wrk_us + self.tracer_us
     }
 }
 
@@ -153,6 +174,7 @@ fn one(
 ) -> Result<Sample> {
     let mut floor = None;
     let mut rec = None;
+    let mut peer = None;
     match cond {
         Condition::Untraced => {}
         Condition::Floor => {
@@ -172,8 +194,17 @@ fn one(
             recording.wait_attached(Duration::from_millis(20))?;
             rec = Some(recording);
         }
+        Condition::Peer(p) => {
+            peer = Some(
+                p.attach(pid, &work.join("peer"))
+                    .with_context(|| format!("attaching {}", p.label()))?,
+            );
+        }
     }
-    let rec_pid = rec.as_ref().map(Recording::id);
+    let rec_pid = rec
+        .as_ref()
+        .map(Recording::id)
+        .or(peer.as_ref().map(|p| p.id()));
     let before = (
         cpu_secs(pid)?,
         children_cpu_secs()?,
@@ -188,6 +219,9 @@ fn one(
     if let Some(recording) = rec {
         recording.stop()?;
     }
+    if let Some(p) = peer {
+        p.stop()?;
+    }
     drop(floor);
     let wrk = wrk?;
     if wrk.requests == 0 {
@@ -198,7 +232,7 @@ fn one(
         requests_per_sec: wrk.requests_per_sec,
         server_us: per_req(after.0 - before.0),
         wrk_us: per_req(after.1 - before.1),
-        kpath_us: per_req(after.2.unwrap_or(0.0) - before.2.unwrap_or(0.0)),
+        tracer_us: per_req(after.2.unwrap_or(0.0) - before.2.unwrap_or(0.0)),
     })
 }
 
@@ -215,7 +249,7 @@ fn print_table(args: &Args, conds: &[Condition], samples: &[Vec<Sample>]) {
     );
     println!(
         "{:<44} {:>10} {:>7}   {:>6} {:>6} {:>6} {:>6} {:>7}",
-        "condition", "req/s", "ratio", "server", "wrk", "kpath", "total", "cost"
+        "condition", "req/s", "ratio", "server", "wrk", "tracer", "total", "cost"
     );
     for (i, cond) in conds.iter().enumerate() {
         let rps = med(i, |s| s.requests_per_sec);
@@ -227,7 +261,7 @@ fn print_table(args: &Args, conds: &[Condition], samples: &[Vec<Sample>]) {
             rps / base_rps,
             med(i, |s| s.server_us),
             med(i, |s| s.wrk_us),
-            med(i, |s| s.kpath_us),
+            med(i, |s| s.tracer_us),
             total,
             base_cpu / total,
         );
@@ -236,16 +270,15 @@ fn print_table(args: &Args, conds: &[Condition], samples: &[Vec<Sample>]) {
         "ratio: requests/s vs untraced; cost: untraced CPU per request / this condition's (what the \
          ratio would be on a machine where only CPU time limits throughput)"
     );
-    if let Some(i) = conds
-        .iter()
-        .position(|c| *c == Condition::Record(ALL.into()))
-    {
-        let ratio = med(i, |s| s.requests_per_sec) / base_rps;
-        println!(
-            "all families: {ratio:.3} of untraced requests/s (goal >= {GOAL}){}",
-            if ratio >= GOAL { "" } else { "  NOT MET" }
-        );
-    }
+    let ratio_of = |c: &Condition| {
+        conds
+            .iter()
+            .position(|x| x == c)
+            .map(|i| med(i, |s| s.requests_per_sec) / base_rps)
+    };
+    let all = ratio_of(&Condition::Record(ALL.into()));
+    let floor = ratio_of(&Condition::Floor);
+    let bpftrace = ratio_of(&Condition::Peer(Peer::Bpftrace));
     if let Some(i) = conds.iter().position(|c| *c == Condition::Floor) {
         println!(
             "floor: {:.3} of untraced requests/s with nothing but empty programs on the syscall \
@@ -253,6 +286,36 @@ fn print_table(args: &Args, conds: &[Condition], samples: &[Vec<Sample>]) {
             med(i, |s| s.requests_per_sec) / base_rps
         );
     }
+    for line in goal_lines(all, floor, bpftrace) {
+        println!("{line}");
+    }
+}
+
+/// The goals on the all-families ratio, each with its measured bound and verdict.
+fn goal_lines(all: Option<f64>, floor: Option<f64>, bpftrace: Option<f64>) -> Vec<String> {
+    let Some(all) = all else {
+        return Vec::new();
+    };
+    let verdict = |met: bool| if met { "met" } else { "NOT MET" };
+    let mut v = vec![format!(
+        "all families: {all:.3} of untraced requests/s (goal >= {GOAL}): {}",
+        verdict(all >= GOAL)
+    )];
+    if let Some(f) = floor {
+        let bound = f - FLOOR_MARGIN;
+        v.push(format!(
+            "all families vs floor: {all:.3} (goal >= floor {f:.3} - {FLOOR_MARGIN} = {bound:.3}): {}",
+            verdict(all >= bound)
+        ));
+    }
+    if let Some(b) = bpftrace {
+        let bound = b + BPFTRACE_LEAD;
+        v.push(format!(
+            "all families vs bpftrace: {all:.3} (goal >= bpftrace {b:.3} + {BPFTRACE_LEAD} = {bound:.3}): {}",
+            verdict(all >= bound)
+        ));
+    }
+    v
 }
 
 /// utime + stime of a process (all its threads), in seconds.
@@ -307,6 +370,7 @@ mod tests {
             connections: 1,
             probes: probes.iter().map(|p| p.to_string()).collect(),
             no_floor,
+            no_peers: true,
         }
     }
 
@@ -330,6 +394,41 @@ mod tests {
                 Condition::Record("sched".into()),
                 Condition::Record("locks,oncpu".into())
             ]
+        );
+    }
+
+    #[test]
+    fn peers_follow_kpath_when_installed() {
+        let mut a = args(&["sched"], true);
+        a.no_peers = false;
+        let c = conditions(&a);
+        let peers: Vec<Peer> = Peer::ALL.into_iter().filter(|p| p.available()).collect();
+        assert_eq!(c.len(), 2 + peers.len());
+        for (cond, p) in c[2..].iter().zip(peers) {
+            assert_eq!(*cond, Condition::Peer(p));
+        }
+    }
+
+    #[test]
+    fn goals_compare_with_the_floor_and_bpftrace() {
+        assert!(goal_lines(None, Some(0.9), Some(0.6)).is_empty());
+        let v = goal_lines(Some(0.88), Some(0.90), Some(0.60));
+        assert_eq!(v.len(), 3);
+        assert!(v[0].ends_with("NOT MET"), "{}", v[0]);
+        assert!(
+            v[1].contains("= 0.870") && v[1].ends_with(": met"),
+            "{}",
+            v[1]
+        );
+        assert!(
+            v[2].contains("= 0.700") && v[2].ends_with(": met"),
+            "{}",
+            v[2]
+        );
+        let v = goal_lines(Some(0.80), Some(0.90), Some(0.75));
+        assert!(
+            v[1].ends_with("NOT MET") && v[2].ends_with("NOT MET"),
+            "{v:?}"
         );
     }
 

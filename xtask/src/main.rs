@@ -11,6 +11,7 @@ mod demo;
 mod floor;
 mod lint;
 mod modgraph;
+mod peers;
 mod proc;
 mod record;
 mod setup;
