@@ -207,7 +207,9 @@ def run(driver):
         shot(driver, "06-offcpu")
     diff = [(t, f) for t, f in graphs if t.startswith("on-CPU:")]
     if diff:
-        driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", diff[0][1])
+        # The figure, so that its caption, totals and warning show above the graph.
+        figure = diff[0][1].find_element(By.XPATH, "..")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", figure)
         time.sleep(0.2)
         shot(driver, "07-differential")
 

@@ -74,9 +74,9 @@ h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;margin-top:2em}h3{margin-bott
 table{border-collapse:collapse;margin:.5em 0 1em}th,td{padding:3px 10px;border-bottom:1px solid #e4e4e4}
 th{background:#f3f3f3;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .method{color:#666;font-size:.9em}.warn{color:#9a5b00}
-iframe.flame{width:100%;border:1px solid #ddd;display:block}.flame-links{color:#666;font-size:.9em;margin:.2em 0 1.5em}
+iframe.flame{width:100%;border:1px solid #ddd;display:block;scroll-margin-top:4em}.figure{scroll-margin-top:3.5em}.flame-links{color:#666;font-size:.9em;margin:.2em 0 1.5em}
 .matched{color:#8a008a;font-weight:bold}.search{position:sticky;top:0;background:#fff;padding:.4em 0;border-bottom:1px solid #ddd;z-index:1}
-.plots{display:flex;flex-wrap:wrap;gap:1em;margin:.5em 0 1em}.plot{border:1px solid #e4e4e4;padding:4px}
+.plots{display:flex;flex-wrap:wrap;align-items:flex-start;gap:1em;margin:.5em 0 1em}.plotbox{border:1px solid #e4e4e4;padding:4px}
 .guide{background:#f7f9fc;border-left:4px solid #6b8fc7;padding:.5em 1em}
 code{background:#f2f2f2;padding:0 3px}
 ";
@@ -186,8 +186,9 @@ regular expression): <input id=\"flame-search\" type=\"search\" placeholder=\"tc
 <span id=\"flame-search-status\"></span></div>
 <script>
 (function () {
-  var frames = document.querySelectorAll('iframe.flame');
   function post(term) {
+    // Looked up here: the graphs come after this script in the page.
+    var frames = document.querySelectorAll('iframe.flame');
     for (var i = 0; i < frames.length; i++) {
       var id = frames[i].getAttribute('data-flame');
       frames[i].contentWindow.postMessage({kpath: 'search', term: term, id: id}, '*');
@@ -229,7 +230,7 @@ pub fn plots(out: &mut String, svgs: impl IntoIterator<Item = Option<String>>) {
     }
     out.push_str("<div class=\"plots\">");
     for s in svgs {
-        let _ = write!(out, "<div class=\"plot\">{s}</div>");
+        let _ = write!(out, "<div class=\"plotbox\">{s}</div>");
     }
     out.push_str("</div>\n");
 }

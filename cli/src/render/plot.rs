@@ -30,12 +30,15 @@ pub fn fmt_ns(v: f64) -> String {
     }
 }
 
-/// A count or rate with an SI suffix (`12.3k`); values under 10 keep two decimals.
+/// A count or rate with 3 significant digits and an SI suffix (`12.6`, `0.50`, `24.9k`);
+/// whole numbers under 1000 stay whole (axis ticks: `5`, `10`).
 pub fn fmt_count(v: f64) -> String {
-    if v.is_finite() && v.abs() < 9.995 && v.fract() != 0.0 {
+    if !v.is_finite() || v.fract() == 0.0 || v.abs() >= 99.95 {
+        crate::fmt::si(v)
+    } else if v.abs() < 9.995 {
         format!("{v:.2}")
     } else {
-        crate::fmt::si(v)
+        format!("{v:.1}")
     }
 }
 
@@ -56,7 +59,7 @@ fn esc(s: &str) -> String {
 
 /// Approximate width of `s` in the plots' 11 px sans-serif font.
 fn text_width(s: &str) -> f64 {
-    s.chars().count() as f64 * 6.4
+    s.chars().count() as f64 * 7.0
 }
 
 /// Axis ticks from 0: a step of 1, 2 or 5 times a power of ten giving about `n` intervals,
@@ -470,6 +473,15 @@ mod tests {
             assert!(*t.last().unwrap() >= max, "{max}: {t:?}");
             assert!(t.len() <= 6, "{max}: {t:?}");
         }
+    }
+
+    #[test]
+    fn counts_keep_three_digits() {
+        assert_eq!(fmt_count(12.6), "12.6");
+        assert_eq!(fmt_count(0.5), "0.50");
+        assert_eq!(fmt_count(5.0), "5");
+        assert_eq!(fmt_count(24_900.0), "24.9k");
+        assert_eq!(fmt_count(f64::NAN), "-");
     }
 
     #[test]
