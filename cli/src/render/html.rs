@@ -113,7 +113,7 @@ pub fn table(out: &mut String, id: &str, rows: &[Vec<String>]) {
 /// would stop the search before it shows the matched share), the Search button made visible,
 /// and the page-wide search: a `{kpath: "search", term, id}` message searches this graph
 /// (an empty term resets it) and answers `{kpath: "matched", id, matched}`.
-const FRAME_HOOK: &str = "<style type=\"text/css\">#search{opacity:0.7}</style>\
+const FRAME_HOOK: &str = "<style type=\"text/css\">text#search{opacity:0.7}</style>\
 <script type=\"text/ecmascript\"><![CDATA[
 try { history.replaceState = function () {}; } catch (e) {}
 window.addEventListener('message', function (e) {
@@ -267,6 +267,7 @@ fn lock_plot(run: &Run) -> Option<String> {
     let mut v: Vec<(&str, u64)> = by.into_iter().filter(|e| e.1 > 0).collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     let mut c = plot::BarChart::new("Lock wait by caller (total)", plot::fmt_ns);
+    c.row_colors = false;
     for (caller, ns) in v.into_iter().take(10) {
         c = c.row(caller, vec![ns as f64]);
     }
@@ -491,6 +492,31 @@ mod tests {
             .decode(&src[..src.find('"').unwrap()])
             .unwrap();
         assert_eq!(String::from_utf8(data).unwrap(), i);
+    }
+
+    #[test]
+    fn run_figures_add_the_wall_clock_graph_when_its_file_exists() {
+        let dir = std::env::temp_dir().join(format!("kpath-html-wall-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("oncpu.svg"), "<svg height=\"10\"></svg>").unwrap();
+        let run = Run {
+            artifacts: Some(crate::run::Artifacts {
+                oncpu_svg: Some("oncpu.svg".into()),
+                offcpu_svg: Some("missing.svg".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let titles = |f: Vec<Figure>| -> Vec<String> { f.into_iter().map(|f| f.title).collect() };
+        assert_eq!(
+            titles(run_figures(&dir, &run, "r")),
+            ["r: on-CPU flame graph"]
+        );
+        std::fs::write(dir.join(WALL_SVG), "<svg height=\"10\"></svg>").unwrap();
+        let figs = run_figures(&dir, &run, "r");
+        assert_eq!(figs[1].title, "r: wall-clock flame graph");
+        assert_eq!(figs[1].link.as_deref(), Some("wall.svg"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

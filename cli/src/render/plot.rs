@@ -110,6 +110,9 @@ pub struct BarChart {
     pub fmt: Fmt,
     /// Total width in px.
     pub width: f64,
+    /// Plain bars take row `i`'s colour (rows are strategies, coloured alike in every plot);
+    /// `false`: all one colour (rows are names).
+    pub row_colors: bool,
 }
 
 impl BarChart {
@@ -120,6 +123,7 @@ impl BarChart {
             rows: Vec::new(),
             fmt,
             width: 560.0,
+            row_colors: true,
         }
     }
 
@@ -233,7 +237,11 @@ pub fn bars(c: &BarChart) -> Option<String> {
                 out,
                 "<rect class=\"bar\" x=\"{x:.1}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"{BAR_H}\" \
                  fill=\"{}\"><title>{}</title></rect>",
-                if stacked { color(ki) } else { color(ri) },
+                match (stacked, c.row_colors) {
+                    (true, _) => color(ki),
+                    (false, true) => color(ri),
+                    (false, false) => color(0),
+                },
                 esc(&what)
             );
             x += w;
