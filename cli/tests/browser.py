@@ -171,13 +171,19 @@ def run(driver):
         ".filter(r => r.getAttribute('fill') === searchcolor).length;"
     )
     driver.switch_to.default_content()
+    # The graph's bottom: its highlighted frames and "Matched: N%" at the right.
+    driver.execute_script("arguments[0].scrollIntoView({block: 'end'});", frame)
     shot(driver, "04-searched")
 
     # The page's search box: every graph answers with its own matched share.
     step("search every graph")
     box = driver.find_element(By.ID, "flame-search")
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", box)
-    box.send_keys(term)
+    # tcp_close too (the close path every close-per-request graph shows); the term keeps a
+    # match certain in the graph it came from.
+    page_term = "tcp_close|" + term
+    result["page_search_term"] = page_term
+    box.send_keys(page_term)
     box.send_keys(Keys.ENTER)
     ids = {f.get_attribute("data-flame"): t for t, f in graphs}
 
@@ -190,6 +196,11 @@ def run(driver):
         return got if all(got.get(t) for t in oncpu) else None
 
     result["page_search"] = wait(driver, answers, "every on-CPU graph's matched share")
+    # The zoomed graph's share as the page shows it, under the graph.
+    span = driver.find_element(
+        By.CSS_SELECTOR, 'span.matched[data-flame="%s"]' % frame.get_attribute("data-flame")
+    )
+    driver.execute_script("arguments[0].scrollIntoView({block: 'end'});", span)
     shot(driver, "05-page-search")
 
     # An off-CPU graph: frames drawn, scrolled into view.
