@@ -50,14 +50,16 @@ def wait(driver, fn, what):
 READY = "return typeof total_samples === 'number' && !!document.getElementById('frames');"
 
 # Inside a graph's frame: the narrowest frame still wide enough to click (6 px or more)
-# and at most a tenth of the graph, with its function name and width.
+# and at most a tenth of the graph, with its function name and width; among those in the
+# window's first 880 px (the frame's top is at the window's, below the page's search bar).
 NARROW = """
 var gs = document.querySelectorAll('#frames > g');
 var best = null;
 for (var i = 0; i < gs.length; i++) {
   var r = gs[i].querySelector('rect').getBoundingClientRect();
   var full = document.getElementById('frames').getBoundingClientRect().width;
-  if (r.width >= 6 && r.width <= full / 10 && (best === null || r.width < best.width)) {
+  if (r.width >= 6 && r.width <= full / 10 && r.bottom < 880 &&
+      (best === null || r.width < best.width)) {
     best = {index: i, width: r.width, full: full, name: g_to_func(gs[i])};
   }
 }
@@ -127,9 +129,10 @@ def run(driver):
     wait(driver, lambda d: d.execute_script(READY), "the flame graph's script")
     narrow = wait(driver, lambda d: d.execute_script(NARROW), "a narrow frame")
     g = driver.find_elements(By.CSS_SELECTOR, "#frames > g")[narrow["index"]]
-    ActionChains(driver).move_to_element(g.find_element(By.TAG_NAME, "rect")).perform()
+    rect = g.find_element(By.TAG_NAME, "rect")
+    ActionChains(driver).move_to_element(rect).perform()
     details = driver.find_element(By.ID, "details").text
-    ActionChains(driver).click(g.find_element(By.TAG_NAME, "rect")).perform()
+    ActionChains(driver).click(rect).perform()
     after = wait(
         driver,
         lambda d: (lambda w: w if w > narrow["width"] * 1.5 else None)(
@@ -151,12 +154,14 @@ def run(driver):
 
     # Reset, then the graph's own Search button: a prompt takes the function's name.
     step("search in graph")
+    # The graph's top (its buttons) below the page's search bar.
+    driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", frame)
     driver.switch_to.frame(frame)
-    driver.find_element(By.ID, "unzoom").click()
+    ActionChains(driver).click(driver.find_element(By.ID, "unzoom")).perform()
     term = re.match(r"[A-Za-z0-9_]+", narrow["name"] or "")
     term = term.group(0) if term else "."
     result["search_term"] = term
-    driver.find_element(By.ID, "search").click()
+    ActionChains(driver).click(driver.find_element(By.ID, "search")).perform()
     alert = WebDriverWait(driver, TIMEOUT).until(EC.alert_is_present(), "the search prompt")
     alert.send_keys(term)
     alert.accept()
