@@ -1,6 +1,7 @@
 //! report.html renders in a real browser: a synthetic run and bench (no root, no BPF) are
-//! written as HTML and loaded by headless Chromium, whose DOM must hold the table rows and the
-//! inline flame graphs, and whose screenshot must not be blank.
+//! written as HTML and loaded by headless Chromium, whose DOM must hold the table rows, the
+//! inline plots and the flame graphs' frames, and whose screenshot must not be blank
+//! (`browser.rs` drives a real bench report with clicks and searches).
 mod common;
 
 use std::path::{Path, PathBuf};
