@@ -192,6 +192,13 @@ fn bench_report_is_interactive_in_chromium() {
         .iter()
         .any(|w| w.starts_with("too few samples"));
     assert_eq!(warned, a.min(b) < 500, "{a} vs {b}: {seen}");
+    // kpath bench said so on stderr too.
+    assert_eq!(
+        f.stderr.contains("warning: differential graph diff/cached-epoll-ka1-vs-mmap-epoll-ka1.svg: too few samples"),
+        a.min(b) < 500,
+        "{}",
+        f.stderr
+    );
 
     for s in strs(&seen["screenshots"]) {
         let size = std::fs::metadata(&s).map(|m| m.len()).unwrap_or(0);

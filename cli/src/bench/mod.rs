@@ -371,6 +371,11 @@ fn diffs(opts: &BenchOptions, bench: &mut Bench) {
             });
             match (made, kind) {
                 (Ok(t), FlameKind::OnCpu) => {
+                    // As `kpath diff` does: say when a graph rests on too few samples.
+                    let note = flame::diff_note(kind, (&base.name, t.baseline), (&r.name, t.run));
+                    if let Some(w) = note.warning {
+                        eprintln!("warning: differential graph {svg}: {w}");
+                    }
                     r.diff_oncpu_svg = Some(svg);
                     r.diff_oncpu_samples = Some(t);
                 }
