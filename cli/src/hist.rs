@@ -131,9 +131,85 @@ pub fn render_bars(hist: &[u64], width: usize) -> String {
     out
 }
 
+/// Eighth blocks from low to high, for [`compact_rows`].
+const BLOCKS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+
+/// Histograms as compact bar rows, one character per log2 bucket on one axis shared by every
+/// row (so rows compare by position), each bucket's height relative to its own row's peak; an
+/// empty bucket is a space, a non-empty one at least `▁`. The first line names the axis:
+///
+/// ```text
+/// 1.02µs .. 4.19ms, one column per doubling
+/// close latency  ▂▆█▃▁  ▁
+/// ```
+///
+/// Empty histograms are left out; `None` when all are.
+pub fn compact_rows(rows: &[(String, Vec<u64>)]) -> Option<String> {
+    let live: Vec<&(String, Vec<u64>)> = rows.iter().filter(|(_, h)| total(h) > 0).collect();
+    let first = live
+        .iter()
+        .filter_map(|(_, h)| h.iter().position(|&c| c > 0))
+        .min()?;
+    let last = live
+        .iter()
+        .filter_map(|(_, h)| h.iter().rposition(|&c| c > 0))
+        .max()?;
+    let label_w = live
+        .iter()
+        .map(|(l, _)| l.chars().count())
+        .max()
+        .unwrap_or(0);
+    let top = match bucket_range(last) {
+        (low, u64::MAX) => format!("{} and more", crate::fmt::ns(low)),
+        (_, high) => crate::fmt::ns(high.saturating_add(1)),
+    };
+    let mut out = format!(
+        "{:label_w$}  {} .. {top}, one column per doubling\n",
+        "",
+        crate::fmt::ns(bucket_range(first).0)
+    );
+    for (label, h) in live {
+        let peak = h.iter().copied().max().unwrap_or(1).max(1);
+        let bars: String = (first..=last)
+            .map(|i| match h.get(i).copied().unwrap_or(0) {
+                0 => ' ',
+                c => {
+                    let k = (c as u128 * BLOCKS.len() as u128).div_ceil(peak as u128) as usize;
+                    BLOCKS[k.clamp(1, BLOCKS.len()) - 1]
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "{label:<label_w$}  {}", bars.trim_end());
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compact_rows_share_one_axis() {
+        let a = hist_with(&[(10, 80), (11, 10), (13, 1)]);
+        let b = hist_with(&[(12, 5)]);
+        let rows = vec![
+            ("close".to_string(), a),
+            ("idle".to_string(), vec![0; HIST_BUCKETS]),
+            ("munmap".to_string(), b),
+        ];
+        let text = compact_rows(&rows).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "the empty row is left out: {text}");
+        assert_eq!(
+            lines[0],
+            "        1.02µs .. 16.4µs, one column per doubling"
+        );
+        // 80 is the peak (a full block); 10 of 80 is the first eighth; 1 still shows as ▁.
+        assert_eq!(lines[1], "close   █▁ ▁");
+        assert_eq!(lines[2], "munmap    █");
+        assert_eq!(compact_rows(&[("x".into(), vec![0; 4])]), None);
+        assert_eq!(compact_rows(&[]), None);
+    }
 
     fn hist_with(entries: &[(usize, u64)]) -> Vec<u64> {
         let mut h = vec![0u64; HIST_BUCKETS];

@@ -114,13 +114,14 @@ fn bench_compares_io_strategies() {
         "<td>sendfile-epoll-ka1</td>",
         "<td>cached-epoll-ka1</td>",
         "<td>munmap</td>",
-        "<svg",
+        "<svg class=\"plot",
     ] {
         assert!(f.stdout.contains(want), "report DOM lacks {want:?}");
     }
+    // Per strategy an on-CPU and an off-CPU graph, and both against the baseline for two.
     assert!(
-        f.stdout.matches("<svg").count() >= 5,
-        "three on-CPU and two differential graphs"
+        f.stdout.matches("<iframe class=\"flame\"").count() >= 3 * 2 + 2 * 2,
+        "three on-CPU, three off-CPU and four differential graphs"
     );
 }
 

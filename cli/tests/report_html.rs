@@ -1,6 +1,7 @@
 //! report.html renders in a real browser: a synthetic run and bench (no root, no BPF) are
-//! written as HTML and loaded by headless Chromium, whose DOM must hold the table rows and the
-//! inline flame graphs, and whose screenshot must not be blank.
+//! written as HTML and loaded by headless Chromium, whose DOM must hold the table rows, the
+//! inline plots and the flame graphs' frames, and whose screenshot must not be blank
+//! (`browser.rs` drives a real bench report with clicks and searches).
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -74,6 +75,13 @@ fn synthetic_run(extra_syscall: &str, count: u64) -> Run {
                 name: "writev".into(),
                 count: 1000,
                 total_ns: 4_000_000,
+                hist_log2_ns: [(11, 600), (12, 300), (13, 100)].iter().fold(
+                    vec![0; 40],
+                    |mut h, &(i, c)| {
+                        h[i] = c;
+                        h
+                    },
+                ),
                 ..Default::default()
             },
             SyscallRow {
@@ -115,7 +123,11 @@ fn check_dom_and_screenshot(bin: &Path, page: &Path, rows: &[&str]) {
             &dom[..dom.len().min(3000)]
         );
     }
-    assert!(dom.contains("<svg"), "DOM has no inline SVG");
+    assert!(dom.contains("<svg class=\"plot"), "DOM has no inline plot");
+    assert!(
+        dom.contains("<iframe class=\"flame\""),
+        "DOM has no flame graph frame"
+    );
     assert!(dom.contains("tcp_close"), "DOM lacks the kpaths table");
     let png = page.with_extension("png");
     chrome(
@@ -143,10 +155,7 @@ fn run_report_renders_in_chromium() {
     let page = dir.join("report.html");
     let text = html::run_page(
         &run,
-        &[html::Figure {
-            title: "on-CPU flame graph".into(),
-            svg: flame_svg(),
-        }],
+        &[html::Figure::new("on-CPU flame graph", flame_svg())],
     );
     std::fs::write(&page, text).unwrap();
     check_dom_and_screenshot(
@@ -190,17 +199,14 @@ fn bench_report_renders_in_chromium() {
         sections.push(kpath::bench::report::RunSection {
             name: r.name.clone(),
             run,
-            figures: vec![html::Figure {
-                title: format!("{} on-CPU", r.name),
-                svg: flame_svg(),
-            }],
+            figures: vec![html::Figure::new(format!("{} on-CPU", r.name), flame_svg())],
         });
         bench.runs.push(r);
     }
-    let diffs = [html::Figure {
-        title: "cached-epoll-ka1 vs mmap-epoll-ka1".into(),
-        svg: flame_svg(),
-    }];
+    let diffs = [html::Figure::new(
+        "cached-epoll-ka1 vs mmap-epoll-ka1",
+        flame_svg(),
+    )];
     let page = dir.join("report.html");
     std::fs::write(
         &page,

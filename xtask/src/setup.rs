@@ -35,6 +35,14 @@ const PACKAGES: &[(&str, &str)] = &[
         "cuts the vmlinux out of a Debian vmlinuz for qemu's fast qboot path",
     ),
     ("chromium", "headless checks of the HTML report"),
+    (
+        "chromium-driver",
+        "selenium drives the report in chromium (cli/tests/browser.rs)",
+    ),
+    (
+        "python3-selenium",
+        "the browser test's driver script (for /usr/bin/python3)",
+    ),
 ];
 
 #[derive(clap::Args, Debug, Default)]

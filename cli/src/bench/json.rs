@@ -103,6 +103,20 @@ pub struct LoadSummary {
     /// Absent from load generators before segment counting.
     #[serde(default)]
     pub tcp_segments: Option<TcpSegments>,
+    /// The latency distribution (HdrHistogram) at fixed percentiles; absent before 2026-12.
+    #[serde(default)]
+    pub latency_percentiles_ns: Vec<LatencyPoint>,
+}
+
+/// A point of the load generator's latency distribution (`percentile`, `ns`).
+pub use servers::load::LatencyPoint;
+
+/// The totals behind a differential flame graph: the baseline's and this run's (samples for
+/// on-CPU graphs, nanoseconds for off-CPU ones), so a reader sees how much each side rests on.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DiffTotals {
+    pub baseline: u64,
+    pub run: u64,
 }
 
 /// Segments of the load's connections as the client's sockets counted them (TCP_INFO), as
@@ -136,6 +150,10 @@ pub struct BenchRun {
     pub requests: u64,
     pub requests_per_sec: f64,
     pub latency_ns: LatencyNs,
+    /// The load generator's latency distribution at fixed percentiles (`kpath load --json`'s
+    /// `latency_percentiles_ns`); empty in benches before 2026-12.
+    #[serde(default)]
+    pub latency_percentiles_ns: Vec<LatencyPoint>,
     pub errors: LoadErrors,
     /// Traced syscalls of the server over the whole recording / requests.
     pub syscalls_per_request: f64,
@@ -176,6 +194,15 @@ pub struct BenchRun {
     /// Differential on-CPU flame graph against the baseline, relative to the bench directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff_oncpu_svg: Option<String>,
+    /// On-CPU samples on each side of `diff_oncpu_svg`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_oncpu_samples: Option<DiffTotals>,
+    /// Differential off-CPU flame graph against the baseline, relative to the bench directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_offcpu_svg: Option<String>,
+    /// Off-CPU nanoseconds on each side of `diff_offcpu_svg`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_offcpu_ns: Option<DiffTotals>,
 }
 
 /// Syscalls whose time is mostly spent blocked, not working: an idle event loop's epoll_wait
@@ -251,6 +278,7 @@ impl BenchRun {
             requests: n,
             requests_per_sec: load.requests_per_sec,
             latency_ns: load.latency_ns,
+            latency_percentiles_ns: load.latency_percentiles_ns.clone(),
             errors: load.errors,
             syscalls_per_request: per(calls as f64, n),
             kernel_ns_per_request: per(ns as f64, n),
@@ -268,6 +296,9 @@ impl BenchRun {
             probe_ns_per_request: probe,
             run_dir: run_dir.to_string(),
             diff_oncpu_svg: None,
+            diff_oncpu_samples: None,
+            diff_offcpu_svg: None,
+            diff_offcpu_ns: None,
         }
     }
 }

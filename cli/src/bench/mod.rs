@@ -6,6 +6,7 @@
 //! Separate processes keep the recording honest: only the server is traced, and the load
 //! generator's CPU never shows up in its numbers.
 pub mod json;
+pub mod plots;
 pub mod report;
 pub mod table;
 
@@ -335,33 +336,55 @@ fn stop_recording(record: &mut KillOnDrop, run_dir: &Path) -> Result<(), BenchEr
     Ok(())
 }
 
-/// On-CPU differential flame graphs of every run against the first; a missing folded file (the
-/// oncpu family not recorded) skips the graph with a warning.
+/// On-CPU and off-CPU differential flame graphs of every run against the first, with both
+/// sides' totals; a missing folded file (the oncpu or sched family not recorded) skips that
+/// kind with a warning.
 fn diffs(opts: &BenchOptions, bench: &mut Bench) {
     let Some((base, rest)) = bench.runs.split_first_mut() else {
         return;
     };
-    let kind = FlameKind::OnCpu;
-    let read = |rel: &str| std::fs::read_to_string(opts.out_dir.join(rel).join(kind.folded_name()));
-    let Ok(a) = read(&base.run_dir) else {
-        log::warn!(
-            "no on-CPU stacks in {}: no differential graphs",
-            base.run_dir
-        );
-        return;
-    };
-    for r in rest {
-        let svg = format!("diff/{}-vs-{}.svg", r.name, base.name);
-        let made = read(&r.run_dir)
-            .map_err(anyhow::Error::from)
-            .and_then(|b| Ok(crate::render::flame::diff_folded(&a, &b)?))
-            .and_then(|lines| {
+    for kind in [FlameKind::OnCpu, FlameKind::OffCpu] {
+        let read =
+            |rel: &str| std::fs::read_to_string(opts.out_dir.join(rel).join(kind.folded_name()));
+        let Ok(a) = read(&base.run_dir) else {
+            log::warn!(
+                "no {} in {}: no differential graphs of it",
+                kind.folded_name(),
+                base.run_dir
+            );
+            continue;
+        };
+        let tag = match kind {
+            FlameKind::OnCpu => "",
+            FlameKind::OffCpu => "-offcpu",
+        };
+        for r in rest.iter_mut() {
+            let svg = format!("diff/{}-vs-{}{tag}.svg", r.name, base.name);
+            let made = read(&r.run_dir).map_err(anyhow::Error::from).and_then(|b| {
+                let lines = crate::render::flame::diff_folded(&a, &b)?;
                 let o = crate::render::flame::diff_options(kind, &base.name, &r.name);
-                Ok(flame::render_file(&lines, &o, &opts.out_dir.join(&svg))?)
+                flame::render_file(&lines, &o, &opts.out_dir.join(&svg))?;
+                Ok(json::DiffTotals {
+                    baseline: flame::folded_total(&a),
+                    run: flame::folded_total(&b),
+                })
             });
-        match made {
-            Ok(()) => r.diff_oncpu_svg = Some(svg),
-            Err(e) => log::warn!("differential graph of {}: {e:#}", r.name),
+            match (made, kind) {
+                (Ok(t), FlameKind::OnCpu) => {
+                    // As `kpath diff` does: say when a graph rests on too few samples.
+                    let note = flame::diff_note(kind, (&base.name, t.baseline), (&r.name, t.run));
+                    if let Some(w) = note.warning {
+                        eprintln!("warning: differential graph {svg}: {w}");
+                    }
+                    r.diff_oncpu_svg = Some(svg);
+                    r.diff_oncpu_samples = Some(t);
+                }
+                (Ok(t), FlameKind::OffCpu) => {
+                    r.diff_offcpu_svg = Some(svg);
+                    r.diff_offcpu_ns = Some(t);
+                }
+                (Err(e), _) => log::warn!("differential graph of {}: {e:#}", r.name),
+            }
         }
     }
 }

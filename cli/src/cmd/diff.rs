@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use crate::render::flame::{diff_folded, diff_options, FlameKind};
+use crate::render::flame::{diff_folded, diff_note, diff_options, folded_total, FlameKind};
 
 #[derive(clap::Args, Debug, Clone)]
 #[command(after_help = "Examples:
@@ -40,7 +40,18 @@ pub fn run(args: DiffArgs) -> anyhow::Result<()> {
         d.file_name()
             .map_or_else(|| d.display().to_string(), |n| n.to_string_lossy().into())
     };
-    let opts = diff_options(kind, &name(&args.dir_a), &name(&args.dir_b));
+    let (name_a, name_b) = (name(&args.dir_a), name(&args.dir_b));
+    // Both sides' totals on stderr (stdout may be the SVG), and whether they are enough.
+    let note = diff_note(
+        kind,
+        (&name_a, folded_total(&a)),
+        (&name_b, folded_total(&b)),
+    );
+    eprintln!("kpath diff: {}", note.totals);
+    if let Some(w) = &note.warning {
+        eprintln!("warning: {w}");
+    }
+    let opts = diff_options(kind, &name_a, &name_b);
     let out = args.output.unwrap_or_else(|| {
         PathBuf::from(match kind {
             FlameKind::OnCpu => "oncpu-diff.svg",

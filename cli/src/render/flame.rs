@@ -239,10 +239,73 @@ pub fn diff_options(kind: FlameKind, a: &str, b: &str) -> FlameOptions {
     }
 }
 
+/// Below this many on-CPU samples on either side a differential graph's colours are mostly
+/// sampling noise: a frame holding 2% of 300 samples moves by whole samples between runs.
+pub const MIN_DIFF_SAMPLES: u64 = 500;
+
+/// The sum of the counts of folded lines (`stack count`); for two-count differential lines,
+/// the last count. Lines without a count are skipped.
+pub fn folded_total(text: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| l.trim_end().rsplit_once(' '))
+        .filter_map(|(_, n)| n.parse::<u64>().ok())
+        .fold(0u64, u64::saturating_add)
+}
+
+/// What a differential graph rests on, in words: both sides' totals, and a warning when
+/// either side of an on-CPU graph has fewer than [`MIN_DIFF_SAMPLES`] samples.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiffNote {
+    pub totals: String,
+    pub warning: Option<String>,
+}
+
+pub fn diff_note(kind: FlameKind, a: (&str, u64), b: (&str, u64)) -> DiffNote {
+    let side = |(name, n): (&str, u64)| match kind {
+        FlameKind::OnCpu => format!("{name} {n} samples"),
+        FlameKind::OffCpu => format!("{name} {} off-CPU", crate::fmt::ns(n)),
+    };
+    let totals = format!("{} (baseline) vs {}", side(a), side(b));
+    let small: Vec<String> = [a, b]
+        .into_iter()
+        .filter(|&(_, n)| n < MIN_DIFF_SAMPLES)
+        .map(|(name, n)| format!("{name} has {n}"))
+        .collect();
+    let warning = (kind == FlameKind::OnCpu && !small.is_empty()).then(|| {
+        format!(
+            "too few samples to trust: {} (under {MIN_DIFF_SAMPLES}); record longer (-d) or \
+             sample faster (-F) before reading colours as differences",
+            small.join(", ")
+        )
+    });
+    DiffNote { totals, warning }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::run::{OffcpuSummary, OncpuSummary, Target};
+
+    #[test]
+    fn totals_and_small_sample_warning() {
+        assert_eq!(folded_total("a;b 5\na;c 7\n\nbad\n"), 12);
+        assert_eq!(folded_total("x;a 50 20\nx;c 0 80\n"), 100);
+        let n = diff_note(FlameKind::OnCpu, ("mmap", 64), ("cached", 830));
+        assert_eq!(n.totals, "mmap 64 samples (baseline) vs cached 830 samples");
+        let w = n.warning.expect("64 < 500");
+        assert!(
+            w.contains("mmap has 64") && !w.contains("cached has"),
+            "{w}"
+        );
+        assert!(w.contains("-d") && w.contains("-F"), "{w}");
+        assert_eq!(
+            diff_note(FlameKind::OnCpu, ("a", 500), ("b", 9000)).warning,
+            None
+        );
+        let off = diff_note(FlameKind::OffCpu, ("a", 2_000_000), ("b", 3));
+        assert_eq!(off.totals, "a 2.00ms off-CPU (baseline) vs b 3ns off-CPU");
+        assert_eq!(off.warning, None, "off-CPU totals are time, not samples");
+    }
 
     #[test]
     fn titles_say_what_and_how() {

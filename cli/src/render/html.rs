@@ -1,14 +1,18 @@
-//! `report.html`: a run (and the pieces of a bench's, see `bench::report`) as one self-contained file (inline CSS, flame graphs
-//! as inline SVG, no network), so it can be mailed, archived or opened from a CI artifact.
+//! `report.html`: a run (and the pieces of a bench's, see `bench::report`) as one
+//! self-contained file (inline CSS, scripts, plots and flame graphs; no network), so it can be
+//! mailed, archived or opened from a CI artifact.
 //!
-//! Flame graphs are inlined without inferno's script: several graphs share one document, and
-//! their scripts would fight over the same element ids. The graphs stay readable (inferno
-//! truncates labels itself, and every frame keeps its `<title>` tooltip); the interactive SVG
-//! files sit next to the report.
+//! Flame graphs keep inferno's own script (click to zoom, Reset Zoom, Search with the matched
+//! share, the details line and `<title>` tooltips): each graph is a whole SVG document in an
+//! `<iframe>` of its own (a `data:` URL), so the scripts and element ids of several graphs never
+//! meet. A search box above them searches every graph at once through `postMessage`. Plots are
+//! inline SVG made by [`super::plot`].
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::{fmt_ns, fmt_si};
+use base64::Engine as _;
+
+use super::{fmt_ns, fmt_si, plot};
 use crate::families::{
     self,
     section::{Block, Section, SectionOptions},
@@ -25,11 +29,27 @@ pub enum HtmlError {
     },
 }
 
-/// A flame graph to inline: its caption and the SVG file's text.
-#[derive(Debug, Clone, PartialEq)]
+/// A flame graph to show: its caption, the SVG file's text, and what to say around it.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Figure {
     pub title: String,
     pub svg: String,
+    /// The standalone SVG file, relative to the report.
+    pub link: Option<String>,
+    /// A line under the caption (a differential graph's totals).
+    pub note: Option<String>,
+    /// Why the graph should not be trusted as it stands.
+    pub warning: Option<String>,
+}
+
+impl Figure {
+    pub fn new(title: impl Into<String>, svg: impl Into<String>) -> Figure {
+        Figure {
+            title: title.into(),
+            svg: svg.into(),
+            ..Default::default()
+        }
+    }
 }
 
 /// Escapes text for HTML element content and double- or single-quoted attributes.
@@ -48,30 +68,15 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// An SVG document made fit for inlining: no XML declaration, no DOCTYPE, no scripts and no
-/// `onload` handler (whose function went with the scripts).
-pub fn inline_svg(svg: &str) -> String {
-    let mut s = match svg.find("<svg") {
-        Some(i) => &svg[i..],
-        None => return String::new(),
-    }
-    .to_string();
-    while let Some(start) = s.find("<script") {
-        let end = s[start..]
-            .find("</script>")
-            .map_or(s.len(), |e| start + e + "</script>".len());
-        s.replace_range(start..end, "");
-    }
-    s.replacen(" onload=\"init(evt)\"", "", 1)
-}
-
 const CSS: &str = "
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1260px;padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;margin-top:2em}h3{margin-bottom:.3em}
 table{border-collapse:collapse;margin:.5em 0 1em}th,td{padding:3px 10px;border-bottom:1px solid #e4e4e4}
 th{background:#f3f3f3;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .method{color:#666;font-size:.9em}.warn{color:#9a5b00}
-.flame{overflow-x:auto;border:1px solid #ddd;margin:.5em 0 1.5em}.flame svg{max-width:100%;height:auto;display:block}
+iframe.flame{width:100%;border:1px solid #ddd;display:block;scroll-margin-top:4em}.figure{scroll-margin-top:3.5em}.flame-links{color:#666;font-size:.9em;margin:.2em 0 1.5em}
+.matched{color:#8a008a;font-weight:bold}.search{position:sticky;top:0;background:#fff;padding:.4em 0;border-bottom:1px solid #ddd;z-index:1}
+.plots{display:flex;flex-wrap:wrap;align-items:flex-start;gap:1em;margin:.5em 0 1em}.plotbox{border:1px solid #e4e4e4;padding:4px}
 .guide{background:#f7f9fc;border-left:4px solid #6b8fc7;padding:.5em 1em}
 code{background:#f2f2f2;padding:0 3px}
 ";
@@ -103,13 +108,170 @@ pub fn table(out: &mut String, id: &str, rows: &[Vec<String>]) {
     out.push_str("</table>\n");
 }
 
-pub fn figure(out: &mut String, f: &Figure) {
+/// Added to every graph's document: `history.replaceState` made harmless (inferno keeps its
+/// zoom and search in the URL, which a `data:` document cannot change, and the exception
+/// would stop the search before it shows the matched share), the Search button made visible,
+/// and the page-wide search: a `{kpath: "search", term, id}` message searches this graph
+/// (an empty term resets it) and answers `{kpath: "matched", id, matched}`.
+const FRAME_HOOK: &str = "<style type=\"text/css\">text#search{opacity:0.7}</style>\
+<script type=\"text/ecmascript\"><![CDATA[
+try { history.replaceState = function () {}; } catch (e) {}
+window.addEventListener('message', function (e) {
+  var d = e.data;
+  if (!d || d.kpath !== 'search' || typeof search !== 'function' || !frames) return;
+  var matched = '';
+  try {
+    if (searching) { search_prompt(); }
+    if (d.term) { search(d.term); matched = searching ? matchedtxt.firstChild.nodeValue : 'no match'; }
+  } catch (err) { matched = 'bad pattern'; }
+  parent.postMessage({kpath: 'matched', id: d.id, matched: matched}, '*');
+}, false);
+]]></script>";
+
+/// The SVG document with [`FRAME_HOOK`] after its `<svg ...>` tag; unchanged when it has none.
+pub fn interactive_svg(svg: &str) -> String {
+    let Some(open) = svg.find("<svg") else {
+        return svg.to_string();
+    };
+    let Some(end) = svg[open..].find('>').map(|e| open + e + 1) else {
+        return svg.to_string();
+    };
+    format!("{}{FRAME_HOOK}{}", &svg[..end], &svg[end..])
+}
+
+/// The `height` of an SVG's outer element in px (inferno's graphs grow with stack depth).
+fn svg_height(svg: &str) -> Option<f64> {
+    let open = svg.find("<svg")?;
+    let tag = &svg[open..open + svg[open..].find('>')?];
+    let i = tag.find(" height=\"")? + " height=\"".len();
+    tag[i..i + tag[i..].find('"')?].parse().ok()
+}
+
+/// A flame graph: caption, its totals and warning, the interactive graph in its own frame,
+/// and a link to the standalone file. `n` numbers the graphs of a page.
+pub fn figure(out: &mut String, n: usize, f: &Figure) {
+    let _ = write!(
+        out,
+        "<div class=\"figure\" id=\"flame-{n}\"><h3>{}</h3>",
+        escape(&f.title)
+    );
+    if let Some(note) = &f.note {
+        let _ = write!(out, "<p class=\"method\">{}</p>", escape(note));
+    }
+    if let Some(w) = &f.warning {
+        let _ = write!(out, "<p class=\"warn\">{}</p>", escape(w));
+    }
+    let height = svg_height(&f.svg).unwrap_or(400.0).ceil() + 4.0;
+    let data = base64::engine::general_purpose::STANDARD.encode(interactive_svg(&f.svg));
+    let _ = write!(
+        out,
+        "<iframe class=\"flame\" data-flame=\"{n}\" title=\"{}\" style=\"height:{height}px\" \
+         src=\"data:image/svg+xml;base64,{data}\"></iframe><p class=\"flame-links\">",
+        escape(&f.title)
+    );
+    if let Some(link) = &f.link {
+        let _ = write!(out, "<a href=\"{}\">standalone SVG</a> · ", escape(link));
+    }
     let _ = writeln!(
         out,
-        "<h3>{}</h3><div class=\"flame\">{}</div>",
-        escape(&f.title),
-        inline_svg(&f.svg)
+        "click a frame to zoom, Reset Zoom to go back, Search (top right) to highlight; \
+         <span class=\"matched\" data-flame=\"{n}\"></span></p></div>"
     );
+}
+
+/// The page-wide search box over every flame graph, and its script.
+const SEARCH: &str = "<div class=\"search\"><label>Search every flame graph (a function name or \
+regular expression): <input id=\"flame-search\" type=\"search\" placeholder=\"tcp_close\"></label> \
+<button id=\"flame-search-go\">Search</button> <button id=\"flame-search-reset\">Reset</button> \
+<span id=\"flame-search-status\"></span></div>
+<script>
+(function () {
+  function post(term) {
+    // Looked up here: the graphs come after this script in the page.
+    var frames = document.querySelectorAll('iframe.flame');
+    for (var i = 0; i < frames.length; i++) {
+      var id = frames[i].getAttribute('data-flame');
+      frames[i].contentWindow.postMessage({kpath: 'search', term: term, id: id}, '*');
+    }
+    document.getElementById('flame-search-status').textContent =
+      term ? 'searching ' + frames.length + ' graphs for ' + term : '';
+  }
+  window.addEventListener('message', function (e) {
+    var d = e.data;
+    if (!d || d.kpath !== 'matched') return;
+    var s = document.querySelector('span.matched[data-flame=\"' + d.id + '\"]');
+    if (s) s.textContent = d.matched ? 'search: ' + d.matched : '';
+  });
+  var input = document.getElementById('flame-search');
+  document.getElementById('flame-search-go').onclick = function () { post(input.value); };
+  document.getElementById('flame-search-reset').onclick = function () { input.value = ''; post(''); };
+  input.addEventListener('keydown', function (e) { if (e.key === 'Enter') post(input.value); });
+})();
+</script>
+";
+
+/// Flame graphs numbered from `first` (ids and search replies are per number).
+pub fn figures(out: &mut String, first: usize, figs: &[Figure]) {
+    for (i, f) in figs.iter().enumerate() {
+        figure(out, first + i, f);
+    }
+}
+
+/// The search box over all graphs of a page; put it once, before the first graph.
+pub fn search_box(out: &mut String) {
+    out.push_str(SEARCH);
+}
+
+/// Plots side by side (`None`s, plots with nothing to draw, are left out).
+pub fn plots(out: &mut String, svgs: impl IntoIterator<Item = Option<String>>) {
+    let svgs: Vec<String> = svgs.into_iter().flatten().collect();
+    if svgs.is_empty() {
+        return;
+    }
+    out.push_str("<div class=\"plots\">");
+    for s in svgs {
+        let _ = write!(out, "<div class=\"plotbox\">{s}</div>");
+    }
+    out.push_str("</div>\n");
+}
+
+/// Syscall histograms drawn per run, at most.
+const RUN_HISTOGRAMS: usize = 6;
+
+/// A run's plots: the latency histograms its sections keep (the top syscalls, timed kernel
+/// paths, the run-queue delay) and lock wait by caller.
+pub fn run_plots(out: &mut String, run: &Run) {
+    let mut svgs = Vec::new();
+    for s in families::sections(
+        run,
+        &SectionOptions {
+            top: RUN_HISTOGRAMS,
+            ..Default::default()
+        },
+    ) {
+        for (label, h) in &s.histograms {
+            svgs.push(plot::histogram(label, h));
+        }
+    }
+    svgs.push(lock_plot(run));
+    plots(out, svgs);
+}
+
+/// Lock contention wait by waiting caller (offsets dropped), the longest first.
+fn lock_plot(run: &Run) -> Option<String> {
+    let mut by: std::collections::BTreeMap<&str, u64> = Default::default();
+    for l in &run.locks {
+        let caller = l.caller.split('+').next().unwrap_or_default();
+        *by.entry(caller).or_default() += l.wait_ns;
+    }
+    let mut v: Vec<(&str, u64)> = by.into_iter().filter(|e| e.1 > 0).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let mut c = plot::BarChart::new("Lock wait by caller (total)", plot::fmt_ns);
+    c.row_colors = false;
+    for (caller, ns) in v.into_iter().take(10) {
+        c = c.row(caller, vec![ns as f64]);
+    }
+    plot::bars(&c)
 }
 
 pub fn row<const N: usize>(cells: [&str; N]) -> Vec<String> {
@@ -222,19 +384,26 @@ pub fn run_figures(dir: &Path, run: &Run, name: &str) -> Vec<Figure> {
         return Vec::new();
     };
     let mut out = Vec::new();
-    for (what, file) in [("on-CPU", &a.oncpu_svg), ("off-CPU", &a.offcpu_svg)] {
-        if let Some(svg) = file
-            .as_ref()
-            .and_then(|f| std::fs::read_to_string(dir.join(f)).ok())
-        {
+    // The wall-clock graph (on-CPU and off-CPU time in one) is drawn when its file exists.
+    let wall = Some(WALL_SVG.to_string()).filter(|f| dir.join(f).is_file());
+    for (what, file) in [
+        ("on-CPU", &a.oncpu_svg),
+        ("off-CPU", &a.offcpu_svg),
+        ("wall-clock", &wall),
+    ] {
+        let Some(file) = file else { continue };
+        if let Ok(svg) = std::fs::read_to_string(dir.join(file)) {
             out.push(Figure {
-                title: format!("{name}: {what} flame graph"),
-                svg,
+                link: Some(file.clone()),
+                ..Figure::new(format!("{name}: {what} flame graph"), svg)
             });
         }
     }
     out
 }
+
+/// The wall-clock flame graph's file in a run directory.
+pub const WALL_SVG: &str = "wall.svg";
 
 /// A single run's report.
 pub fn run_page(run: &Run, figures: &[Figure]) -> String {
@@ -242,11 +411,11 @@ pub fn run_page(run: &Run, figures: &[Figure]) -> String {
     let title = format!("kpath run: {}", run.kernel.release);
     let _ = writeln!(body, "<h1>{}</h1>", escape(&title));
     run_tables(&mut body, "run", run, 25);
+    run_plots(&mut body, run);
     if !figures.is_empty() {
         body.push_str("<h2>Flame graphs</h2>");
-        for f in figures {
-            figure(&mut body, f);
-        }
+        search_box(&mut body);
+        self::figures(&mut body, 0, figures);
     }
     page(&title, &body)
 }
@@ -280,15 +449,74 @@ mod tests {
     }
 
     #[test]
-    fn inlined_svg_loses_prolog_and_scripts() {
-        let svg = "<?xml version=\"1.0\"?><!DOCTYPE svg PUBLIC \"x\" \"y\"><svg version=\"1.1\" \
-                   onload=\"init(evt)\"><style>text{}</style><script type=\"text/ecmascript\">\
-                   <![CDATA[var a = 1 < 2;]]></script><g><title>f</title></g><script>x</script></svg>";
-        assert_eq!(
-            inline_svg(svg),
-            "<svg version=\"1.1\"><style>text{}</style><g><title>f</title></g></svg>"
+    fn graphs_keep_their_script_in_a_frame_of_their_own() {
+        let svg = "<?xml version=\"1.0\"?><svg version=\"1.1\" width=\"1200\" height=\"246\" \
+                   onload=\"init(evt)\"><script>function init(e){}</script><g><title>f</title></g></svg>";
+        let i = interactive_svg(svg);
+        assert!(i.starts_with("<?xml version=\"1.0\"?><svg version=\"1.1\" width=\"1200\" height=\"246\" onload=\"init(evt)\"><style"), "{i}");
+        assert!(i.contains("history.replaceState = function"), "{i}");
+        assert!(
+            i.ends_with("<script>function init(e){}</script><g><title>f</title></g></svg>"),
+            "{i}"
         );
-        assert_eq!(inline_svg("not an svg"), "");
+        assert_eq!(interactive_svg("not an svg"), "not an svg");
+        assert_eq!(svg_height(svg), Some(246.0));
+
+        let mut out = String::new();
+        let f = Figure {
+            link: Some("runs/a b/oncpu.svg".into()),
+            note: Some("a 64 samples".into()),
+            warning: Some("too <few>".into()),
+            ..Figure::new("t<1>", svg)
+        };
+        figure(&mut out, 3, &f);
+        assert!(
+            out.starts_with("<div class=\"figure\" id=\"flame-3\"><h3>t&lt;1&gt;</h3>"),
+            "{out}"
+        );
+        assert!(
+            out.contains("<p class=\"warn\">too &lt;few&gt;</p>"),
+            "{out}"
+        );
+        assert!(out.contains("style=\"height:250px\""), "{out}");
+        assert!(
+            out.contains("<a href=\"runs/a b/oncpu.svg\">standalone SVG</a>"),
+            "{out}"
+        );
+        // The frame's document is the graph with the hook, whole.
+        let src = out
+            .split("src=\"data:image/svg+xml;base64,")
+            .nth(1)
+            .unwrap();
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(&src[..src.find('"').unwrap()])
+            .unwrap();
+        assert_eq!(String::from_utf8(data).unwrap(), i);
+    }
+
+    #[test]
+    fn run_figures_add_the_wall_clock_graph_when_its_file_exists() {
+        let dir = std::env::temp_dir().join(format!("kpath-html-wall-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("oncpu.svg"), "<svg height=\"10\"></svg>").unwrap();
+        let run = Run {
+            artifacts: Some(crate::run::Artifacts {
+                oncpu_svg: Some("oncpu.svg".into()),
+                offcpu_svg: Some("missing.svg".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let titles = |f: Vec<Figure>| -> Vec<String> { f.into_iter().map(|f| f.title).collect() };
+        assert_eq!(
+            titles(run_figures(&dir, &run, "r")),
+            ["r: on-CPU flame graph"]
+        );
+        std::fs::write(dir.join(WALL_SVG), "<svg height=\"10\"></svg>").unwrap();
+        let figs = run_figures(&dir, &run, "r");
+        assert_eq!(figs[1].title, "r: wall-clock flame graph");
+        assert_eq!(figs[1].link.as_deref(), Some("wall.svg"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -310,19 +538,16 @@ mod tests {
         // Sections are drawn for the families the run recorded, as in the terminal.
         run.methods.insert("syscalls".into(), "raw_tp".into());
         run.methods.insert("kpaths".into(), "sampled".into());
-        let html = run_page(
-            &run,
-            &[Figure {
-                title: "t<1>".into(),
-                svg: "<svg><g/></svg>".into(),
-            }],
-        );
+        let html = run_page(&run, &[Figure::new("t<1>", "<svg><g/></svg>")]);
         assert!(html.contains("<td>&lt;b&gt;evil&lt;/b&gt;</td><td class=\"n\">7</td>"));
         assert!(html.contains("<td>a&amp;b</td>"));
         assert!(html.contains("&lt;img src=x&gt;"));
         assert!(!html.contains("<b>evil"));
         assert!(!html.contains("<img"));
-        assert!(html.contains("<h3>t&lt;1&gt;</h3><div class=\"flame\"><svg><g/></svg></div>"));
+        assert!(
+            html.contains("<h3>t&lt;1&gt;</h3><iframe class=\"flame\""),
+            "{html}"
+        );
         assert!(html.starts_with("<!DOCTYPE html>"));
         assert!(
             !html.contains("http://") && !html.contains("https://"),

@@ -4,6 +4,7 @@
 pub mod flame;
 pub mod html;
 pub mod json;
+pub mod plot;
 pub mod table;
 
 pub use crate::fmt::{ns as fmt_ns, si as fmt_si};

@@ -64,7 +64,18 @@ fn section(out: &mut String, s: &Section) {
             }
         }
     }
+    // The section's histograms as compact bar rows (the HTML report plots them; `--histograms`
+    // prints them whole).
+    let shown = &s.histograms[..s.histograms.len().min(COMPACT_ROWS)];
+    if let Some(rows) = hist::compact_rows(shown) {
+        for line in rows.lines() {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
 }
+
+/// Compact histogram rows under a section, at most.
+const COMPACT_ROWS: usize = 8;
 
 fn header(out: &mut String, run: &Run) {
     let t = &run.target;
@@ -411,7 +422,7 @@ mod tests {
     }
 
     #[test]
-    fn histograms_only_in_detailed_view() {
+    fn whole_histograms_only_in_detailed_view() {
         let mut run = run_with(&[("syscalls", "raw_syscalls")]);
         let mut read = syscall("read", 3, 3_000);
         read.hist_log2_ns = vec![0; probe_common::HIST_BUCKETS];
@@ -420,7 +431,13 @@ mod tests {
         write.hist_log2_ns = read.hist_log2_ns.clone();
         run.syscalls = vec![write, read];
         let plain = render(&run, &TableOptions::default());
-        assert!(!plain.contains("read latency"), "{plain}");
+        // The plain view has them as compact bar rows, the detailed view whole.
+        assert!(!plain.contains("1024 -> 2047"), "{plain}");
+        assert!(plain.contains("\n  read latency   █\n"), "{plain}");
+        assert!(
+            plain.contains("\n                 1.02µs .. 2.05µs, one column per doubling\n"),
+            "{plain}"
+        );
         let detailed = histograms(&run, &TableOptions::default());
         assert!(detailed.starts_with("\nread latency\n"), "{detailed}");
         assert!(detailed.contains("1024 -> 2047 : 3"), "{detailed}");

@@ -16,7 +16,7 @@ mod response;
 mod segments;
 
 pub use endpoint::{Endpoint, EndpointError};
-pub use report::{ConnectReason, Errors, Latency, LoadReport};
+pub use report::{ConnectReason, Errors, Latency, LatencyPoint, LoadReport};
 pub use response::{parse_head, Head, HeadError};
 pub use segments::{tcp_segments, TcpSegments};
 

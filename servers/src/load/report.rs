@@ -114,6 +114,41 @@ pub struct Latency {
     pub max: u64,
 }
 
+/// One point of the latency distribution: the latency at or below which `percentile` percent
+/// of the requests completed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct LatencyPoint {
+    pub percentile: f64,
+    pub ns: u64,
+}
+
+/// The percentiles `latency_percentiles_ns` reports: dense towards the tail, where a
+/// percentile plot on a log axis spends its width (0 is the minimum, 100 the maximum).
+pub const PERCENTILES: [f64; 17] = [
+    0.0, 25.0, 50.0, 75.0, 90.0, 95.0, 97.5, 99.0, 99.5, 99.75, 99.9, 99.95, 99.975, 99.99, 99.995,
+    99.999, 100.0,
+];
+
+/// The distribution of `h` at [`PERCENTILES`]; empty for an empty histogram.
+pub fn percentiles(h: &Histogram<u64>) -> Vec<LatencyPoint> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    PERCENTILES
+        .iter()
+        .map(|&p| LatencyPoint {
+            percentile: p,
+            ns: if p <= 0.0 {
+                h.min()
+            } else if p >= 100.0 {
+                h.max()
+            } else {
+                h.value_at_quantile(p / 100.0)
+            },
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadReport {
     /// How many URLs the connections rotated over.
@@ -127,6 +162,8 @@ pub struct LoadReport {
     pub bytes_per_sec: f64,
     pub errors: Errors,
     pub latency_ns: Latency,
+    /// The whole latency distribution from the HdrHistogram, at [`PERCENTILES`].
+    pub latency_percentiles_ns: Vec<LatencyPoint>,
     /// Segments of the load's connections, from each client socket's TCP_INFO.
     pub tcp_segments: TcpSegments,
 }
@@ -172,6 +209,7 @@ pub fn summarize(stats: Vec<Stats>, elapsed: f64, urls: usize) -> LoadReport {
             p999: h.value_at_quantile(0.999),
             max: h.max(),
         },
+        latency_percentiles_ns: percentiles(h),
         tcp_segments: total.tcp,
     }
 }
@@ -284,6 +322,24 @@ mod tests {
         let json = serde_json::to_value(&a).unwrap();
         assert_eq!(json["by_status"]["404"], 2);
         assert_eq!(json["connect_by_reason"]["refused"], 4);
+    }
+
+    #[test]
+    fn percentiles_rise_from_min_to_max() {
+        let mut h = Histogram::<u64>::new(3).unwrap();
+        assert!(percentiles(&h).is_empty());
+        for v in 1..=10_000u64 {
+            h.record(v * 1000).unwrap();
+        }
+        let p = percentiles(&h);
+        assert_eq!(p.len(), PERCENTILES.len());
+        assert_eq!(p[0].ns, h.min());
+        assert_eq!(p.last().unwrap().ns, h.max());
+        let p50 = p.iter().find(|x| x.percentile == 50.0).unwrap().ns;
+        assert!((4_990_000..=5_010_000).contains(&p50), "{p50}");
+        assert!(p.windows(2).all(|w| w[0].ns <= w[1].ns), "{p:?}");
+        let json = serde_json::to_value(p[2]).unwrap();
+        assert_eq!(json["percentile"], 50.0);
     }
 
     #[test]
