@@ -17,7 +17,7 @@ use aya_ebpf::{
 };
 use probe_common::{
     sched::{OffcpuStart, SchedStats, OFFCPU_CAPACITY},
-    Family, StackKey,
+    stack_flags, Family, StackKey,
 };
 
 use crate::{
@@ -175,10 +175,15 @@ fn switch<C: StackIdContext, const DWARF: bool>(
     if next == 0 {
         return Ok(0);
     }
-    // SAFETY: the record is copied at once. `next`'s records are written only by its own
+    // SAFETY: the records are copied at once. `next`'s records are written only by its own
     // switch-out and wakeups, which cannot run during this switch (it holds `next`'s run-queue
     // lock); an LRU eviction on another CPU reusing the element could make the copy a wrong
-    // sample, never an invalid read. The same holds for SCHED_RUNNABLE below.
+    // sample, never an invalid read.
+    let runnable_since = unsafe { SCHED_RUNNABLE.get(next) }.copied();
+    if runnable_since.is_some() {
+        let _ = SCHED_RUNNABLE.remove(next);
+    }
+    // SAFETY: as above.
     if let Some(out) = unsafe { SCHED_SWITCHED_OUT.get(next) }.copied() {
         let _ = SCHED_SWITCHED_OUT.remove(next);
         let ns = now.saturating_sub(out.ts_ns);
@@ -194,12 +199,24 @@ fn switch<C: StackIdContext, const DWARF: bool>(
             }
         }
         if ns >= OFFCPU_MIN_NS.load() {
-            add_offcpu(&out.key, ns);
+            // Blocked until the wakeup (none: preempted, or woken before it was traced), then
+            // runnable until now: two keys, the second flagged, so the wall-clock view can
+            // show run-queue delay apart (the off-CPU graph merges them again).
+            let ready = match runnable_since {
+                Some(t) if t > out.ts_ns => t.min(now),
+                _ => out.ts_ns,
+            };
+            if ready > out.ts_ns {
+                add_offcpu(&out.key, ready - out.ts_ns);
+            }
+            if now > ready {
+                let mut key = out.key;
+                key.flags = stack_flags::RUNNABLE;
+                add_offcpu(&key, now - ready);
+            }
         }
     }
-    // SAFETY: as for SCHED_SWITCHED_OUT above.
-    if let Some(t) = unsafe { SCHED_RUNNABLE.get(next) }.copied() {
-        let _ = SCHED_RUNNABLE.remove(next);
+    if let Some(t) = runnable_since {
         let ns = now.saturating_sub(t);
         if let Some(s) = stats() {
             s.runq_count += 1;

@@ -410,10 +410,33 @@ pub fn bench(opts: &BenchOptions) -> Result<Bench, BenchError> {
     }
     let _ = std::fs::create_dir_all(opts.out_dir.join("diff"));
     diffs(opts, &mut bench);
+    bench.findings = findings(&opts.out_dir, &bench).unwrap_or_default();
     let text = serde_json::to_string_pretty(&bench).expect("a Bench always serializes") + "\n";
     write(&opts.out_dir.join("bench.json"), text.as_bytes())?;
     report::write_bench_report(&opts.out_dir, &bench)?;
     Ok(bench)
+}
+
+/// The findings engine over each strategy's run (its run.json under `dir`), per request as
+/// the load generator counted them; a run that cannot be read has none, and `None` says no
+/// run could be read.
+pub fn findings(dir: &Path, bench: &Bench) -> Option<Vec<crate::run::Finding>> {
+    let mut out = Vec::new();
+    let mut read = false;
+    for r in &bench.runs {
+        let Ok(run) = run_json::from_file(&dir.join(&r.run_dir).join("run.json")) else {
+            continue;
+        };
+        read = true;
+        let facts = crate::findings::Facts::from_run(&run)
+            .with_requests(&run, r.requests, "counted by kpath load")
+            .with_reply_segments(r.reply_segments_per_request);
+        for mut f in crate::findings::evaluate(&facts) {
+            f.strategy = Some(r.name.clone());
+            out.push(f);
+        }
+    }
+    read.then_some(out)
 }
 
 /// Reads a `bench.json` back (the HTML report and tests use it).

@@ -63,6 +63,7 @@ pub fn bench_page(bench: &Bench, runs: &[RunSection], diffs: &[Figure]) -> Strin
     if k.len() > 1 {
         table(&mut body, "kpaths-per-request", &k);
     }
+    body.push_str(&crate::findings::html(&bench.findings));
     if !diffs.is_empty() {
         body.push_str("<h2>Differential flame graphs (on-CPU, against the baseline)</h2>");
         for f in diffs {

@@ -222,7 +222,11 @@ pub fn run_figures(dir: &Path, run: &Run, name: &str) -> Vec<Figure> {
         return Vec::new();
     };
     let mut out = Vec::new();
-    for (what, file) in [("on-CPU", &a.oncpu_svg), ("off-CPU", &a.offcpu_svg)] {
+    for (what, file) in [
+        ("on-CPU", &a.oncpu_svg),
+        ("off-CPU", &a.offcpu_svg),
+        ("wall-clock", &a.wall_svg),
+    ] {
         if let Some(svg) = file
             .as_ref()
             .and_then(|f| std::fs::read_to_string(dir.join(f)).ok())
@@ -242,6 +246,7 @@ pub fn run_page(run: &Run, figures: &[Figure]) -> String {
     let title = format!("kpath run: {}", run.kernel.release);
     let _ = writeln!(body, "<h1>{}</h1>", escape(&title));
     run_tables(&mut body, "run", run, 25);
+    body.push_str(&crate::findings::html(&run.findings));
     if !figures.is_empty() {
         body.push_str("<h2>Flame graphs</h2>");
         for f in figures {
