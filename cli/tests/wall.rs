@@ -98,7 +98,9 @@ fn burn_then_sleep_weighs_two_to_one_and_adds_up_to_the_run() {
     .map(|k| common::f64_of(t, k))
     .sum();
     assert!((shares - 1.0).abs() < 1e-6, "{t}");
-    assert!(common::f64_of(t, "oncpu_share") > 0.5, "{t}");
+    // The burn is two thirds of the wall time: on a CPU or, on a busy machine, waiting for one.
+    let busy = common::f64_of(t, "oncpu_share") + common::f64_of(t, "runnable_share");
+    assert!((0.55..=0.8).contains(&busy), "{t}");
     assert!(common::f64_of(t, "idle_share") > 0.2, "{t}");
 }
 

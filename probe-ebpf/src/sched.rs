@@ -179,8 +179,13 @@ fn switch<C: StackIdContext, const DWARF: bool>(
     // switch-out and wakeups, which cannot run during this switch (it holds `next`'s run-queue
     // lock); an LRU eviction on another CPU reusing the element could make the copy a wrong
     // sample, never an invalid read.
-    let runnable_since = unsafe { SCHED_RUNNABLE.get(next) }.copied();
-    if runnable_since.is_some() {
+    // 0: not runnable-marked. A plain u64, not an Option: LLVM may compare an Option's
+    // payload before its tag, which the verifier refuses as a read of an unset register.
+    let runnable_since: u64 = match unsafe { SCHED_RUNNABLE.get(next) } {
+        Some(t) => *t,
+        None => 0,
+    };
+    if runnable_since != 0 {
         let _ = SCHED_RUNNABLE.remove(next);
     }
     // SAFETY: as above.
@@ -202,9 +207,10 @@ fn switch<C: StackIdContext, const DWARF: bool>(
             // Blocked until the wakeup (none: preempted, or woken before it was traced), then
             // runnable until now: two keys, the second flagged, so the wall-clock view can
             // show run-queue delay apart (the off-CPU graph merges them again).
-            let ready = match runnable_since {
-                Some(t) if t > out.ts_ns => t.min(now),
-                _ => out.ts_ns,
+            let ready = if runnable_since > out.ts_ns {
+                runnable_since.min(now)
+            } else {
+                out.ts_ns
             };
             if ready > out.ts_ns {
                 add_offcpu(&out.key, ready - out.ts_ns);
@@ -216,8 +222,8 @@ fn switch<C: StackIdContext, const DWARF: bool>(
             }
         }
     }
-    if let Some(t) = runnable_since {
-        let ns = now.saturating_sub(t);
+    if runnable_since != 0 {
+        let ns = now.saturating_sub(runnable_since);
         if let Some(s) = stats() {
             s.runq_count += 1;
             s.runq_total_ns += ns;
