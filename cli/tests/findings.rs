@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -20,6 +21,13 @@ impl Drop for Group {
         unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
         let _ = self.0.wait();
     }
+}
+
+/// One test at a time: each starts its load before recording, and a recording waiting for
+/// another test's would outlive its load.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn free_port() -> u16 {
@@ -102,6 +110,7 @@ fn mmap_per_request_has_the_mmap_lock_finding_and_a_cache_has_none() {
     if !common::require_root() {
         return;
     }
+    let _one = one_at_a_time();
     let (run, stderr, dir) = serve_and_record("mmap");
     let ids: Vec<&Value> = findings(&run).iter().map(|f| &f["id"]).collect();
     eprintln!("mmap: findings {ids:?}");
@@ -189,6 +198,7 @@ fn nginx_closing_after_every_reply_has_the_close_path_finding() {
     if !common::require_root() {
         return;
     }
+    let _one = one_at_a_time();
     let bin = Path::new("/usr/sbin/nginx");
     if !bin.exists() {
         assert!(
