@@ -327,8 +327,11 @@ impl Facts {
             })
             .map(|l| l.wait_ns)
             .sum();
-        self.set("mmap_lock_wait_ns", mmap as f64);
-        self.set("mmap_lock_share", share(mmap));
+        // Absent when none: the evidence then leaves its lock part out.
+        if mmap > 0 {
+            self.set("mmap_lock_wait_ns", mmap as f64);
+            self.set("mmap_lock_share", share(mmap));
+        }
         let ep: Vec<_> = run.locks.iter().filter(|l| l.lock == "epmutex").collect();
         let ep_ns: u64 = ep.iter().map(|l| l.wait_ns).sum();
         self.set(
