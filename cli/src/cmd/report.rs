@@ -84,7 +84,7 @@ fn run_json_path(dir: &Path) -> PathBuf {
 /// What DIR holds.
 enum Source {
     Run { run: Box<Run>, dir: PathBuf },
-    Bench { bench: Bench, dir: PathBuf },
+    Bench { bench: Box<Bench>, dir: PathBuf },
 }
 
 fn read_source(dir: &Path) -> anyhow::Result<Source> {
@@ -96,7 +96,7 @@ fn read_source(dir: &Path) -> anyhow::Result<Source> {
             bench.findings = f;
         }
         return Ok(Source::Bench {
-            bench,
+            bench: Box::new(bench),
             dir: dir.to_path_buf(),
         });
     }

@@ -69,7 +69,7 @@ pub fn longest_recursion(stacks: &[(Vec<String>, u64)]) -> usize {
 }
 
 /// What a dwarf recording of `deep_stacks` (tests/workloads/deep_stacks.c) in `dir` must show:
-/// >= 95% of on-CPU samples and of off-CPU time with user frames end at a root, one on-CPU
+/// at least 95% of on-CPU samples and of off-CPU time with user frames end at a root, one on-CPU
 /// stack holds all 61 recursion frames, and main's off-CPU stack runs
 /// `main;...;kpath_recurse x61;kpath_sleep_here`. `context` is printed on failure.
 pub fn assert_deep_stacks_complete(dir: &Path, context: &dyn Fn() -> String) {
