@@ -458,4 +458,62 @@ mod tests {
         assert_eq!(page(1400).len(), 1400);
         assert_eq!(page(0).len(), 0);
     }
+
+    #[test]
+    fn findings_are_per_strategy_and_per_counted_request() {
+        use crate::run::{Run, SyscallRow};
+        let dir = std::env::temp_dir().join(format!("kpath-bench-findings-{}", std::process::id()));
+        let sc = |name: &str, count| SyscallRow {
+            name: name.into(),
+            count,
+            ..Default::default()
+        };
+        // 20000 setsockopt: 2 per request by the load generator's 10000, but 0.5 per writev.
+        let run = Run {
+            syscalls: vec![sc("writev", 40_000), sc("setsockopt", 20_000)],
+            ..Default::default()
+        };
+        std::fs::create_dir_all(dir.join("runs/a")).unwrap();
+        std::fs::write(
+            dir.join("runs/a/run.json"),
+            serde_json::to_string(&run).unwrap(),
+        )
+        .unwrap();
+        let bench = Bench {
+            runs: vec![
+                BenchRun {
+                    name: "a".into(),
+                    requests: 10_000,
+                    reply_segments_per_request: Some(1.0),
+                    run_dir: "runs/a".into(),
+                    ..Default::default()
+                },
+                BenchRun {
+                    name: "missing".into(),
+                    run_dir: "runs/missing".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let f = findings(&dir, &bench).expect("one run readable");
+        assert!(findings(&dir.join("nowhere"), &bench).is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert_eq!(f[0].id, "tcp-cork");
+        assert_eq!(f[0].strategy.as_deref(), Some("a"));
+        assert!(
+            f[0].evidence
+                .contains("2.00 setsockopt per request (10000 requests, counted by kpath load")
+                && f[0].evidence.contains("1.00 reply segments per request"),
+            "{}",
+            f[0].evidence
+        );
+        // Written into bench.json and printed under the bench's tables.
+        let b = Bench {
+            findings: f,
+            ..Default::default()
+        };
+        assert!(table::render(&b).contains("[medium] tcp-cork (a): TCP_CORK"));
+    }
 }
