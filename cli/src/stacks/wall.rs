@@ -95,11 +95,24 @@ const KERNEL_WAITS: &[(&str, Class, &str)] = &[
         "socket read",
     ),
     ("pipe_read", Class::Is(Wait::Idle), "pipe read"),
+    ("anon_pipe_read", Class::Is(Wait::Idle), "pipe read"),
+    (
+        "__skb_wait_for_more_packets",
+        Class::Is(Wait::Idle),
+        "socket read",
+    ),
     ("io_cqring_wait", Class::Is(Wait::Idle), "io_uring wait"),
     ("do_sigtimedwait", Class::Is(Wait::Idle), "signal wait"),
     ("sigsuspend", Class::Is(Wait::Idle), "signal wait"),
     ("__x64_sys_pause", Class::Is(Wait::Idle), "signal wait"),
     ("do_wait", Class::Is(Wait::Idle), "child wait"),
+    // Kernel threads between jobs (system-wide recordings).
+    ("worker_thread", Class::Is(Wait::Idle), "kernel thread"),
+    ("smpboot_thread_fn", Class::Is(Wait::Idle), "kernel thread"),
+    ("rcu_gp_kthread", Class::Is(Wait::Idle), "kernel thread"),
+    ("rcu_gp_fqs_loop", Class::Is(Wait::Idle), "kernel thread"),
+    ("kcompactd", Class::Is(Wait::Idle), "kernel thread"),
+    ("kthreadd", Class::Is(Wait::Idle), "kernel thread"),
 ];
 
 /// User frames (substrings) that make a futex wait idle: waiting to be handed work or for a
@@ -137,12 +150,21 @@ pub fn classify(frames: &[&str]) -> (Wait, &'static str) {
             return match class {
                 Class::Is(w) => (w, label),
                 Class::Futex => {
-                    let user = frames.iter().filter(|f| !f.ends_with("_[k]"));
-                    let idle = user
-                        .into_iter()
-                        .any(|f| FUTEX_IDLE_USER.iter().any(|m| f.contains(m)));
-                    if idle {
+                    // The root frame is the thread name; `[unknown]` frames tell nothing.
+                    let user: Vec<&str> = frames
+                        .iter()
+                        .skip(1)
+                        .copied()
+                        .filter(|f| !f.ends_with("_[k]") && !f.starts_with("[unknown"))
+                        .collect();
+                    if user
+                        .iter()
+                        .any(|f| FUTEX_IDLE_USER.iter().any(|m| f.contains(m)))
+                    {
                         (Wait::Idle, "futex (condition wait)")
+                    } else if user.len() <= 1 {
+                        // At most the libc wrapper: who waits, and for what, is unknown.
+                        (Wait::Blocked, "futex (no user stack)")
                     } else {
                         (Wait::Blocked, "futex (lock)")
                     }
@@ -306,6 +328,11 @@ mod tests {
         let accept = "srv;accept4;__sys_accept4_[k];inet_csk_accept_[k];schedule_timeout_[k];\
                       schedule_[k];__schedule_[k]";
         assert_eq!(kind(accept).0, Wait::Idle);
+        let kworker = "kworker/0:1;ret_from_fork_asm_[k];ret_from_fork_[k];kthread_[k];\
+                       worker_thread_[k];schedule_[k];__schedule_[k]";
+        assert_eq!(kind(kworker), (Wait::Idle, "kernel thread"));
+        let pipe = "make;read;ksys_read_[k];vfs_read_[k];anon_pipe_read_[k];schedule_[k]";
+        assert_eq!(kind(pipe), (Wait::Idle, "pipe read"));
         // Without kernel frames the libc wrapper decides.
         assert_eq!(kind("srv;main;__GI_epoll_wait").0, Wait::Idle);
     }
@@ -337,6 +364,9 @@ mod tests {
         assert_eq!(kind(&park).0, Wait::Idle);
         let lock = format!("app;update;pthread_mutex_lock;__lll_lock_wait;{k}");
         assert_eq!(kind(&lock), (Wait::Blocked, "futex (lock)"));
+        // Without a user stack (fp unwinding of a frameless binary) nothing says which.
+        let bare = format!("rustc;[unknown];syscall;{k}");
+        assert_eq!(kind(&bare), (Wait::Blocked, "futex (no user stack)"));
     }
 
     #[test]
