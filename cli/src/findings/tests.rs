@@ -123,6 +123,13 @@ fn a_plain_run_has_no_findings() {
     idle.syscalls = vec![sc("nanosleep", 200), sc("write", 3)];
     idle.sched.as_mut().unwrap().voluntary_switches = 200_000;
     assert!(!fires(&idle, "ctx-switches-per-request"));
+    // Nor a system-wide recording: its writes are not one server's replies.
+    let mut system = base();
+    system.target.kind = "system".into();
+    system.syscalls.push(sc("setsockopt", 20_000));
+    assert!(!fires(&system, "tcp-cork"));
+    system.target.kind = "pid".into();
+    assert!(fires(&system, "tcp-cork"));
 }
 
 #[test]
