@@ -40,7 +40,11 @@ fn burn_then_sleep_weighs_two_to_one_and_adds_up_to_the_run() {
     let text = std::fs::read_to_string(dir.join("wall.folded"))
         .unwrap_or_else(|e| panic!("no wall.folded ({e}): {stderr}"));
     assert_eq!(run["artifacts"]["wall_folded"], "wall.folded");
-    assert!(dir.join("wall.svg").exists());
+    let svg = std::fs::read_to_string(dir.join("wall.svg")).unwrap();
+    assert!(
+        svg.contains("Wall clock (ns)") && svg.contains("kpath_burn_here"),
+        "wall.svg lacks its title or the burn's frame"
+    );
     let burn = weight_of(&text, "kpath_burn_here");
     let sleep = weight_of(&text, "kpath_sleep_here");
     let total = folded::total(&text);
