@@ -51,7 +51,10 @@ pub const RULES: &[Rule] = &[
         id: "epmutex",
         severity: High,
         title: "closes of epoll-watched files serialize on the global epmutex",
-        when: &[&[ge("epmutex_count", 10.0)]],
+        when: &[
+            &[ge("epmutex_count", 10.0)],
+            &[ge("epmutex_count", 1.0), ge("epmutex_share", 0.10)],
+        ],
         evidence: "{epmutex_count} waits on epmutex, {epmutex_wait_ns} in all, {epmutex_share} \
                    of lock wait, callers {epmutex_callers} (locks: {m_locks}) on kernel {kernel}, \
                    which still has the global mutex (before 6.4's refcounted epoll)",

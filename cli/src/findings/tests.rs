@@ -207,7 +207,11 @@ fn epmutex_fires_on_waits_for_the_global_mutex() {
         e.evidence
     );
     assert!(e.evidence.contains("eventpoll_release_file"));
-    run.locks.last_mut().unwrap().count = 9;
+    // A few waits still tell when they are a large part of the lock wait (a 5.10 guest under
+    // emulation: 6 waits, all of the mutex wait the kprobe method sees).
+    run.locks.last_mut().unwrap().count = 6;
+    assert!(fires(&run, "epmutex"));
+    run.locks.last_mut().unwrap().wait_ns = 100_000; // 9% of lock wait
     assert!(!fires(&run, "epmutex"));
 }
 
