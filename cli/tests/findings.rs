@@ -233,3 +233,47 @@ fn nginx_closing_after_every_reply_has_the_close_path_finding() {
     assert!(text.contains("close-path"), "{text}");
     assert!(text.contains("kpath scenario epoll-close"), "{text}");
 }
+
+#[test]
+fn threads_contending_on_a_pthread_mutex_have_the_futex_finding() {
+    if !common::require_root() {
+        return;
+    }
+    let _one = one_at_a_time();
+    let bin = common::workload("mutex_contend");
+    let (run, stderr, dir) = common::record_dir(&[], &[bin.to_str().unwrap(), "4", "1.5"]);
+    let ids: Vec<&Value> = findings(&run).iter().map(|f| &f["id"]).collect();
+    eprintln!("mutex_contend: findings {ids:?}");
+    let f = by_id(&run, "futex-offcpu")
+        .unwrap_or_else(|| panic!("no futex-offcpu finding: {ids:?}\n{stderr}"));
+    let evidence = f["evidence"].as_str().unwrap();
+    eprintln!("futex-offcpu evidence: {evidence}");
+    assert!(
+        evidence.contains("kpath_wait_here;___pthread_mutex_lock")
+            || evidence.contains("kpath_wait_here;pthread_mutex_lock"),
+        "{evidence}"
+    );
+    // In the wall-clock view the waiters are blocked in kpath_wait_here, the holder's sleep is
+    // idle, and so is main's join (a futex under a condition-style wait, not the lock).
+    let wall = std::fs::read_to_string(dir.join("wall.folded")).unwrap();
+    let weight = |pred: &dyn Fn(&str) -> bool| -> u64 {
+        kpath::stacks::folded::parse(&wall)
+            .unwrap()
+            .iter()
+            .filter(|(s, _)| pred(s))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let waiting = weight(&|s| s.contains("kpath_wait_here") && s.ends_with(";[blocked]"));
+    let holding = weight(&|s| s.contains("kpath_hold_here") && s.ends_with(";[idle]"));
+    eprintln!("blocked in kpath_wait_here {waiting} ns, idle in kpath_hold_here {holding} ns");
+    // Four threads for 1.5 s, one holding at a time: about 4.5 s waiting, 1.5 s holding.
+    assert!(waiting > 2 * holding, "{wall}");
+    assert!(holding > 500_000_000, "{wall}");
+    let waits = run["wall"]["waits"].as_array().unwrap();
+    let lock = waits
+        .iter()
+        .find(|w| w["kind"] == "futex (lock)")
+        .unwrap_or_else(|| panic!("no futex (lock) wait in {waits:?}"));
+    assert!(common::u64_of(lock, "ns") >= waiting, "{lock}");
+}

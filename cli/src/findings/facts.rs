@@ -394,7 +394,7 @@ impl Facts {
         if let Some(s) = w.futex_stacks.first() {
             // The innermost user frames say where the lock is taken.
             let frames: Vec<&str> = s.stack.split(';').collect();
-            let tail = frames[frames.len().saturating_sub(4)..].join(";");
+            let tail = frames[frames.len().saturating_sub(6)..].join(";");
             self.label(
                 "futex_stack",
                 format!("{} ({})", tail, crate::fmt::ns(s.ns)),

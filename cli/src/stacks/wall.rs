@@ -126,6 +126,9 @@ const FUTEX_IDLE_USER: &[&str] = &[
     "pthread_join",
     "clockjoin",
     "JoinInner",
+    // glibc's wait under condition variables, joins and semaphores (2.34+); a contended
+    // pthread mutex waits in __lll_lock_wait instead.
+    "__futex_abstimed_wait",
 ];
 
 /// User-space wrappers (substrings) that name a wait, for stacks without kernel frames.
@@ -365,6 +368,8 @@ mod tests {
         let lock = format!("app;update;pthread_mutex_lock;__lll_lock_wait;{k}");
         assert_eq!(kind(&lock), (Wait::Blocked, "futex (lock)"));
         // Without a user stack (fp unwinding of a frameless binary) nothing says which.
+        let join = format!("main;__futex_abstimed_wait_common;{k}");
+        assert_eq!(kind(&join), (Wait::Idle, "futex (condition wait)"));
         let bare = format!("rustc;[unknown];syscall;{k}");
         assert_eq!(kind(&bare), (Wait::Blocked, "futex (no user stack)"));
     }
