@@ -110,7 +110,11 @@ pub const RULES: &[Rule] = &[
         id: "runq-delay",
         severity: High,
         title: "threads wait for a CPU: high run-queue delay",
-        when: &[&[ge("runnable_share", 0.10)], &[ge("runq_p99_ns", 5e6)]],
+        when: &[
+            &[ge("runnable_share", 0.10)],
+            // A p99 of a handful of delays is one delay: ask for enough of them.
+            &[ge("runq_p99_ns", 5e6), ge("runq_count", 100.0)],
+        ],
         evidence: "runnable (ready, waiting for a CPU) {runnable_share} of the threads' wall time \
                    (wall-clock view); run-queue delay p99 {runq_p99_ns}, max {runq_max_ns} over \
                    {runq_count} delays (sched: {m_sched})",

@@ -264,6 +264,9 @@ fn runq_delay_fires_on_a_runnable_share_or_a_long_p99() {
     assert!(!fires(&run, "runq-delay"));
     run.sched.as_mut().unwrap().runq_delay_p99_ns = 6_000_000;
     assert!(fires(&run, "runq-delay"));
+    // ... unless that p99 is of a handful of delays.
+    run.sched.as_mut().unwrap().runq_delay_count = 99;
+    assert!(!fires(&run, "runq-delay"));
 }
 
 #[test]
@@ -337,7 +340,8 @@ fn thresholds_are_stated_and_findings_ordered_by_severity() {
     let r = rules::RULES.iter().find(|r| r.id == "runq-delay").unwrap();
     assert_eq!(
         r.thresholds(),
-        "runnable share of the threads' wall time ≥ 10.0%, or run-queue delay p99 ≥ 5.00ms"
+        "runnable share of the threads' wall time ≥ 10.0%, or run-queue delay p99 ≥ 5.00ms and \
+         run-queue delays ≥ 100"
     );
 }
 
