@@ -7,6 +7,7 @@
 //!   family's methods with fallback, and reads maps; it names no family;
 //! - [`families`]: one file per probe family (`syscalls`, `kpaths`, `sched`, `locks`, `oncpu`)
 //!   holding its attach methods, its `collect()` and the report section every renderer draws;
+//! - [`findings`]: the rules engine over a run's facts (record, report, HTML, bench, scenarios);
 //! - [`run`]: the `run.json` schema; [`stacks`]: symbolized, folded stacks; [`render`]:
 //!   tables, JSON, flame graphs, HTML; [`bench`], [`scenario`], [`vm`]: the libraries behind
 //!   those subcommands; [`unwind`]: DWARF unwind tables for the BPF stack walker and its
@@ -16,6 +17,7 @@
 pub mod bench;
 pub mod cmd;
 pub mod families;
+pub mod findings;
 pub mod fmt;
 pub mod hist;
 pub mod kernel;

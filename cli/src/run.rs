@@ -52,6 +52,81 @@ pub struct Run {
     /// Files written next to run.json (folded stacks, flame graphs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifacts: Option<Artifacts>,
+    /// The wall-clock view (oncpu and sched together): per thread, how much of its wall time
+    /// was on-CPU, idle, blocked and runnable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall: Option<WallSummary>,
+    /// What the findings engine (`cli/src/findings/`) concluded from this run.
+    #[serde(default)]
+    pub findings: Vec<Finding>,
+}
+
+/// The wall-clock view's totals (`wall.folded` holds its stacks).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct WallSummary {
+    /// Nanoseconds one on-CPU sample stands for (1e9 / the sampling frequency).
+    pub period_ns: u64,
+    /// Sum over threads of their wall time.
+    pub total_ns: u64,
+    /// Per thread name (threads of one name are summed), the longest first.
+    pub threads: Vec<ThreadWall>,
+    /// Off-CPU time by kind of wait (`idle`, `blocked`, `runnable`) and the frame that told
+    /// (`epoll_wait`, `rwsem`, `futex (lock)`, ...), the largest first.
+    pub waits: Vec<WaitShare>,
+    /// The user stacks (root first) that waited longest on a futex that is not a condition
+    /// wait: user-space lock contention.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub futex_stacks: Vec<WallStack>,
+}
+
+/// One thread's wall time and its parts; the shares are of `wall_ns`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ThreadWall {
+    pub thread: String,
+    pub wall_ns: u64,
+    pub oncpu_ns: u64,
+    pub idle_ns: u64,
+    pub blocked_ns: u64,
+    pub runnable_ns: u64,
+    pub oncpu_share: f64,
+    pub idle_share: f64,
+    pub blocked_share: f64,
+    pub runnable_share: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct WaitShare {
+    /// `idle`, `blocked` or `runnable`.
+    pub wait: String,
+    pub kind: String,
+    pub ns: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct WallStack {
+    pub stack: String,
+    pub ns: u64,
+}
+
+/// One conclusion of the findings engine: what was measured (and how), what it means, what
+/// to try, and the built-in scenario that reproduces it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Finding {
+    /// The rule's id (`mmap-lock`, `close-path`, ...).
+    pub id: String,
+    /// `high`, `medium` or `info`.
+    pub severity: String,
+    pub title: String,
+    /// The measured numbers with their methods, and the rule's thresholds.
+    pub evidence: String,
+    pub meaning: String,
+    #[serde(rename = "try")]
+    pub try_: String,
+    /// `kpath scenario NAME` that reproduces it, when there is one.
+    pub scenario: Option<String>,
+    /// In bench.json: the strategy whose run it is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -283,4 +358,8 @@ pub struct Artifacts {
     pub offcpu_folded: Option<String>,
     pub oncpu_svg: Option<String>,
     pub offcpu_svg: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall_folded: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall_svg: Option<String>,
 }

@@ -236,7 +236,7 @@ fn sample_run() -> Run {
             })
             .collect(),
     };
-    Run {
+    let mut run = Run {
         format_version: RUN_FORMAT_VERSION,
         kpath_version: "0.1.0".into(),
         kernel: KernelInfo {
@@ -284,7 +284,10 @@ fn sample_run() -> Run {
             functions: Vec::new(),
         }),
         ..Default::default()
-    }
+    };
+    // What the findings engine concludes from it, as record stores it.
+    run.findings = kpath::findings::for_run(&run);
+    run
 }
 
 #[test]

@@ -131,6 +131,13 @@ fn cork_counts_reply_segments_and_the_corks_setsockopts() {
         out.contains("the header left as a segment of its own"),
         "{out}"
     );
+    // The findings engine (the same as record's and report's) names the corked strategy only.
+    assert!(
+        out.contains(&format!("[medium] tcp-cork ({corked}): TCP_CORK")),
+        "{out}"
+    );
+    assert!(!out.contains(&format!("tcp-cork ({plain})")), "{out}");
+    assert!(!out.contains(&format!("tcp-cork ({cached})")), "{out}");
 }
 
 #[test]

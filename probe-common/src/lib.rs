@@ -210,6 +210,14 @@ const _: () = {
     }
 };
 
+/// Bits of [`StackKey::flags`].
+pub mod stack_flags {
+    /// Off-CPU time spent runnable (woken or preempted, waiting for a CPU: run-queue delay),
+    /// charged apart from the blocked part of the same period so the wall-clock view can
+    /// tell `[runnable]` from waiting.
+    pub const RUNNABLE: u32 = 1;
+}
+
 /// Key of the on-CPU and off-CPU stack maps: one entry per process, thread name and stack pair.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -219,7 +227,9 @@ pub struct StackKey {
     pub kstack_id: i32,
     /// Id in [`MAP_STACKS`], or negative when the user stack could not be taken.
     pub ustack_id: i32,
-    pub _reserved: u32,
+    /// [`stack_flags`] bits: what kind of time the weight is (0 for samples, lock waits and
+    /// the blocked part of an off-CPU period).
+    pub flags: u32,
     /// Thread name (`comm`), NUL padded.
     pub comm: [u8; 16],
     /// The word at the user stack pointer when the task entered the kernel, 0 when not taken.

@@ -73,7 +73,7 @@ fn sample<const DWARF: bool>(ctx: &PerfEventContext) -> u32 {
         } else {
             stack_id(ctx, BPF_F_USER_STACK as u64, Family::Oncpu)
         },
-        _reserved: 0,
+        flags: 0,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
         user_ret: if kernel && !dwarf {
             crate::user_stack_word()

@@ -17,7 +17,7 @@ use aya_ebpf::{
 };
 use probe_common::{
     sched::{OffcpuStart, SchedStats, OFFCPU_CAPACITY},
-    Family, StackKey,
+    stack_flags, Family, StackKey,
 };
 
 use crate::{
@@ -175,10 +175,20 @@ fn switch<C: StackIdContext, const DWARF: bool>(
     if next == 0 {
         return Ok(0);
     }
-    // SAFETY: the record is copied at once. `next`'s records are written only by its own
+    // SAFETY: the records are copied at once. `next`'s records are written only by its own
     // switch-out and wakeups, which cannot run during this switch (it holds `next`'s run-queue
     // lock); an LRU eviction on another CPU reusing the element could make the copy a wrong
-    // sample, never an invalid read. The same holds for SCHED_RUNNABLE below.
+    // sample, never an invalid read.
+    // 0: not runnable-marked. A plain u64, not an Option: LLVM may compare an Option's
+    // payload before its tag, which the verifier refuses as a read of an unset register.
+    let runnable_since: u64 = match unsafe { SCHED_RUNNABLE.get(next) } {
+        Some(t) => *t,
+        None => 0,
+    };
+    if runnable_since != 0 {
+        let _ = SCHED_RUNNABLE.remove(next);
+    }
+    // SAFETY: as above.
     if let Some(out) = unsafe { SCHED_SWITCHED_OUT.get(next) }.copied() {
         let _ = SCHED_SWITCHED_OUT.remove(next);
         let ns = now.saturating_sub(out.ts_ns);
@@ -194,13 +204,26 @@ fn switch<C: StackIdContext, const DWARF: bool>(
             }
         }
         if ns >= OFFCPU_MIN_NS.load() {
-            add_offcpu(&out.key, ns);
+            // Blocked until the wakeup (none: preempted, or woken before it was traced), then
+            // runnable until now: two keys, the second flagged, so the wall-clock view can
+            // show run-queue delay apart (the off-CPU graph merges them again).
+            let ready = if runnable_since > out.ts_ns {
+                runnable_since.min(now)
+            } else {
+                out.ts_ns
+            };
+            if ready > out.ts_ns {
+                add_offcpu(&out.key, ready - out.ts_ns);
+            }
+            if now > ready {
+                let mut key = out.key;
+                key.flags = stack_flags::RUNNABLE;
+                add_offcpu(&key, now - ready);
+            }
         }
     }
-    // SAFETY: as for SCHED_SWITCHED_OUT above.
-    if let Some(t) = unsafe { SCHED_RUNNABLE.get(next) }.copied() {
-        let _ = SCHED_RUNNABLE.remove(next);
-        let ns = now.saturating_sub(t);
+    if runnable_since != 0 {
+        let ns = now.saturating_sub(runnable_since);
         if let Some(s) = stats() {
             s.runq_count += 1;
             s.runq_total_ns += ns;

@@ -529,7 +529,7 @@ pub fn stack_key<const DWARF: bool>(
         tgid,
         kstack_id,
         ustack_id: if dwarf { -1 } else { fp_stack() },
-        _reserved: 0,
+        flags: 0,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
         user_ret: if dwarf { 0 } else { crate::user_stack_word() },
         user_stack: if DWARF {

@@ -27,6 +27,10 @@ pub struct Bench {
     /// Name of the run every other run is compared with (the first).
     pub baseline: String,
     pub runs: Vec<BenchRun>,
+    /// The findings engine over each strategy's run, with the load generator's request
+    /// counts (each finding names its `strategy`).
+    #[serde(default)]
+    pub findings: Vec<crate::run::Finding>,
 }
 
 /// One server strategy, as `kpath serve` takes it, and the files the load spreads over. Bench

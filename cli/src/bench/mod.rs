@@ -357,6 +357,7 @@ fn diffs(opts: &BenchOptions, bench: &mut Bench) {
         let tag = match kind {
             FlameKind::OnCpu => "",
             FlameKind::OffCpu => "-offcpu",
+            FlameKind::Wall => "-wall",
         };
         for r in rest.iter_mut() {
             let svg = format!("diff/{}-vs-{}{tag}.svg", r.name, base.name);
@@ -383,6 +384,8 @@ fn diffs(opts: &BenchOptions, bench: &mut Bench) {
                     r.diff_offcpu_svg = Some(svg);
                     r.diff_offcpu_ns = Some(t);
                 }
+                // Not differenced (the loop above takes on- and off-CPU only).
+                (Ok(_), FlameKind::Wall) => {}
                 (Err(e), _) => log::warn!("differential graph of {}: {e:#}", r.name),
             }
         }
@@ -433,10 +436,33 @@ pub fn bench(opts: &BenchOptions) -> Result<Bench, BenchError> {
     }
     let _ = std::fs::create_dir_all(opts.out_dir.join("diff"));
     diffs(opts, &mut bench);
+    bench.findings = findings(&opts.out_dir, &bench).unwrap_or_default();
     let text = serde_json::to_string_pretty(&bench).expect("a Bench always serializes") + "\n";
     write(&opts.out_dir.join("bench.json"), text.as_bytes())?;
     report::write_bench_report(&opts.out_dir, &bench)?;
     Ok(bench)
+}
+
+/// The findings engine over each strategy's run (its run.json under `dir`), per request as
+/// the load generator counted them; a run that cannot be read has none, and `None` says no
+/// run could be read.
+pub fn findings(dir: &Path, bench: &Bench) -> Option<Vec<crate::run::Finding>> {
+    let mut out = Vec::new();
+    let mut read = false;
+    for r in &bench.runs {
+        let Ok(run) = run_json::from_file(&dir.join(&r.run_dir).join("run.json")) else {
+            continue;
+        };
+        read = true;
+        let facts = crate::findings::Facts::from_run(&run)
+            .with_requests(&run, r.requests, "counted by kpath load")
+            .with_reply_segments(r.reply_segments_per_request);
+        for mut f in crate::findings::evaluate(&facts) {
+            f.strategy = Some(r.name.clone());
+            out.push(f);
+        }
+    }
+    read.then_some(out)
 }
 
 /// Reads a `bench.json` back (the HTML report and tests use it).
@@ -457,5 +483,63 @@ mod tests {
     fn page_has_the_requested_size() {
         assert_eq!(page(1400).len(), 1400);
         assert_eq!(page(0).len(), 0);
+    }
+
+    #[test]
+    fn findings_are_per_strategy_and_per_counted_request() {
+        use crate::run::{Run, SyscallRow};
+        let dir = std::env::temp_dir().join(format!("kpath-bench-findings-{}", std::process::id()));
+        let sc = |name: &str, count| SyscallRow {
+            name: name.into(),
+            count,
+            ..Default::default()
+        };
+        // 20000 setsockopt: 2 per request by the load generator's 10000, but 0.5 per writev.
+        let run = Run {
+            syscalls: vec![sc("writev", 40_000), sc("setsockopt", 20_000)],
+            ..Default::default()
+        };
+        std::fs::create_dir_all(dir.join("runs/a")).unwrap();
+        std::fs::write(
+            dir.join("runs/a/run.json"),
+            serde_json::to_string(&run).unwrap(),
+        )
+        .unwrap();
+        let bench = Bench {
+            runs: vec![
+                BenchRun {
+                    name: "a".into(),
+                    requests: 10_000,
+                    reply_segments_per_request: Some(1.0),
+                    run_dir: "runs/a".into(),
+                    ..Default::default()
+                },
+                BenchRun {
+                    name: "missing".into(),
+                    run_dir: "runs/missing".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let f = findings(&dir, &bench).expect("one run readable");
+        assert!(findings(&dir.join("nowhere"), &bench).is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert_eq!(f[0].id, "tcp-cork");
+        assert_eq!(f[0].strategy.as_deref(), Some("a"));
+        assert!(
+            f[0].evidence
+                .contains("2.00 setsockopt per request (10000 requests, counted by kpath load")
+                && f[0].evidence.contains("1.00 reply segments per request"),
+            "{}",
+            f[0].evidence
+        );
+        // Written into bench.json and printed under the bench's tables.
+        let b = Bench {
+            findings: f,
+            ..Default::default()
+        };
+        assert!(table::render(&b).contains("[medium] tcp-cork (a): TCP_CORK"));
     }
 }

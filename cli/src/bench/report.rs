@@ -72,6 +72,7 @@ pub fn bench_page(bench: &Bench, runs: &[RunSection], diffs: &[Figure]) -> Strin
     if k.len() > 1 {
         table(&mut body, "kpaths-per-request", &k);
     }
+    body.push_str(&crate::findings::html(&bench.findings));
     let any_graph = !diffs.is_empty() || runs.iter().any(|r| !r.figures.is_empty());
     if any_graph {
         search_box(&mut body);
@@ -97,6 +98,8 @@ fn diff_figure(dir: &Path, bench: &Bench, r: &BenchRun, kind: FlameKind) -> Opti
     let (file, totals, what): (&Option<String>, &Option<DiffTotals>, _) = match kind {
         FlameKind::OnCpu => (&r.diff_oncpu_svg, &r.diff_oncpu_samples, "on-CPU"),
         FlameKind::OffCpu => (&r.diff_offcpu_svg, &r.diff_offcpu_ns, "off-CPU"),
+        // Wall-clock graphs are shown per run, not differenced.
+        FlameKind::Wall => return None,
     };
     let file = file.as_ref()?;
     let svg = std::fs::read_to_string(dir.join(file)).ok()?;

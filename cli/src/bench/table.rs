@@ -180,6 +180,7 @@ pub fn render(bench: &Bench) -> String {
         "syscall time includes time blocked in waits (epoll_wait, accept, futex, ...); \
          busy excludes those waiting syscalls\n",
     );
+    out.push_str(&crate::findings::text(&bench.findings));
     out
 }
 

@@ -56,6 +56,7 @@ pub fn run(args: DiffArgs) -> anyhow::Result<()> {
         PathBuf::from(match kind {
             FlameKind::OnCpu => "oncpu-diff.svg",
             FlameKind::OffCpu => "offcpu-diff.svg",
+            FlameKind::Wall => "wall-diff.svg",
         })
     });
     super::output::write_svg(&lines, &opts, &out)

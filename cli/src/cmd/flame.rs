@@ -16,6 +16,7 @@ use probe_common::Family;
 #[command(after_help = "Examples:
   kpath flame runs/run-1700000000                 rewrite runs/run-1700000000/oncpu.svg
   kpath flame runs/run-1700000000 --offcpu -o off.svg
+  kpath flame runs/run-1700000000 --wall          rewrite wall.svg (on-CPU and off-CPU time per thread)
   kpath flame runs/run-1700000000 -o - > oncpu.svg   -o - writes the SVG to stdout")]
 pub struct FlameArgs {
     /// Run directory written by `kpath record`.
@@ -23,24 +24,30 @@ pub struct FlameArgs {
     /// Off-CPU time instead of on-CPU samples.
     #[arg(long)]
     pub offcpu: bool,
-    /// SVG to write, `-` for stdout (default: oncpu.svg or offcpu.svg in DIR).
+    /// The wall-clock view (wall.folded) instead: on-CPU and off-CPU time of each thread.
+    #[arg(long, conflicts_with = "offcpu")]
+    pub wall: bool,
+    /// SVG to write, `-` for stdout (default: oncpu.svg, offcpu.svg or wall.svg in DIR).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
 }
 
 pub fn run(args: FlameArgs) -> anyhow::Result<()> {
-    let kind = FlameKind::new(args.offcpu);
+    let kind = if args.wall {
+        FlameKind::Wall
+    } else {
+        FlameKind::new(args.offcpu)
+    };
     let src = args.dir.join(kind.folded_name());
     let text = std::fs::read_to_string(&src).with_context(|| {
         format!(
             "reading {} (was the run recorded with the {} probes?)",
             src.display(),
-            if args.offcpu {
-                Family::Sched
-            } else {
-                Family::Oncpu
+            match kind {
+                FlameKind::OffCpu => Family::Sched.name(),
+                FlameKind::OnCpu => Family::Oncpu.name(),
+                FlameKind::Wall => "oncpu and sched",
             }
-            .name()
         )
     })?;
     let run = read_run(&args.dir);

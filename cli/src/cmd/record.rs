@@ -373,6 +373,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     run.started_unix_ms = started_unix_ms;
     run.overhead = overhead;
     run.target = args.target(&opts.targets, &named_at_start, exit_code);
+    run.findings = crate::findings::for_run(&run);
     let dir = match &args.output {
         Some(d) => d.clone(),
         None => fresh_run_dir(Path::new("runs"), started_unix_ms / 1000)?,
@@ -416,12 +417,14 @@ fn fresh_run_dir(base: &Path, secs: u64) -> anyhow::Result<PathBuf> {
 
 /// What a recording writes into its directory; an earlier run's are removed first, so a
 /// directory never mixes two runs (nothing else in it is touched).
-const ARTIFACTS: [&str; 6] = [
+const ARTIFACTS: [&str; 8] = [
     "run.json",
     "oncpu.folded",
     "offcpu.folded",
     "oncpu.svg",
     "offcpu.svg",
+    "wall.folded",
+    "wall.svg",
     "report.html",
 ];
 
@@ -580,7 +583,7 @@ mod tests {
 
     #[test]
     fn artifacts_name_every_file_a_run_writes() {
-        for k in [FlameKind::OnCpu, FlameKind::OffCpu] {
+        for k in [FlameKind::OnCpu, FlameKind::OffCpu, FlameKind::Wall] {
             assert!(ARTIFACTS.contains(&k.folded_name()), "{}", k.folded_name());
             assert!(ARTIFACTS.contains(&k.svg_name()), "{}", k.svg_name());
         }

@@ -84,21 +84,27 @@ fn run_json_path(dir: &Path) -> PathBuf {
 /// What DIR holds.
 enum Source {
     Run { run: Box<Run>, dir: PathBuf },
-    Bench { bench: Bench, dir: PathBuf },
+    Bench { bench: Box<Bench>, dir: PathBuf },
 }
 
 fn read_source(dir: &Path) -> anyhow::Result<Source> {
     let bench_json = dir.join("bench.json");
     if bench_json.is_file() {
-        let bench = bench::read_bench(&bench_json)?;
+        let mut bench = bench::read_bench(&bench_json)?;
+        // Today's rules over the strategies' runs (kept as written when none can be read).
+        if let Some(f) = bench::findings(dir, &bench) {
+            bench.findings = f;
+        }
         return Ok(Source::Bench {
-            bench,
+            bench: Box::new(bench),
             dir: dir.to_path_buf(),
         });
     }
     let path = run_json_path(dir);
-    let run =
+    let mut run: Run =
         json::from_file(&path).with_context(|| format!("cannot report on {}", dir.display()))?;
+    // Always today's rules: a run recorded before a rule existed gets it too.
+    run.findings = crate::findings::for_run(&run);
     let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     Ok(Source::Run {
         run: Box::new(run),

@@ -347,12 +347,24 @@ impl<'a> Collector<'a> {
         map: &'static str,
         strip: fn(&mut Vec<u64>, &Kallsyms),
     ) -> anyhow::Result<Option<String>> {
+        self.fold_where(map, strip, |_| true)
+    }
+
+    /// [`Collector::fold`] of the keys `keep` accepts (the sched family folds the runnable
+    /// part of off-CPU time apart).
+    pub fn fold_where(
+        &mut self,
+        map: &'static str,
+        strip: fn(&mut Vec<u64>, &Kallsyms),
+        keep: fn(&StackKey) -> bool,
+    ) -> anyhow::Result<Option<String>> {
         if self.maps.is_none() {
             return Ok(None);
         }
         self.counts(map)?;
         let mut raws: Vec<_> = self.counts[map]
             .iter()
+            .filter(|(k, _)| keep(k))
             .map(|(k, n)| crate::stacks::raw_stack(k, *n, &mut self.stacks))
             .collect();
         self.ksyms()?;
@@ -397,6 +409,7 @@ pub fn collect_run(
         }
     }
     procs::collect(&mut c, &mut run).context("reading the per-process breakdown")?;
+    wall(&mut c.profiles, &mut run).context("building the wall-clock view")?;
     for (fam, n) in &c.lost_stacks {
         if *n > 0 && probes.methods.contains_key(fam.as_str()) {
             run.warnings.push(format!(
@@ -405,6 +418,24 @@ pub fn collect_run(
         }
     }
     Ok((run, c.profiles))
+}
+
+/// The wall-clock view, when the run has both on-CPU samples and off-CPU stacks.
+fn wall(p: &mut Profiles, run: &mut Run) -> anyhow::Result<()> {
+    let (Some(oncpu), Some(waiting), Some(runnable), Some(o)) =
+        (&p.oncpu, &p.offcpu_waiting, &p.offcpu_runnable, &run.oncpu)
+    else {
+        return Ok(());
+    };
+    let w = crate::stacks::wall::build(crate::stacks::wall::WallInput {
+        oncpu,
+        period_ns: 1_000_000_000 / o.frequency_hz.max(1),
+        waiting,
+        runnable,
+    })?;
+    p.wall = Some(w.folded);
+    run.wall = Some(w.summary);
+    Ok(())
 }
 
 /// [`ALL`], each family after those it reads.

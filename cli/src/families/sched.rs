@@ -5,8 +5,8 @@
 //! offsets: kernel/btf.rs; tests: cli/tests/sched.rs (switches equal getrusage).
 use probe_common::{
     sched::{SchedStats, MAP_OFFCPU, MAP_STATS},
-    Family, GLOBAL_OFFCPU_MIN_NS, GLOBAL_SWITCH_PREV_STATE_ARG, GLOBAL_TASK_EXIT_STATE,
-    GLOBAL_TASK_PID, GLOBAL_TASK_STATE,
+    stack_flags, Family, StackKey, GLOBAL_OFFCPU_MIN_NS, GLOBAL_SWITCH_PREV_STATE_ARG,
+    GLOBAL_TASK_EXIT_STATE, GLOBAL_TASK_PID, GLOBAL_TASK_STATE,
 };
 
 use super::{
@@ -118,7 +118,9 @@ fn collect(c: &mut Collector, run: &mut Run) -> anyhow::Result<()> {
     run.sched = Some(row(vals.iter()));
     if c.maps.is_some() {
         let off = c.counts(MAP_OFFCPU)?;
-        let (total_ns, stacks) = (off.iter().map(|(_, n)| n).sum(), off.len() as u64);
+        // A period's runnable part has a key of its own (flagged): count stacks without it.
+        let stacks = off.iter().filter(|(k, _)| k.flags == 0).count() as u64;
+        let total_ns = off.iter().map(|(_, n)| n).sum();
         run.offcpu = Some(OffcpuSummary {
             total_ns,
             stacks,
@@ -129,9 +131,21 @@ fn collect(c: &mut Collector, run: &mut Run) -> anyhow::Result<()> {
                 .unwrap_or(0),
             min_block_ns: c.offcpu_min_ns,
         });
-        c.profiles.offcpu = c.fold(MAP_OFFCPU, strip)?;
+        let waiting = c.fold_where(MAP_OFFCPU, strip, |k| !runnable(k))?;
+        let ready = c.fold_where(MAP_OFFCPU, strip, runnable)?;
+        // The off-CPU graph shows whole periods: both parts of each stack together.
+        if let (Some(w), Some(r)) = (&waiting, &ready) {
+            c.profiles.offcpu = Some(crate::stacks::folded::merge(&[w, r])?);
+        }
+        c.profiles.offcpu_waiting = waiting;
+        c.profiles.offcpu_runnable = ready;
     }
     Ok(())
+}
+
+/// The runnable part of an off-CPU period (woken or preempted, waiting for a CPU).
+fn runnable(k: &StackKey) -> bool {
+    k.flags & stack_flags::RUNNABLE != 0
 }
 
 /// Both methods' stacks end in `__schedule`: a raw tracepoint's start in the tracing code.

@@ -20,6 +20,8 @@ use crate::{
 pub enum FlameKind {
     OnCpu,
     OffCpu,
+    /// On-CPU samples x period plus off-CPU ns, off-CPU split `[idle]`/`[blocked]`/`[runnable]`.
+    Wall,
 }
 
 impl FlameKind {
@@ -35,6 +37,7 @@ impl FlameKind {
         match self {
             FlameKind::OnCpu => "oncpu.folded",
             FlameKind::OffCpu => "offcpu.folded",
+            FlameKind::Wall => "wall.folded",
         }
     }
 
@@ -42,13 +45,14 @@ impl FlameKind {
         match self {
             FlameKind::OnCpu => "oncpu.svg",
             FlameKind::OffCpu => "offcpu.svg",
+            FlameKind::Wall => "wall.svg",
         }
     }
 
     pub fn count_name(self) -> &'static str {
         match self {
             FlameKind::OnCpu => "samples",
-            FlameKind::OffCpu => "ns",
+            FlameKind::OffCpu | FlameKind::Wall => "ns",
         }
     }
 }
@@ -96,6 +100,16 @@ impl FlameOptions {
                     (min > 0).then(|| format!("blocks shorter than {} µs not charged", min / 1000)),
                 )
             }
+            FlameKind::Wall => {
+                let hz = run.oncpu.as_ref().map_or(99, |o| o.frequency_hz);
+                (
+                    format!("Wall clock (ns), {who}"),
+                    Some(format!(
+                        "on-CPU: {hz} Hz samples x {} µs; off-CPU: sched_switch time, leaf                          [idle] waiting for work, [blocked] locks/I/O/faults, [runnable] run-queue delay",
+                        1_000_000 / hz.max(1)
+                    )),
+                )
+            }
         };
         FlameOptions {
             kind,
@@ -114,7 +128,9 @@ impl FlameOptions {
         o.hash = true;
         o.colors = match (self.differential, self.kind) {
             // Kernel frames (`_[k]`) orange, inlined (`_[i]`) aqua, user frames red.
-            (_, FlameKind::OnCpu) | (true, _) => Palette::Multi(MultiPalette::Java),
+            (_, FlameKind::OnCpu | FlameKind::Wall) | (true, _) => {
+                Palette::Multi(MultiPalette::Java)
+            }
             (false, FlameKind::OffCpu) => Palette::Basic(BasicPalette::Blue),
         };
         o
@@ -146,6 +162,7 @@ pub fn empty_reason(opts: &FlameOptions) -> &'static str {
         (false, FlameKind::OffCpu) => {
             "no off-CPU time charged to a stack: record longer or lower --offcpu-min-us"
         }
+        (false, FlameKind::Wall) => "no on-CPU samples or off-CPU time: record longer",
     }
 }
 
@@ -178,7 +195,11 @@ pub fn render_file(text: &str, opts: &FlameOptions, path: &Path) -> Result<(), F
 /// Writes the folded files and their SVGs into `dir`; returns their names for run.json.
 pub fn write_artifacts(dir: &Path, p: &Profiles, run: &Run) -> Result<Artifacts, FlameError> {
     let mut a = Artifacts::default();
-    for (kind, text) in [(FlameKind::OnCpu, &p.oncpu), (FlameKind::OffCpu, &p.offcpu)] {
+    for (kind, text) in [
+        (FlameKind::OnCpu, &p.oncpu),
+        (FlameKind::OffCpu, &p.offcpu),
+        (FlameKind::Wall, &p.wall),
+    ] {
         let Some(text) = text else { continue };
         let folded_name = kind.folded_name().to_string();
         let svg_name = kind.svg_name().to_string();
@@ -197,6 +218,10 @@ pub fn write_artifacts(dir: &Path, p: &Profiles, run: &Run) -> Result<Artifacts,
             FlameKind::OffCpu => {
                 a.offcpu_folded = Some(folded_name);
                 a.offcpu_svg = Some(svg_name);
+            }
+            FlameKind::Wall => {
+                a.wall_folded = Some(folded_name);
+                a.wall_svg = Some(svg_name);
             }
         }
     }
@@ -228,6 +253,7 @@ pub fn diff_options(kind: FlameKind, a: &str, b: &str) -> FlameOptions {
     let what = match kind {
         FlameKind::OnCpu => "On-CPU samples",
         FlameKind::OffCpu => "Off-CPU time (ns)",
+        FlameKind::Wall => "Wall-clock time (ns)",
     };
     FlameOptions {
         kind,
@@ -264,6 +290,7 @@ pub fn diff_note(kind: FlameKind, a: (&str, u64), b: (&str, u64)) -> DiffNote {
     let side = |(name, n): (&str, u64)| match kind {
         FlameKind::OnCpu => format!("{name} {n} samples"),
         FlameKind::OffCpu => format!("{name} {} off-CPU", crate::fmt::ns(n)),
+        FlameKind::Wall => format!("{name} {} wall-clock", crate::fmt::ns(n)),
     };
     let totals = format!("{} (baseline) vs {}", side(a), side(b));
     let small: Vec<String> = [a, b]

@@ -385,7 +385,10 @@ pub fn run_figures(dir: &Path, run: &Run, name: &str) -> Vec<Figure> {
     };
     let mut out = Vec::new();
     // The wall-clock graph (on-CPU and off-CPU time in one) is drawn when its file exists.
-    let wall = Some(WALL_SVG.to_string()).filter(|f| dir.join(f).is_file());
+    let wall = a
+        .wall_svg
+        .clone()
+        .or_else(|| Some(WALL_SVG.to_string()).filter(|f| dir.join(f).is_file()));
     for (what, file) in [
         ("on-CPU", &a.oncpu_svg),
         ("off-CPU", &a.offcpu_svg),
@@ -411,6 +414,7 @@ pub fn run_page(run: &Run, figures: &[Figure]) -> String {
     let title = format!("kpath run: {}", run.kernel.release);
     let _ = writeln!(body, "<h1>{}</h1>", escape(&title));
     run_tables(&mut body, "run", run, 25);
+    body.push_str(&crate::findings::html(&run.findings));
     run_plots(&mut body, run);
     if !figures.is_empty() {
         body.push_str("<h2>Flame graphs</h2>");

@@ -27,6 +27,7 @@ pub fn render(run: &Run, opts: &TableOptions) -> String {
         section(&mut out, &s);
     }
     footer(&mut out, run);
+    out.push_str(&crate::findings::text(&run.findings));
     out
 }
 

@@ -27,7 +27,10 @@ pub struct Comparison {
     /// Baseline first.
     pub strategies: &'static [Strategy],
     /// Lines computed from the measured runs.
-    pub findings: fn(&Bench) -> Vec<String>,
+    /// Side-by-side lines computed from the measured runs. The findings (what the numbers
+    /// mean, what to try) come from `crate::findings`, the engine record and report use: the
+    /// bench's table ends with them.
+    pub measured: fn(&Bench) -> Vec<String>,
     /// On-CPU sampling frequency when the findings read sampled shares; `None` is bench's.
     pub frequency: Option<u64>,
 }
@@ -52,7 +55,7 @@ pub const GULAN: Comparison = Comparison {
         Strategy::new(Io::Cached, Model::Epoll, 1),
         Strategy::new(Io::Cached, Model::Threadpool, 1),
     ],
-    findings: gulan_findings,
+    measured: gulan_findings,
     frequency: None,
 };
 
@@ -70,7 +73,7 @@ pub const BATCHING: Comparison = Comparison {
         Strategy::new(Io::Cached, Model::Epoll, 0),
         Strategy::new(Io::Cached, Model::Uring, 0),
     ],
-    findings: batching_findings,
+    measured: batching_findings,
     frequency: None,
 };
 
@@ -89,7 +92,7 @@ pub const THREADPOOL: Comparison = Comparison {
         Strategy::new(Io::Cached, Model::Threadpool, 0),
         Strategy::new(Io::Cached, Model::Thread, 0),
     ],
-    findings: threadpool_findings,
+    measured: threadpool_findings,
     frequency: None,
 };
 
@@ -250,7 +253,7 @@ pub fn run(c: &Comparison, opts: &ScenarioOptions) -> anyhow::Result<()> {
     let b = bench::bench(&bench_opts).with_context(|| format!("scenario {}", c.name))?;
     print!("{}", bench::table::render(&b));
     println!("\nmeasured on {}:", b.kernel.release);
-    for line in (c.findings)(&b) {
+    for line in (c.measured)(&b) {
         println!("  - {line}");
     }
     println!("\nwhy:         {}", c.why);

@@ -31,7 +31,7 @@ pub const CORK: Comparison = Comparison {
         Strategy::new(Io::SendfileNocork, Model::Epoll, 0),
         Strategy::new(Io::Cached, Model::Epoll, 0),
     ],
-    findings: cork_findings,
+    measured: cork_findings,
     frequency: None,
 };
 

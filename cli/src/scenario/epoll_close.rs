@@ -268,6 +268,16 @@ pub fn run(opts: &ScenarioOptions) -> anyhow::Result<()> {
         });
     }
     print!("{}", render(&cols));
+    // The same rules as record and report, per kernel.
+    for c in &cols {
+        if let Ok((run, _)) = &c.result {
+            print!(
+                "\n{}:{}",
+                c.label,
+                crate::findings::text(&crate::findings::for_run(run))
+            );
+        }
+    }
     eprintln!("kpath scenario: runs written under {}", out.display());
     if cols.iter().all(|c| c.result.is_err()) {
         bail!("no kernel produced a run");

@@ -90,7 +90,7 @@ pub const FANOUT: Comparison = Comparison {
             ..Strategy::new(Io::Sendfile, Model::Epoll, 0)
         },
     ],
-    findings: fanout_findings,
+    measured: fanout_findings,
     // do_sys_openat2's share is read from samples on kernels without fentry or kprobes: at
     // bench's 99 Hz a few seconds give it only a few dozen.
     frequency: Some(999),

@@ -190,6 +190,15 @@ mod tests {
     }
 
     #[test]
+    fn every_finding_names_a_scenario_that_exists() {
+        for r in crate::findings::rules::RULES {
+            if let Some(s) = r.scenario {
+                assert!(find(s).is_ok(), "finding {}: no scenario {s}", r.id);
+            }
+        }
+    }
+
+    #[test]
     fn comparisons_run_distinct_strategies() {
         use crate::bench::json::Strategy;
         for c in [

@@ -44,6 +44,22 @@ pub fn parse(text: &str) -> Result<Vec<(&str, u64)>, FoldedError> {
         .collect()
 }
 
+/// Folded texts added together: the counts of identical stacks summed, lines sorted (the
+/// same text [`fold`] makes of all their stacks at once).
+pub fn merge(texts: &[&str]) -> Result<String, FoldedError> {
+    let mut merged: BTreeMap<&str, u64> = BTreeMap::new();
+    for t in texts {
+        for (stack, n) in parse(t)? {
+            *merged.entry(stack).or_default() += n;
+        }
+    }
+    Ok(merged
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(s, n)| format!("{s} {n}\n"))
+        .collect())
+}
+
 /// Sum of the counts of folded text (0 for malformed lines).
 pub fn total(text: &str) -> u64 {
     parse(text)
@@ -86,5 +102,13 @@ mod tests {
             }
         );
         assert!(parse(" 5\n").is_err());
+    }
+
+    #[test]
+    fn merge_sums_identical_stacks() {
+        let m = merge(&["a;b 2\nx 1\n", "a;b 3\na 4\n"]).unwrap();
+        assert_eq!(m, "a 4\na;b 5\nx 1\n");
+        assert_eq!(m, fold(&[f(&["a", "b"], 5), f(&["x"], 1), f(&["a"], 4)]));
+        assert!(merge(&["bad\n"]).is_err());
     }
 }

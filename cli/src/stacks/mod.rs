@@ -15,6 +15,7 @@ pub mod flat;
 pub mod folded;
 pub mod maps;
 pub mod symbolize;
+pub mod wall;
 
 use maps::MapsSnapshots;
 use symbolize::{RawStack, StackSymbolizer};
@@ -25,6 +26,12 @@ pub struct Profiles {
     /// `None` when the family was not recorded.
     pub oncpu: Option<String>,
     pub offcpu: Option<String>,
+    /// The wall-clock view, when both oncpu and sched recorded.
+    pub wall: Option<String>,
+    /// The off-CPU profile's parts: time before the wakeup, and runnable time after it (or
+    /// after a preemption). `offcpu` is their sum.
+    pub offcpu_waiting: Option<String>,
+    pub offcpu_runnable: Option<String>,
 }
 
 /// Reads one stack key's addresses.

@@ -39,7 +39,7 @@ pub const CRATES: &[CrateSpec] = &[
             &["cmd"],
             &["bench", "scenario", "vm"],
             &["render"],
-            &["families"],
+            &["families", "findings"],
             &["stacks", "process"],
             &["probes"],
             &["kernel"],
