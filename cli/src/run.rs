@@ -283,4 +283,11 @@ pub struct Artifacts {
     pub offcpu_folded: Option<String>,
     pub oncpu_svg: Option<String>,
     pub offcpu_svg: Option<String>,
+    /// pprof profiles (gzipped profile.proto); absent in runs before kpath wrote them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oncpu_pprof: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offcpu_pprof: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locks_pprof: Option<String>,
 }

@@ -35,6 +35,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "cuts the vmlinux out of a Debian vmlinuz for qemu's fast qboot path",
     ),
     ("chromium", "headless checks of the HTML report"),
+    (
+        "golang-go",
+        "`go tool pprof` reads the pprof profiles in the tests",
+    ),
 ];
 
 #[derive(clap::Args, Debug, Default)]

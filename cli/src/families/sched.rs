@@ -129,7 +129,9 @@ fn collect(c: &mut Collector, run: &mut Run) -> anyhow::Result<()> {
                 .unwrap_or(0),
             min_block_ns: c.offcpu_min_ns,
         });
-        c.profiles.offcpu = c.fold(MAP_OFFCPU, strip)?;
+        if let Some(stacks) = c.symbolize(MAP_OFFCPU, strip)? {
+            c.profiles.set_offcpu(stacks);
+        }
     }
     Ok(())
 }
