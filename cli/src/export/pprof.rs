@@ -455,13 +455,14 @@ impl Builder {
         if values.iter().all(|&v| v == 0) {
             return;
         }
-        // Leaf first.
-        let locs: Vec<u64> = s
+        // Numbered root first, so the first mapping is the one the first stack starts in
+        // (the program, which pprof shows as the profile's `File:`); listed leaf first.
+        let mut locs: Vec<u64> = s
             .frames
             .iter()
-            .rev()
             .map(|f| self.location(f, mappings))
             .collect();
+        locs.reverse();
         let label_key: Vec<LabelKey> = labels
             .iter()
             .map(|l| (l.key, l.str, l.num, l.num_unit))

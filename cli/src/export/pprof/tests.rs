@@ -155,6 +155,20 @@ fn oncpu_profile_has_types_period_mappings_lines_and_labels() {
 }
 
 #[test]
+fn the_program_is_the_first_mapping_even_below_kernel_frames() {
+    let mut s = stacks();
+    s.stacks.remove(0);
+    let p = oncpu(&s, &run());
+    assert_eq!(str_of(&p, p.mapping[0].filename), "/usr/bin/burner");
+    assert_eq!(str_of(&p, p.mapping[1].filename), "[kernel.kallsyms]");
+    // Still listed leaf first.
+    assert_eq!(
+        names(&p, &p.sample[0]),
+        ["[kpath bpf]:0", "ksys_write:0", "write:0", "main:20"]
+    );
+}
+
+#[test]
 fn totals_match_the_folded_text_of_the_same_stacks() {
     let s = stacks();
     let folded_total = folded::total(&s.folded_text());
