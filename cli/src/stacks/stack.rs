@@ -1,7 +1,7 @@
 //! Symbolized stacks kept structured (addresses, mappings, functions, source lines, inlined
 //! frames), made once per recording: folded text for the flame graphs and pprof profiles are
 //! both drawn from them.
-use super::symbolize::Folded;
+use super::folded::{self, Folded};
 
 /// Whether a frame ran in user space or in the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -119,8 +119,8 @@ pub struct SymStacks {
 impl SymStacks {
     /// Folded text (Brendan Gregg's format) of every stack.
     pub fn folded_text(&self) -> String {
-        let folded: Vec<Folded> = self.stacks.iter().map(Stack::folded).collect();
-        super::folded::fold(&folded)
+        let stacks: Vec<Folded> = self.stacks.iter().map(Stack::folded).collect();
+        folded::fold(&stacks)
     }
 
     /// Sum of the weights.

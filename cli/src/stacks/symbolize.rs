@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use blazesym::symbolize::{source::Elf, source::Source, CodeInfo, Input, Symbolized, Symbolizer};
 
+pub use super::folded::Folded;
 use super::maps::{Mapping, MapsSnapshots};
 use super::stack::{Frame, FrameKind, Line, MappingInfo, Stack, SymStacks};
 use crate::kernel::kallsyms::Kallsyms;
@@ -22,13 +23,6 @@ pub struct RawStack {
     /// The word at the user stack pointer at kernel entry (`StackKey::user_ret`), 0 if none.
     pub user_ret: u64,
     /// Samples (on-CPU) or nanoseconds (off-CPU).
-    pub weight: u64,
-}
-
-/// A symbolized stack: frames root first (comm, user outermost .. innermost, kernel).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Folded {
-    pub frames: Vec<String>,
     pub weight: u64,
 }
 
