@@ -165,6 +165,9 @@ fn go_tool_pprof_reads_every_profile_with_the_folded_totals() {
         assert_eq!(header, ["offcpu/nanoseconds"], "{raw}");
         assert_eq!(totals[0], folded, "{}: ns vs offcpu.folded", file.display());
     }
+    // Threads blocked in a syscall (munmap, close, futex under the contention) say which.
+    let raw = pprof(&go, &["-raw"], &dir.join("offcpu.pb.gz"));
+    assert!(raw.contains("syscall:["), "no syscall labels\n{raw}");
 
     // Locks: contentions and wait ns, the sums of run.json's rows (every key is in one row).
     let rows = run["locks"].as_array().expect("locks rows");

@@ -2,7 +2,7 @@
 //! Pyroscope and Parca read): `oncpu.pb.gz`, `offcpu.pb.gz` and `locks.pb.gz`, made from the
 //! same symbolized stacks as the folded files, with mappings (file, build-id), locations
 //! (addresses), functions with source lines, inlined frames as extra lines, and labels (pid,
-//! thread name; tid and lock for contention).
+//! thread name, syscall; tid and lock for contention).
 use std::{
     collections::HashMap,
     io::{Read as _, Write as _},
@@ -250,6 +250,30 @@ pub fn read_file(path: &Path) -> Result<proto::Profile, PprofError> {
     })
 }
 
+/// Prefixes of a syscall's kernel entry point (`__x64_sys_close`, and the wrappers that stay
+/// on the stack where the architecture's stub is inlined into the syscall table dispatch).
+const SYSCALL_ENTRY_PREFIXES: [&str; 5] = [
+    "__x64_sys_",
+    "__ia32_sys_",
+    "__arm64_sys_",
+    "__se_sys_",
+    "__do_sys_",
+];
+
+/// The syscall a stack is in: the outermost kernel frame that is a syscall's entry point.
+pub fn syscall_of(s: &Stack) -> Option<&str> {
+    s.frames
+        .iter()
+        .filter(|f| f.kind == FrameKind::Kernel)
+        .find_map(|f| {
+            let name = f.lines.first()?.function.as_str();
+            SYSCALL_ENTRY_PREFIXES
+                .iter()
+                .find_map(|p| name.strip_prefix(p))
+                .filter(|n| !n.is_empty())
+        })
+}
+
 /// A location's identity: its mapping, address and lines (function id, line).
 type LocKey = (u64, u64, Vec<(u64, i64)>);
 /// A label's fields: key, str, num, num_unit.
@@ -333,14 +357,17 @@ impl Builder {
         }
     }
 
-    /// `pid` (when known) and `thread_name`.
+    /// `pid` (when known), `thread_name`, and `syscall` when the stack is in one.
     fn thread_labels(&mut self, s: &Stack) -> Vec<proto::Label> {
-        let mut v = Vec::with_capacity(2);
+        let mut v = Vec::with_capacity(3);
         if s.tgid != 0 {
             v.push(self.num_label("pid", s.tgid as i64));
         }
         if !s.comm.is_empty() {
             v.push(self.str_label("thread_name", &s.comm));
+        }
+        if let Some(sc) = syscall_of(s) {
+            v.push(self.str_label("syscall", sc));
         }
         v
     }

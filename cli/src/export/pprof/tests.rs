@@ -155,6 +155,32 @@ fn oncpu_profile_has_types_period_mappings_lines_and_labels() {
 }
 
 #[test]
+fn the_syscall_label_is_the_outermost_syscall_entry_frame() {
+    let mut s = stacks();
+    let k = |n: &str| kernel(0xffffffff81000000, n);
+    s.stacks[1].frames.splice(
+        2..3,
+        [
+            k("entry_SYSCALL_64_after_hwframe"),
+            k("do_syscall_64"),
+            k("__x64_sys_write"),
+            k("__do_sys_not_this_one"),
+        ],
+    );
+    assert_eq!(syscall_of(&s.stacks[1]), Some("write"));
+    assert_eq!(syscall_of(&s.stacks[0]), None);
+    let p = offcpu(&s, &run());
+    let sc = p.string_table.iter().position(|x| x == "syscall").unwrap() as i64;
+    let with: Vec<&str> = p
+        .sample
+        .iter()
+        .flat_map(|x| x.label.iter().filter(|l| l.key == sc))
+        .map(|l| str_of(&p, l.str))
+        .collect();
+    assert_eq!(with, ["write"]);
+}
+
+#[test]
 fn the_program_is_the_first_mapping_even_below_kernel_frames() {
     let mut s = stacks();
     s.stacks.remove(0);
