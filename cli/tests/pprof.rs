@@ -195,8 +195,9 @@ fn go_tool_pprof_reads_every_profile_with_the_folded_totals() {
         .max_by_key(|r| u64_of(r, "wait_ns"))
         .map(|r| str_of(r, "caller").to_string())
         .unwrap();
+    // (`[stack lost]` and the like name no function.)
     assert!(
-        top.contains(&heaviest),
+        heaviest.starts_with('[') || top.contains(&heaviest),
         "{heaviest} not in\n{top}\n{}",
         context()
     );
