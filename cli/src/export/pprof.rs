@@ -214,7 +214,7 @@ fn stack_of_folded(line: &str, weight: u64) -> Stack {
 
 /// Gzipped encoding of a profile.
 pub fn encode(p: &proto::Profile) -> Vec<u8> {
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&p.encode_to_vec())
         .expect("writing to a Vec cannot fail");
     gz.finish().expect("writing to a Vec cannot fail")
@@ -266,7 +266,7 @@ pub fn syscall_of(s: &Stack) -> Option<&str> {
         .iter()
         .filter(|f| f.kind == FrameKind::Kernel)
         .find_map(|f| {
-            let name = f.lines.first()?.function.as_str();
+            let name: &str = &f.lines.first()?.function;
             SYSCALL_ENTRY_PREFIXES
                 .iter()
                 .find_map(|p| name.strip_prefix(p))
@@ -286,6 +286,9 @@ struct Builder {
     strings: HashMap<String, i64>,
     functions: HashMap<(i64, i64), u64>,
     locations: HashMap<LocKey, u64>,
+    /// (mapping, address) -> location for real addresses: one address symbolizes alike in
+    /// every stack, so its lines need not be looked up again.
+    by_addr: HashMap<(u64, u64), u64>,
     /// `MappingInfo` (by its identity) -> pprof mapping id.
     mappings: HashMap<crate::stacks::stack::MappingInfo, u64>,
     /// The kernel's pseudo mapping and the address range its frames span.
@@ -306,6 +309,7 @@ impl Builder {
             strings: HashMap::from([(String::new(), 0)]),
             functions: HashMap::new(),
             locations: HashMap::new(),
+            by_addr: HashMap::new(),
             mappings: HashMap::new(),
             kernel: None,
             samples: HashMap::new(),
@@ -445,6 +449,11 @@ impl Builder {
             (FrameKind::User, Some(m)) => self.mapping_id(m),
             (FrameKind::User, None) => 0,
         };
+        if f.addr != 0 {
+            if let Some(&id) = self.by_addr.get(&(mapping, f.addr)) {
+                return id;
+            }
+        }
         // pprof lists a location's lines innermost (the inlined callee) first.
         let lines: Vec<(u64, i64)> = f
             .lines
@@ -455,6 +464,10 @@ impl Builder {
         let key = (mapping, f.addr, lines);
         if let Some(&id) = self.locations.get(&key) {
             return id;
+        }
+        if f.addr != 0 {
+            self.by_addr
+                .insert((mapping, f.addr), self.p.location.len() as u64 + 1);
         }
         let id = self.p.location.len() as u64 + 1;
         self.p.location.push(proto::Location {

@@ -1,7 +1,9 @@
 //! Symbolized stacks kept structured (addresses, mappings, functions, source lines, inlined
 //! frames), made once per recording: folded text for the flame graphs and pprof profiles are
 //! both drawn from them.
-use super::folded::{self, Folded};
+use std::{collections::BTreeMap, sync::Arc};
+
+use super::folded::Folded;
 
 /// Whether a frame ran in user space or in the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -10,16 +12,17 @@ pub enum FrameKind {
     Kernel,
 }
 
-/// A function at a source line. `line` 0 and `file` `None` when unknown.
+/// A function at a source line. `line` 0 and `file` `None` when unknown. Names are shared
+/// (`Arc<str>`): one address's lines are copied into every stack it appears in.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Line {
-    pub function: String,
-    pub file: Option<String>,
+    pub function: Arc<str>,
+    pub file: Option<Arc<str>>,
     pub line: u32,
 }
 
 impl Line {
-    pub fn named(function: impl Into<String>) -> Self {
+    pub fn named(function: impl Into<Arc<str>>) -> Self {
         Line {
             function: function.into(),
             file: None,
@@ -45,7 +48,7 @@ pub struct Frame {
 
 impl Frame {
     /// A frame for no address, named `name`.
-    pub fn synthetic(kind: FrameKind, name: impl Into<String>) -> Self {
+    pub fn synthetic(kind: FrameKind, name: impl Into<Arc<str>>) -> Self {
         Frame {
             kind,
             addr: 0,
@@ -57,14 +60,21 @@ impl Frame {
     /// The frame's names in folded form, outermost first: kernel frames end in `_[k]`,
     /// inlined callees in `_[i]`.
     pub fn folded_names(&self) -> impl Iterator<Item = String> + '_ {
-        self.lines.iter().enumerate().map(move |(i, l)| {
-            let name = sanitize(&l.function);
-            match (self.kind, i) {
-                (FrameKind::Kernel, _) => name + "_[k]",
-                (FrameKind::User, 0) => name,
-                (FrameKind::User, _) => name + "_[i]",
-            }
+        (0..self.lines.len()).map(move |i| {
+            let mut name = String::new();
+            self.push_folded_name(i, &mut name);
+            name
         })
+    }
+
+    /// Appends the folded form of line `i`'s name to `out`.
+    fn push_folded_name(&self, i: usize, out: &mut String) {
+        push_sanitized(&self.lines[i].function, out);
+        match (self.kind, i) {
+            (FrameKind::Kernel, _) => out.push_str("_[k]"),
+            (FrameKind::User, 0) => {}
+            (FrameKind::User, _) => out.push_str("_[i]"),
+        }
     }
 }
 
@@ -107,6 +117,22 @@ impl Stack {
             weight: self.weight,
         }
     }
+
+    /// The folded line without its count, `root;frame;...`, appended to `out` (one buffer per
+    /// stack, not one string per frame).
+    pub fn push_folded_line(&self, out: &mut String) {
+        if self.comm.is_empty() {
+            out.push_str("[unknown]");
+        } else {
+            push_sanitized(&self.comm, out);
+        }
+        for f in &self.frames {
+            for i in 0..f.lines.len() {
+                out.push(';');
+                f.push_folded_name(i, out);
+            }
+        }
+    }
 }
 
 /// The stacks of one profile and the mappings their user frames point into.
@@ -117,10 +143,29 @@ pub struct SymStacks {
 }
 
 impl SymStacks {
-    /// Folded text (Brendan Gregg's format) of every stack.
+    /// Folded text (Brendan Gregg's format) of every stack: what `folded::fold` makes of
+    /// [`Stack::folded`], built without the per-frame strings.
     pub fn folded_text(&self) -> String {
-        let stacks: Vec<Folded> = self.stacks.iter().map(Stack::folded).collect();
-        folded::fold(&stacks)
+        let mut merged: BTreeMap<String, u64> = BTreeMap::new();
+        let mut line = String::new();
+        for s in self.stacks.iter().filter(|s| s.weight > 0) {
+            line.clear();
+            s.push_folded_line(&mut line);
+            match merged.get_mut(&line) {
+                Some(n) => *n += s.weight,
+                None => {
+                    merged.insert(line.clone(), s.weight);
+                }
+            }
+        }
+        let mut out = String::new();
+        for (line, n) in merged {
+            out.push_str(&line);
+            out.push(' ');
+            out.push_str(&n.to_string());
+            out.push('\n');
+        }
+        out
     }
 
     /// Sum of the weights.
@@ -131,13 +176,21 @@ impl SymStacks {
 
 /// Frame names must not contain the folded format's separators.
 pub fn sanitize(name: &str) -> String {
-    name.chars()
-        .map(|c| match c {
-            ';' => ':',
-            '\n' | '\r' => ' ',
-            c => c,
-        })
-        .collect()
+    let mut out = String::with_capacity(name.len());
+    push_sanitized(name, &mut out);
+    out
+}
+
+fn push_sanitized(name: &str, out: &mut String) {
+    if !name.contains([';', '\n', '\r']) {
+        out.push_str(name);
+        return;
+    }
+    out.extend(name.chars().map(|c| match c {
+        ';' => ':',
+        '\n' | '\r' => ' ',
+        c => c,
+    }));
 }
 
 #[cfg(test)]
@@ -179,6 +232,8 @@ mod tests {
             set.folded_text(),
             "[unknown];main;helper:x_[i];tcp_close_[k] 14\n"
         );
+        let each: Vec<Folded> = set.stacks.iter().map(Stack::folded).collect();
+        assert_eq!(set.folded_text(), crate::stacks::folded::fold(&each));
         assert_eq!(set.total(), 14);
     }
 }

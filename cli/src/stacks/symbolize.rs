@@ -3,7 +3,7 @@
 //!
 //! Addresses are deduplicated and symbolized in one batch per file: a recording's stacks share
 //! most of their frames, and blazesym's per-file setup (opening, parsing DWARF) is the costly part.
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use blazesym::symbolize::{source::Elf, source::Source, CodeInfo, Input, Symbolized, Symbolizer};
 
@@ -173,13 +173,19 @@ impl<'a> StackSymbolizer<'a> {
                 self.symbolize_file(path, offs)
             })
             .collect();
-        let unknown_in: Vec<String> = located
+        let unknown_in: Vec<Arc<str>> = located
             .files
             .iter()
-            .map(|p| format!("[unknown] ({})", module_of(p)))
+            .map(|p| Arc::from(format!("[unknown] ({})", module_of(p))))
             .collect();
+        let modules: Vec<Arc<str>> = located
+            .modules
+            .iter()
+            .map(|m| Arc::from(m.as_str()))
+            .collect();
+        let unmapped: Arc<str> = Arc::from("[unknown]");
         // Pass 3: assemble, root first.
-        let mut kcache: HashMap<u64, Option<String>> = HashMap::new();
+        let mut kcache: HashMap<u64, Option<Arc<str>>> = HashMap::new();
         let out = stacks
             .iter()
             .zip(locs)
@@ -191,10 +197,8 @@ impl<'a> StackSymbolizer<'a> {
                             Some(lines) => (Some(m), lines.clone()),
                             None => (Some(m), vec![Line::named(unknown_in[f].clone())]),
                         },
-                        UserLoc::Module(i, m) => {
-                            (Some(m), vec![Line::named(located.modules[i].clone())])
-                        }
-                        UserLoc::Unmapped => (None, vec![Line::named("[unknown]")]),
+                        UserLoc::Module(i, m) => (Some(m), vec![Line::named(modules[i].clone())]),
+                        UserLoc::Unmapped => (None, vec![Line::named(unmapped.clone())]),
                     };
                     frames.push(Frame {
                         kind: FrameKind::User,
@@ -208,7 +212,7 @@ impl<'a> StackSymbolizer<'a> {
                     frames.push(Frame::synthetic(FrameKind::User, "[stack lost]"));
                 }
                 // Innermost first, as read.
-                let mut kernel: Vec<(Frame, Option<String>)> = s
+                let mut kernel: Vec<(Frame, Option<Arc<str>>)> = s
                     .kernel
                     .iter()
                     .enumerate()
@@ -217,14 +221,16 @@ impl<'a> StackSymbolizer<'a> {
                         let name = kcache
                             .entry(addr)
                             .or_insert_with(|| {
-                                self.ksyms.resolve(addr).map(|sym| sym.name.to_string())
+                                self.ksyms.resolve(addr).map(|sym| Arc::from(sym.name))
                             })
                             .clone();
                         let frame = Frame {
                             kind: FrameKind::Kernel,
                             addr,
                             mapping: None,
-                            lines: vec![Line::named(name.as_deref().unwrap_or("[unknown]"))],
+                            lines: vec![Line::named(
+                                name.clone().unwrap_or_else(|| Arc::from("[unknown]")),
+                            )],
                         };
                         (frame, name)
                     })
@@ -308,8 +314,8 @@ impl<'a> StackSymbolizer<'a> {
 /// A function at the source line blazesym found in it.
 fn line_of(name: &str, ci: Option<&CodeInfo<'_>>) -> Line {
     Line {
-        function: name.to_string(),
-        file: ci.map(|c| c.to_path().display().to_string()),
+        function: Arc::from(name),
+        file: ci.map(|c| Arc::from(c.to_path().display().to_string())),
         line: ci.and_then(|c| c.line).unwrap_or(0),
     }
 }
