@@ -4,12 +4,15 @@
 //! Stacks are drawn from this process's own mappings (the bench binary and libc) and the kernel
 //! text: 20 user and 12 kernel frames each, from pools of distinct addresses like a busy server's
 //! (frames repeat across stacks), then once more with every address distinct (the worst case).
+//! Each run symbolizes once into structured stacks, then times the folded text and the pprof
+//! profile made from them.
 use std::collections::HashSet;
 use std::time::Instant;
 
+use kpath::export::pprof;
 use kpath::kernel::kallsyms::Kallsyms;
+use kpath::run::Run;
 use kpath::stacks::{
-    folded,
     maps::{parse_maps, MapsSnapshots},
     symbolize::{RawStack, StackSymbolizer},
 };
@@ -95,17 +98,22 @@ fn main() {
         }
         let t = Instant::now();
         let sym = StackSymbolizer::new(&ksyms, &maps);
-        let out = sym.symbolize(&stacks);
+        let out = sym.symbolize_stacks(&stacks);
         let symbolize = t.elapsed();
         let t = Instant::now();
-        let text = folded::fold(&out);
+        let text = out.folded_text();
         let fold = t.elapsed();
+        let t = Instant::now();
+        let gz = pprof::encode(&pprof::oncpu(&out, &Run::default()));
+        let pprof_time = t.elapsed();
         println!(
-            "{STACKS} unique stacks, {label}: symbolize {:.1} ms, fold {:.1} ms ({} folded lines); \
-             kallsyms load {kallsyms_ms:.1} ms",
+            "{STACKS} unique stacks, {label}: symbolize {:.1} ms, fold {:.1} ms ({} folded lines), \
+             pprof {:.1} ms ({} KiB gzipped); kallsyms load {kallsyms_ms:.1} ms",
             symbolize.as_secs_f64() * 1e3,
             fold.as_secs_f64() * 1e3,
-            text.lines().count()
+            text.lines().count(),
+            pprof_time.as_secs_f64() * 1e3,
+            gz.len() / 1024
         );
     }
 }

@@ -362,4 +362,11 @@ pub struct Artifacts {
     pub wall_folded: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wall_svg: Option<String>,
+    /// pprof profiles (gzipped profile.proto); absent in runs before kpath wrote them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oncpu_pprof: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offcpu_pprof: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locks_pprof: Option<String>,
 }

@@ -43,6 +43,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "python3-selenium",
         "the browser test's driver script (for /usr/bin/python3)",
     ),
+    (
+        "golang-go",
+        "`go tool pprof` reads the pprof profiles in the tests",
+    ),
 ];
 
 #[derive(clap::Args, Debug, Default)]

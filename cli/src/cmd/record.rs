@@ -417,7 +417,7 @@ fn fresh_run_dir(base: &Path, secs: u64) -> anyhow::Result<PathBuf> {
 
 /// What a recording writes into its directory; an earlier run's are removed first, so a
 /// directory never mixes two runs (nothing else in it is touched).
-const ARTIFACTS: [&str; 8] = [
+const ARTIFACTS: [&str; 11] = [
     "run.json",
     "oncpu.folded",
     "offcpu.folded",
@@ -426,6 +426,9 @@ const ARTIFACTS: [&str; 8] = [
     "wall.folded",
     "wall.svg",
     "report.html",
+    "oncpu.pb.gz",
+    "offcpu.pb.gz",
+    "locks.pb.gz",
 ];
 
 /// Writes the run directory (folded stacks, flame graphs, run.json) and prints the run.
@@ -446,7 +449,7 @@ fn write_run(
             _ => {}
         }
     }
-    if profiles.oncpu.is_some() || profiles.offcpu.is_some() {
+    if profiles.oncpu.is_some() || profiles.offcpu.is_some() || profiles.locks.is_some() {
         run.artifacts = Some(flame::write_artifacts(dir, profiles, run)?);
     }
     let json = serde_json::to_string_pretty(&run)?;
@@ -586,6 +589,9 @@ mod tests {
         for k in [FlameKind::OnCpu, FlameKind::OffCpu, FlameKind::Wall] {
             assert!(ARTIFACTS.contains(&k.folded_name()), "{}", k.folded_name());
             assert!(ARTIFACTS.contains(&k.svg_name()), "{}", k.svg_name());
+        }
+        for k in crate::export::pprof::PprofKind::ALL {
+            assert!(ARTIFACTS.contains(&k.file_name()), "{}", k.file_name());
         }
     }
 

@@ -3,9 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 
 use crate::bench::{self, json::Bench};
+use crate::export::pprof::{self, PprofKind};
 use crate::render::{html, json, table};
 use crate::run::Run;
 
@@ -16,7 +17,9 @@ use crate::run::Run;
   kpath report runs/run-1700000000 --json | jq .syscalls
   kpath report runs/run-1700000000 --format html        writes runs/run-1700000000/report.html
   kpath report runs/bench --format html -o -            a bench directory's page, to stdout
-  kpath report runs/bench                               a bench directory's side-by-side tables")]
+  kpath report runs/bench                               a bench directory's side-by-side tables
+  kpath report runs/run-1700000000 --format pprof -o cpu.pb.gz   the on-CPU pprof profile
+  kpath report runs/run-1700000000 --format pprof --profile locks -o -   lock waits, to stdout")]
 pub struct ReportArgs {
     /// Run directory written by `kpath record` (or its run.json), or a bench directory (its
     /// bench.json) written by `kpath bench` or `kpath scenario`.
@@ -27,7 +30,7 @@ pub struct ReportArgs {
     #[arg(long, conflicts_with = "format")]
     pub json: bool,
     /// Where the report goes, `-` for stdout. Default: stdout for table and json,
-    /// DIR/report.html for html.
+    /// DIR/report.html for html, DIR/<profile>.pb.gz for pprof.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Rows per syscalls and locks table.
@@ -40,6 +43,27 @@ pub struct ReportArgs {
     /// Group the lock table by caller, lock class or waiting thread (as `record --locks-by`).
     #[arg(long, value_enum, default_value_t = crate::families::locks::LocksBy::Caller)]
     pub locks_by: crate::families::locks::LocksBy,
+    /// Which pprof profile --format pprof writes.
+    #[arg(long, value_enum, default_value_t = PprofProfile::Oncpu)]
+    pub profile: PprofProfile,
+}
+
+/// The profiles of `--format pprof`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PprofProfile {
+    Oncpu,
+    Offcpu,
+    Locks,
+}
+
+impl PprofProfile {
+    fn kind(self) -> PprofKind {
+        match self {
+            PprofProfile::Oncpu => PprofKind::Oncpu,
+            PprofProfile::Offcpu => PprofKind::Offcpu,
+            PprofProfile::Locks => PprofKind::Locks,
+        }
+    }
 }
 
 /// Output formats of `kpath report`.
@@ -49,6 +73,8 @@ pub enum ReportFormat {
     Json,
     /// Writes DIR/report.html (a bench directory's when DIR holds bench.json), or -o FILE.
     Html,
+    /// A gzipped pprof profile of a run (--profile), to DIR/<profile>.pb.gz or -o FILE.
+    Pprof,
 }
 
 impl ReportArgs {
@@ -115,6 +141,15 @@ fn read_source(dir: &Path) -> anyhow::Result<Source> {
 pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     let format = args.format();
     let source = read_source(&args.dir)?;
+    if format == ReportFormat::Pprof {
+        let Source::Run { run, dir } = &source else {
+            bail!(
+                "{} is a bench directory: --format pprof exports one run (one of its run directories)",
+                args.dir.display()
+            );
+        };
+        return write_pprof(dir, run, args.profile.kind(), args.output.as_deref());
+    }
     let text = match (&source, format) {
         (Source::Run { run, .. }, ReportFormat::Table) => {
             let opts = args.table_options();
@@ -137,6 +172,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         (Source::Bench { bench, dir }, ReportFormat::Html) => {
             bench::report::bench_report_html(dir, bench)
         }
+        (_, ReportFormat::Pprof) => unreachable!("handled above"),
     };
     let output = match (&args.output, format, &source) {
         (Some(o), _, _) => Some(o.clone()),
@@ -154,6 +190,53 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
             Ok(())
         }
         _ => super::output::write_stdout(text.as_bytes()),
+    }
+}
+
+/// Re-exports a run's pprof profile: the one the recording wrote (read and checked), else,
+/// for a run recorded before kpath wrote pprof, one made from its folded file (function
+/// names only).
+fn write_pprof(
+    dir: &Path,
+    run: &Run,
+    kind: PprofKind,
+    output: Option<&Path>,
+) -> anyhow::Result<()> {
+    let recorded = dir.join(kind.file_name());
+    let profile = if recorded.is_file() {
+        pprof::read_file(&recorded)?
+    } else if let Some(folded) = kind
+        .folded_name()
+        .map(|f| dir.join(f))
+        .filter(|p| p.is_file())
+    {
+        let text = std::fs::read_to_string(&folded)
+            .with_context(|| format!("reading {}", folded.display()))?;
+        pprof::from_folded(&text, kind, run)
+            .with_context(|| format!("converting {}", folded.display()))?
+    } else {
+        bail!(
+            "{} has no {} stacks (neither {} nor a folded file): record with the {} family",
+            dir.display(),
+            kind.name(),
+            kind.file_name(),
+            match kind {
+                PprofKind::Oncpu => "oncpu",
+                PprofKind::Offcpu => "sched",
+                PprofKind::Locks => "locks",
+            }
+        );
+    };
+    let bytes = pprof::encode(&profile);
+    match output {
+        Some(o) if super::output::is_stdout(o) => super::output::write_stdout(&bytes),
+        o => {
+            let path = o.map_or(recorded, Path::to_path_buf);
+            std::fs::write(&path, &bytes)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("kpath: wrote {}", path.display());
+            Ok(())
+        }
     }
 }
 
@@ -177,6 +260,7 @@ mod tests {
             top: 25,
             histograms: false,
             locks_by: Default::default(),
+            profile: PprofProfile::Oncpu,
         }
     }
 
@@ -222,6 +306,33 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let msg = format!("{e:#}");
         assert!(msg.contains("run.json is not a valid run.json"), "{msg}");
+    }
+
+    #[test]
+    fn pprof_of_an_old_run_comes_from_its_folded_file() {
+        let dir = std::env::temp_dir().join(format!("kpath-report-pprof-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("run.json"),
+            serde_json::to_string(&Run::default()).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("offcpu.folded"),
+            "t;main;schedule_[k] 1500\nt;main 500\n",
+        )
+        .unwrap();
+        let mut a = args(&dir, ReportFormat::Pprof);
+        a.profile = PprofProfile::Offcpu;
+        run(a.clone()).unwrap();
+        let p = pprof::read_file(&dir.join("offcpu.pb.gz")).unwrap();
+        let total: i64 = p.sample.iter().map(|s| s.value[0]).sum();
+        // No locks stacks in this run: the error says which family records them.
+        a.profile = PprofProfile::Locks;
+        let e = format!("{:#}", run(a).unwrap_err());
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(total, 2000);
+        assert!(e.contains("record with the locks family"), "{e}");
     }
 
     #[test]

@@ -26,7 +26,11 @@ use crate::{
         FamilyTable,
     },
     run::{LockRow, LockTaskRow, Run},
-    stacks::symbolize::{RawStack, StackSymbolizer},
+    stacks::{
+        stack::{FrameKind, SymStacks},
+        symbolize::{RawStack, StackSymbolizer},
+        LockStacks, LockWait,
+    },
 };
 
 pub use super::section::LocksBy;
@@ -96,7 +100,7 @@ fn collect(c: &mut Collector, run: &mut Run) -> anyhow::Result<()> {
     let per_key = hash_entries::<LockKey, LockStats>(&probes.ebpf, MAP_STATS)?;
     let (stacks, ksyms) = c.stacks_and_ksyms()?;
     let mut waits = Vec::with_capacity(per_key.len());
-    for (key, s) in per_key {
+    for (key, s) in &per_key {
         let mut stack = stacks.kernel_frames(key.kstack_id, ksyms);
         // The lock tracepoint's own program and glue are the innermost frames.
         crate::stacks::bpf_frames::fold_bpf_frames(
@@ -104,25 +108,74 @@ fn collect(c: &mut Collector, run: &mut Run) -> anyhow::Result<()> {
             |f| f.split_once('+').map_or(f, |(n, _)| n),
             str::to_string,
         );
-        waits.push(classify(&key, &s, stack, ksyms));
+        waits.push(classify(key, s, stack, ksyms));
     }
-    // Per row, the user stack (dwarf) of its longest-waiting key: (wait, tgid, stack key).
-    let mut user: BTreeMap<RowKey, (u64, u32, u64)> = BTreeMap::new();
-    for w in waits.iter().filter(|w| w.user_stack != 0) {
+    // Per row, the user stack (dwarf) of its longest-waiting key: (wait, index in `waits`).
+    let mut user: BTreeMap<RowKey, (u64, usize)> = BTreeMap::new();
+    for (i, w) in waits.iter().enumerate().filter(|(_, w)| w.user_stack != 0) {
         let k = (
             w.caller.clone(),
             w.class.clone(),
             lock_type(w.flags).to_string(),
         );
-        let u = user.entry(k).or_insert((0, 0, 0));
-        if w.stats.wait_ns >= u.0 {
-            *u = (w.stats.wait_ns, w.tgid, w.user_stack);
+        let u = user.entry(k).or_insert((0, usize::MAX));
+        if u.1 == usize::MAX || w.stats.wait_ns >= u.0 {
+            *u = (w.stats.wait_ns, i);
         }
     }
+    let profile = lock_stacks(c, &per_key, &waits)?;
     run.lock_tasks = by_task(&waits);
     run.locks = by_caller(waits);
-    user_stacks(c, &mut run.locks, &user);
+    if let Some(p) = &profile {
+        user_stacks(&mut run.locks, &user, &p.stacks);
+    }
+    c.profiles.locks = profile;
     Ok(())
+}
+
+/// Every contention key's stacks, kernel and user, symbolized once (with the `/proc/PID/maps`
+/// snapshots the stack families keep): the pprof profile and the rows' user stacks come from
+/// them. `None` when no profile is wanted.
+fn lock_stacks(
+    c: &mut Collector,
+    per_key: &[(LockKey, LockStats)],
+    waits: &[Wait],
+) -> anyhow::Result<Option<LockStacks>> {
+    if c.maps.is_none() {
+        return Ok(None);
+    }
+    let raws: Vec<RawStack> = per_key
+        .iter()
+        .map(|(k, s)| RawStack {
+            tgid: k.tgid,
+            comm: comm(&k.comm),
+            kernel: c.stacks.ips(k.kstack_id).to_vec(),
+            user: if k.user_stack != 0 {
+                c.stacks.dwarf_ips(k.user_stack).to_vec()
+            } else {
+                Vec::new()
+            },
+            user_ret: 0,
+            weight: s.wait_ns,
+        })
+        .collect();
+    let (ksyms, Some(maps)) = c.ksyms_and_maps()? else {
+        return Ok(None);
+    };
+    for r in raws.iter().filter(|r| !r.user.is_empty()) {
+        maps.ensure(r.tgid);
+    }
+    let stacks = StackSymbolizer::new(ksyms, &maps.snapshots).symbolize_stacks(&raws);
+    let waits = waits
+        .iter()
+        .map(|w| LockWait {
+            tid: w.tid,
+            contentions: w.stats.count,
+            lock: w.class.clone(),
+            lock_type: lock_type(w.flags).to_string(),
+        })
+        .collect();
+    Ok(Some(LockStacks { stacks, waits }))
 }
 
 /// A caller row's identity: (caller, lock class, lock type).
@@ -285,41 +338,23 @@ pub fn by_lock(rows: &[LockRow]) -> Vec<ClassRow> {
     out
 }
 
-/// Symbolizes each row's heaviest user stack into `LockRow::user_stack` (dwarf recordings,
-/// with the `/proc/PID/maps` snapshots the stack families keep).
-fn user_stacks(c: &mut Collector, rows: &mut [LockRow], user: &BTreeMap<RowKey, (u64, u32, u64)>) {
-    if user.is_empty() {
-        return;
-    }
-    let raws: Vec<(&RowKey, RawStack)> = user
-        .iter()
-        .map(|(k, &(_, tgid, stack))| {
-            let raw = RawStack {
-                tgid,
-                comm: String::new(),
-                kernel: Vec::new(),
-                user: c.stacks.dwarf_ips(stack).to_vec(),
-                user_ret: 0,
-                weight: 1,
-            };
-            (k, raw)
-        })
-        .collect();
-    let Ok((ksyms, Some(maps))) = c.ksyms_and_maps() else {
-        return;
-    };
-    for (_, r) in &raws {
-        maps.ensure(r.tgid);
-    }
-    let only: Vec<RawStack> = raws.iter().map(|(_, r)| r.clone()).collect();
-    let folded = StackSymbolizer::new(ksyms, &maps.snapshots).symbolize(&only);
-    for ((k, _), f) in raws.iter().zip(folded) {
+/// Each row's heaviest user stack (dwarf recordings) into `LockRow::user_stack`, root first,
+/// from the symbolized contention stacks (indexed like the waits).
+fn user_stacks(rows: &mut [LockRow], user: &BTreeMap<RowKey, (u64, usize)>, stacks: &SymStacks) {
+    for (k, &(_, i)) in user {
+        let Some(stack) = stacks.stacks.get(i) else {
+            continue;
+        };
         if let Some(row) = rows
             .iter_mut()
             .find(|r| r.caller == k.0 && r.lock == k.1 && r.lock_type == k.2)
         {
-            // Root first, without the placeholder thread name.
-            row.user_stack = f.frames.into_iter().skip(1).collect();
+            row.user_stack = stack
+                .frames
+                .iter()
+                .filter(|f| f.kind == FrameKind::User)
+                .flat_map(|f| f.folded_names())
+                .collect();
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::{
         FamilyTable,
     },
     run::{Run, RUN_FORMAT_VERSION},
-    stacks::{maps::MapsRecorder, Profiles},
+    stacks::{maps::MapsRecorder, stack::SymStacks, Profiles},
 };
 
 pub mod kpaths;
@@ -339,9 +339,7 @@ impl<'a> Collector<'a> {
         ))
     }
 
-    /// Folds a stack-key map's counts (read once, see [`Collector::counts`]) into flame-graph
-    /// text, with a snapshot of every process they name; `strip` edits each kernel stack first
-    /// (the sched family drops tracing frames). `None` when no flame graph is wanted.
+    /// Folds a stack-key map's counts into flame-graph text; see [`Collector::symbolize`].
     pub fn fold(
         &mut self,
         map: &'static str,
@@ -358,6 +356,29 @@ impl<'a> Collector<'a> {
         strip: fn(&mut Vec<u64>, &Kallsyms),
         keep: fn(&StackKey) -> bool,
     ) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .symbolize_where(map, strip, keep)?
+            .map(|s| s.folded_text()))
+    }
+
+    /// Symbolizes a stack-key map's counts (read once, see [`Collector::counts`]) into
+    /// structured stacks, with a snapshot of every process they name; `strip` edits each kernel
+    /// stack first (the sched family drops tracing frames). `None` when no profile is wanted.
+    pub fn symbolize(
+        &mut self,
+        map: &'static str,
+        strip: fn(&mut Vec<u64>, &Kallsyms),
+    ) -> anyhow::Result<Option<SymStacks>> {
+        self.symbolize_where(map, strip, |_| true)
+    }
+
+    /// [`Collector::symbolize`] of the keys `keep` accepts.
+    pub fn symbolize_where(
+        &mut self,
+        map: &'static str,
+        strip: fn(&mut Vec<u64>, &Kallsyms),
+        keep: fn(&StackKey) -> bool,
+    ) -> anyhow::Result<Option<SymStacks>> {
         if self.maps.is_none() {
             return Ok(None);
         }
@@ -376,7 +397,11 @@ impl<'a> Collector<'a> {
         for r in &raws {
             maps.ensure(r.tgid);
         }
-        Ok(Some(crate::stacks::fold(&raws, ksyms, &maps.snapshots)))
+        Ok(Some(crate::stacks::symbolize(
+            &raws,
+            ksyms,
+            &maps.snapshots,
+        )))
     }
 }
 

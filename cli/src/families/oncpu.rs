@@ -70,7 +70,9 @@ fn collect(c: &mut Collector, run: &mut Run) -> anyhow::Result<()> {
             .unwrap_or(0),
         functions: Vec::new(),
     });
-    c.profiles.oncpu = c.fold(MAP_COUNTS, |_, _| {})?;
+    if let Some(stacks) = c.symbolize(MAP_COUNTS, |_, _| {})? {
+        c.profiles.set_oncpu(stacks);
+    }
     if let (Some(text), Some(o)) = (&c.profiles.oncpu, run.oncpu.as_mut()) {
         o.functions = functions(text)?;
     }

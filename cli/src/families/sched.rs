@@ -131,14 +131,13 @@ fn collect(c: &mut Collector, run: &mut Run) -> anyhow::Result<()> {
                 .unwrap_or(0),
             min_block_ns: c.offcpu_min_ns,
         });
-        let waiting = c.fold_where(MAP_OFFCPU, strip, |k| !runnable(k))?;
-        let ready = c.fold_where(MAP_OFFCPU, strip, runnable)?;
-        // The off-CPU graph shows whole periods: both parts of each stack together.
-        if let (Some(w), Some(r)) = (&waiting, &ready) {
-            c.profiles.offcpu = Some(crate::stacks::folded::merge(&[w, r])?);
+        // The off-CPU graph and profile show whole periods: both parts of each stack together;
+        // the wall-clock view takes the parts apart.
+        if let Some(stacks) = c.symbolize(MAP_OFFCPU, strip)? {
+            c.profiles.set_offcpu(stacks);
         }
-        c.profiles.offcpu_waiting = waiting;
-        c.profiles.offcpu_runnable = ready;
+        c.profiles.offcpu_waiting = c.fold_where(MAP_OFFCPU, strip, |k| !runnable(k))?;
+        c.profiles.offcpu_runnable = c.fold_where(MAP_OFFCPU, strip, runnable)?;
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ use inferno::flamegraph::{
 };
 
 use crate::{
+    export::pprof::{self, PprofKind},
     run::{Artifacts, Run},
     stacks::{folded, Profiles},
 };
@@ -69,6 +70,8 @@ pub enum FlameError {
         #[source]
         source: std::io::Error,
     },
+    #[error("writing the pprof profiles failed")]
+    Pprof(#[from] pprof::PprofError),
 }
 
 /// What the flame graph says about itself: title, subtitle, units, palette.
@@ -192,7 +195,8 @@ pub fn render_file(text: &str, opts: &FlameOptions, path: &Path) -> Result<(), F
     })
 }
 
-/// Writes the folded files and their SVGs into `dir`; returns their names for run.json.
+/// Writes the folded files, their SVGs and the pprof profiles into `dir`; returns their names
+/// for run.json.
 pub fn write_artifacts(dir: &Path, p: &Profiles, run: &Run) -> Result<Artifacts, FlameError> {
     let mut a = Artifacts::default();
     for (kind, text) in [
@@ -223,6 +227,13 @@ pub fn write_artifacts(dir: &Path, p: &Profiles, run: &Run) -> Result<Artifacts,
                 a.wall_folded = Some(folded_name);
                 a.wall_svg = Some(svg_name);
             }
+        }
+    }
+    for (kind, name) in pprof::write_run(dir, p, run)? {
+        match kind {
+            PprofKind::Oncpu => a.oncpu_pprof = Some(name),
+            PprofKind::Offcpu => a.offcpu_pprof = Some(name),
+            PprofKind::Locks => a.locks_pprof = Some(name),
         }
     }
     Ok(a)

@@ -1,7 +1,13 @@
 //! Brendan Gregg's folded stack format: `frame;frame;...;frame COUNT`, root first.
 use std::collections::BTreeMap;
 
-use super::symbolize::Folded;
+/// A symbolized stack as folded frame names: root first (comm, user outermost .. innermost,
+/// kernel).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Folded {
+    pub frames: Vec<String>,
+    pub weight: u64,
+}
 
 /// Folded text of `stacks`: identical frame lists are merged (different addresses in one function
 /// symbolize alike), zero weights dropped, lines sorted so the output is stable.

@@ -14,13 +14,16 @@ pub mod bpf_frames;
 pub mod flat;
 pub mod folded;
 pub mod maps;
+pub mod stack;
 pub mod symbolize;
 pub mod wall;
 
 use maps::MapsSnapshots;
+use stack::SymStacks;
 use symbolize::{RawStack, StackSymbolizer};
 
-/// Folded on-CPU and off-CPU profiles of one recording.
+/// The profiles of one recording: folded text for the flame graphs, and the same stacks
+/// structured (addresses, mappings, source lines) for pprof.
 #[derive(Debug, Clone, Default)]
 pub struct Profiles {
     /// `None` when the family was not recorded.
@@ -32,6 +35,44 @@ pub struct Profiles {
     /// after a preemption). `offcpu` is their sum.
     pub offcpu_waiting: Option<String>,
     pub offcpu_runnable: Option<String>,
+    /// On-CPU stacks weighted by samples; `None` when not recorded.
+    pub oncpu_stacks: Option<SymStacks>,
+    /// Off-CPU stacks weighted by blocked nanoseconds.
+    pub offcpu_stacks: Option<SymStacks>,
+    /// Lock-contention stacks weighted by wait nanoseconds.
+    pub locks: Option<LockStacks>,
+}
+
+impl Profiles {
+    /// Sets the on-CPU profile: its folded text and its stacks.
+    pub fn set_oncpu(&mut self, stacks: SymStacks) {
+        self.oncpu = Some(stacks.folded_text());
+        self.oncpu_stacks = Some(stacks);
+    }
+
+    /// Sets the off-CPU profile: its folded text and its stacks.
+    pub fn set_offcpu(&mut self, stacks: SymStacks) {
+        self.offcpu = Some(stacks.folded_text());
+        self.offcpu_stacks = Some(stacks);
+    }
+}
+
+/// Lock-contention stacks (kernel, and user with `--call-graph dwarf`), one per waiting thread,
+/// lock and stack, each weighted by its wait nanoseconds; `waits[i]` belongs to `stacks.stacks[i]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LockStacks {
+    pub stacks: SymStacks,
+    pub waits: Vec<LockWait>,
+}
+
+/// What a lock-contention stack waited on, and how often.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LockWait {
+    pub tid: u32,
+    pub contentions: u64,
+    /// The lock class (`locks_class`) and type (`mutex`, `spinlock`, ...).
+    pub lock: String,
+    pub lock_type: String,
 }
 
 /// Reads one stack key's addresses.
@@ -46,9 +87,14 @@ pub fn raw_stack(key: &StackKey, weight: u64, stacks: &mut Stacks) -> RawStack {
     }
 }
 
+/// Symbolizes weighted stacks, structured.
+pub fn symbolize(raw: &[RawStack], ksyms: &Kallsyms, maps: &MapsSnapshots) -> SymStacks {
+    StackSymbolizer::new(ksyms, maps).symbolize_stacks(raw)
+}
+
 /// Symbolizes and folds weighted stacks.
 pub fn fold(raw: &[RawStack], ksyms: &Kallsyms, maps: &MapsSnapshots) -> String {
-    folded::fold(&StackSymbolizer::new(ksyms, maps).symbolize(raw))
+    symbolize(raw, ksyms, maps).folded_text()
 }
 
 /// Frames of the tracing machinery itself, innermost in a stack taken from a BPF raw tracepoint

@@ -3,11 +3,13 @@
 //!
 //! Addresses are deduplicated and symbolized in one batch per file: a recording's stacks share
 //! most of their frames, and blazesym's per-file setup (opening, parsing DWARF) is the costly part.
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
-use blazesym::symbolize::{source::Elf, source::Source, Input, Symbolized, Symbolizer};
+use blazesym::symbolize::{source::Elf, source::Source, CodeInfo, Input, Symbolized, Symbolizer};
 
+pub use super::folded::Folded;
 use super::maps::{Mapping, MapsSnapshots};
+use super::stack::{Frame, FrameKind, Line, MappingInfo, Stack, SymStacks};
 use crate::kernel::kallsyms::Kallsyms;
 
 /// A stack as read from the kernel, addresses innermost first.
@@ -24,21 +26,14 @@ pub struct RawStack {
     pub weight: u64,
 }
 
-/// A symbolized stack: frames root first (comm, user outermost .. innermost, kernel).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Folded {
-    pub frames: Vec<String>,
-    pub weight: u64,
-}
-
 /// Where a user address lives.
 #[derive(Clone, Copy)]
 enum UserLoc {
-    /// Index into the file list, and the file offset.
-    File(usize, u64),
+    /// Index into the file list, the file offset, and the mapping's index.
+    File(usize, u64, usize),
     /// A mapping that cannot be read (special, anonymous, or stale and not held): index into the
-    /// module names.
-    Module(usize),
+    /// module names, and the mapping's index.
+    Module(usize, usize),
     Unmapped,
 }
 
@@ -49,8 +44,8 @@ pub struct StackSymbolizer<'a> {
     inner: Symbolizer,
 }
 
-/// The files (with the offsets to look up in each) and unreadable modules user addresses fell
-/// in, each numbered once.
+/// The files (with the offsets to look up in each), unreadable modules and mappings user
+/// addresses fell in, each numbered once.
 #[derive(Default)]
 struct Located {
     files: Vec<String>,
@@ -58,6 +53,9 @@ struct Located {
     offsets: Vec<Vec<u64>>,
     modules: Vec<String>,
     module_idx: HashMap<String, usize>,
+    mappings: Vec<MappingInfo>,
+    mapping_idx: HashMap<(u64, u64, u64, String), usize>,
+    build_ids: HashMap<String, Option<String>>,
 }
 
 impl Located {
@@ -66,7 +64,9 @@ impl Located {
         let Some(m) = mapping else {
             return UserLoc::Unmapped;
         };
-        match m.open_path() {
+        let open = m.open_path();
+        let mi = self.mapping(m, open.as_deref());
+        match open {
             Some(p) => {
                 let idx = *self.file_idx.entry(p.clone()).or_insert_with(|| {
                     self.files.push(p);
@@ -75,7 +75,7 @@ impl Located {
                 });
                 let off = addr - m.start + m.offset;
                 self.offsets[idx].push(off);
-                UserLoc::File(idx, off)
+                UserLoc::File(idx, off, mi)
             }
             None => {
                 let name = if m.path.starts_with('[') {
@@ -84,13 +84,49 @@ impl Located {
                     format!("[unknown] ({})", m.module())
                 };
                 let modules = &mut self.modules;
-                UserLoc::Module(*self.module_idx.entry(name.clone()).or_insert_with(|| {
+                let idx = *self.module_idx.entry(name.clone()).or_insert_with(|| {
                     modules.push(name);
                     modules.len() - 1
-                }))
+                });
+                UserLoc::Module(idx, mi)
             }
         }
     }
+
+    /// The index of `m` in the mapping list, with its file's build-id read once per file.
+    fn mapping(&mut self, m: &Mapping, open: Option<&str>) -> usize {
+        let key = (m.start, m.end, m.offset, m.path.clone());
+        if let Some(&i) = self.mapping_idx.get(&key) {
+            return i;
+        }
+        let build_id = open.and_then(|p| {
+            self.build_ids
+                .entry(p.to_string())
+                .or_insert_with(|| read_build_id(p))
+                .clone()
+        });
+        self.mappings.push(MappingInfo {
+            start: m.start,
+            end: m.end,
+            offset: m.offset,
+            path: m.path.clone(),
+            build_id,
+        });
+        self.mapping_idx.insert(key, self.mappings.len() - 1);
+        self.mappings.len() - 1
+    }
+}
+
+/// The ELF build-id of a file, in hex.
+fn read_build_id(path: &str) -> Option<String> {
+    use object::Object as _;
+    let file = std::fs::File::open(path).ok()?;
+    // SAFETY: the file is mapped read-only and only parsed; a mapped binary changing under a
+    // read-only mapping is the loader's concern as much as ours (blazesym maps it the same way).
+    let data = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+    let elf = object::File::parse(&*data).ok()?;
+    let id = elf.build_id().ok()??;
+    Some(id.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 impl<'a> StackSymbolizer<'a> {
@@ -103,22 +139,31 @@ impl<'a> StackSymbolizer<'a> {
         StackSymbolizer { ksyms, maps, inner }
     }
 
-    /// Symbolizes every stack; the result is in input order.
+    /// Symbolizes every stack into folded frames; the result is in input order.
     pub fn symbolize(&self, stacks: &[RawStack]) -> Vec<Folded> {
+        self.symbolize_stacks(stacks)
+            .stacks
+            .iter()
+            .map(Stack::folded)
+            .collect()
+    }
+
+    /// Symbolizes every stack, structured; the stacks are in input order.
+    pub fn symbolize_stacks(&self, stacks: &[RawStack]) -> SymStacks {
         // Pass 1: locate every user address and collect the offsets per file.
         let mut located = Located::default();
         let mut code = CodeReader::default();
-        let locs: Vec<Vec<UserLoc>> = stacks
+        let locs: Vec<Vec<(u64, UserLoc)>> = stacks
             .iter()
             .map(|s| {
                 self.user_addrs(s, &mut code)
                     .into_iter()
-                    .map(|addr| located.locate(self.maps.find(s.tgid, addr), addr))
+                    .map(|addr| (addr, located.locate(self.maps.find(s.tgid, addr), addr)))
                     .collect()
             })
             .collect();
         // Pass 2: one blazesym batch per file.
-        let resolved: Vec<HashMap<u64, Vec<String>>> = located
+        let resolved: Vec<HashMap<u64, Vec<Line>>> = located
             .files
             .iter()
             .zip(located.offsets.iter_mut())
@@ -128,62 +173,89 @@ impl<'a> StackSymbolizer<'a> {
                 self.symbolize_file(path, offs)
             })
             .collect();
-        let unknown_in: Vec<String> = located
+        let unknown_in: Vec<Arc<str>> = located
             .files
             .iter()
-            .map(|p| format!("[unknown] ({})", module_of(p)))
+            .map(|p| Arc::from(format!("[unknown] ({})", module_of(p))))
             .collect();
+        let modules: Vec<Arc<str>> = located
+            .modules
+            .iter()
+            .map(|m| Arc::from(m.as_str()))
+            .collect();
+        let unmapped: Arc<str> = Arc::from("[unknown]");
         // Pass 3: assemble, root first.
-        let mut kcache: HashMap<u64, String> = HashMap::new();
-        stacks
+        let mut kcache: HashMap<u64, Option<Arc<str>>> = HashMap::new();
+        let out = stacks
             .iter()
             .zip(locs)
             .map(|(s, locs)| {
-                let mut frames = Vec::with_capacity(1 + s.user.len() + s.kernel.len());
-                frames.push(sanitize(if s.comm.is_empty() {
-                    "[unknown]"
-                } else {
-                    &s.comm
-                }));
-                for loc in locs.iter().rev() {
-                    match *loc {
-                        UserLoc::File(f, off) => match resolved[f].get(&off) {
-                            Some(names) => frames.extend(names.iter().cloned()),
-                            None => frames.push(unknown_in[f].clone()),
+                let mut frames = Vec::with_capacity(s.user.len() + s.kernel.len() + 1);
+                for &(addr, loc) in locs.iter().rev() {
+                    let (mapping, lines) = match loc {
+                        UserLoc::File(f, off, m) => match resolved[f].get(&off) {
+                            Some(lines) => (Some(m), lines.clone()),
+                            None => (Some(m), vec![Line::named(unknown_in[f].clone())]),
                         },
-                        UserLoc::Module(m) => frames.push(located.modules[m].clone()),
-                        UserLoc::Unmapped => frames.push("[unknown]".to_string()),
-                    }
+                        UserLoc::Module(i, m) => (Some(m), vec![Line::named(modules[i].clone())]),
+                        UserLoc::Unmapped => (None, vec![Line::named(unmapped.clone())]),
+                    };
+                    frames.push(Frame {
+                        kind: FrameKind::User,
+                        addr,
+                        mapping,
+                        lines,
+                    });
                 }
                 if s.user.is_empty() && s.kernel.is_empty() {
                     // Both stacks failed (stack map full or hash collision, counted as lost).
-                    frames.push("[stack lost]".to_string());
+                    frames.push(Frame::synthetic(FrameKind::User, "[stack lost]"));
                 }
-                let mut kernel: Vec<String> = s
+                // Innermost first, as read.
+                let mut kernel: Vec<(Frame, Option<Arc<str>>)> = s
                     .kernel
                     .iter()
                     .enumerate()
                     .map(|(i, &ip)| {
                         let addr = caller_adjusted(i, ip);
-                        kcache
+                        let name = kcache
                             .entry(addr)
-                            .or_insert_with(|| kernel_frame(self.ksyms, addr))
-                            .clone()
+                            .or_insert_with(|| {
+                                self.ksyms.resolve(addr).map(|sym| Arc::from(sym.name))
+                            })
+                            .clone();
+                        let frame = Frame {
+                            kind: FrameKind::Kernel,
+                            addr,
+                            mapping: None,
+                            lines: vec![Line::named(
+                                name.clone().unwrap_or_else(|| Arc::from("[unknown]")),
+                            )],
+                        };
+                        (frame, name)
                     })
                     .collect();
                 // kpath's own programs are the tracer's time, not the target's.
-                super::bpf_frames::fold_bpf_frames(
-                    &mut kernel,
-                    |f| f.strip_suffix("_[k]").unwrap_or(f),
-                    |label| format!("{label}_[k]"),
-                );
-                frames.extend(kernel.into_iter().rev());
-                Folded {
+                let names: Vec<&str> = kernel
+                    .iter()
+                    .map(|(_, n)| n.as_deref().unwrap_or("[unknown]"))
+                    .collect();
+                if let Some((n, label)) = super::bpf_frames::bpf_prefix(&names) {
+                    kernel.splice(..n, [(Frame::synthetic(FrameKind::Kernel, label), None)]);
+                }
+                frames.extend(kernel.into_iter().rev().map(|(f, _)| f));
+                Stack {
+                    tgid: s.tgid,
+                    comm: s.comm.clone(),
                     frames,
                     weight: s.weight,
                 }
             })
-            .collect()
+            .collect();
+        SymStacks {
+            stacks: out,
+            mappings: located.mappings,
+        }
     }
 
     /// User addresses to look up, innermost first: return addresses moved into their call, the
@@ -212,8 +284,9 @@ impl<'a> StackSymbolizer<'a> {
         out
     }
 
-    /// File offset -> frames (outer function first, then inlined callees marked `_[i]`).
-    fn symbolize_file(&self, path: &str, offs: &[u64]) -> HashMap<u64, Vec<String>> {
+    /// File offset -> lines (the outer function first, then its inlined callees, each at the
+    /// line in it that leads to the address).
+    fn symbolize_file(&self, path: &str, offs: &[u64]) -> HashMap<u64, Vec<Line>> {
         let src = Source::Elf(Elf::new(path));
         let Ok(syms) = self.inner.symbolize(&src, Input::FileOffset(offs)) else {
             log::debug!("symbolizing {path} failed");
@@ -224,13 +297,26 @@ impl<'a> StackSymbolizer<'a> {
             .filter_map(|(&off, s)| match s {
                 Symbolized::Sym(sym) => {
                     let mut v = Vec::with_capacity(1 + sym.inlined.len());
-                    v.push(sanitize(&sym.name));
-                    v.extend(sym.inlined.iter().map(|f| sanitize(&f.name) + "_[i]"));
+                    v.push(line_of(&sym.name, sym.code_info.as_deref()));
+                    v.extend(
+                        sym.inlined
+                            .iter()
+                            .map(|f| line_of(&f.name, f.code_info.as_ref())),
+                    );
                     Some((off, v))
                 }
                 Symbolized::Unknown(_) => None,
             })
             .collect()
+    }
+}
+
+/// A function at the source line blazesym found in it.
+fn line_of(name: &str, ci: Option<&CodeInfo<'_>>) -> Line {
+    Line {
+        function: Arc::from(name),
+        file: ci.map(|c| Arc::from(c.to_path().display().to_string())),
+        line: ci.and_then(|c| c.line).unwrap_or(0),
     }
 }
 
@@ -281,26 +367,8 @@ fn caller_adjusted(i: usize, ip: u64) -> u64 {
     }
 }
 
-fn kernel_frame(ksyms: &Kallsyms, addr: u64) -> String {
-    match ksyms.resolve(addr) {
-        Some(s) => sanitize(s.name) + "_[k]",
-        None => "[unknown]_[k]".to_string(),
-    }
-}
-
 fn module_of(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
-}
-
-/// Frame names must not contain the folded format's separators.
-fn sanitize(name: &str) -> String {
-    name.chars()
-        .map(|c| match c {
-            ';' => ':',
-            '\n' | '\r' => ' ',
-            c => c,
-        })
-        .collect()
 }
 
 #[cfg(test)]

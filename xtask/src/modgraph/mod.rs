@@ -39,6 +39,7 @@ pub const CRATES: &[CrateSpec] = &[
             &["cmd"],
             &["bench", "scenario", "vm"],
             &["render"],
+            &["export"],
             &["families", "findings"],
             &["stacks", "process"],
             &["probes"],
