@@ -4,6 +4,7 @@
 pub mod flame;
 pub mod html;
 pub mod json;
+pub mod markup;
 pub mod plot;
 pub mod table;
 

@@ -42,20 +42,7 @@ pub fn fmt_count(v: f64) -> String {
     }
 }
 
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use super::markup::escape as esc;
 
 /// Approximate width of `s` in the plots' 11 px sans-serif font.
 fn text_width(s: &str) -> f64 {

@@ -16,6 +16,11 @@ pub fn fold(stacks: &[Folded]) -> String {
     for s in stacks.iter().filter(|s| s.weight > 0) {
         *merged.entry(s.frames.join(";")).or_default() += s.weight;
     }
+    lines(merged)
+}
+
+/// The folded lines of merged stacks (`frames weight`), in the map's (sorted) order.
+pub(crate) fn lines(merged: BTreeMap<String, u64>) -> String {
     let mut out = String::new();
     for (line, n) in merged {
         out.push_str(&line);

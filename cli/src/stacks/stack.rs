@@ -3,7 +3,7 @@
 //! both drawn from them.
 use std::{collections::BTreeMap, sync::Arc};
 
-use super::folded::Folded;
+use super::folded::{self, Folded};
 
 /// Whether a frame ran in user space or in the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -158,14 +158,7 @@ impl SymStacks {
                 }
             }
         }
-        let mut out = String::new();
-        for (line, n) in merged {
-            out.push_str(&line);
-            out.push(' ');
-            out.push_str(&n.to_string());
-            out.push('\n');
-        }
-        out
+        folded::lines(merged)
     }
 
     /// Sum of the weights.
