@@ -340,3 +340,42 @@ fn bpf_stats_only_when_asked() {
     assert!(ns > 0.0 && ns < 100_000.0, "ns per event {ns}: {o}");
     assert!(u64_of(o, "stats_sampled_ns") > 0, "{o}");
 }
+
+/// Syscalls that block: a start kept in its CPU's slot must follow the thread off the CPU
+/// (blockers: 4 threads x 300 nanosleep of 200 us, each followed by a getppid). Every call is
+/// counted once, and each nanosleep's time is its own (>= 200 us), not a neighbour's.
+#[test]
+fn blocking_syscalls_on_many_threads_are_each_counted_and_timed() {
+    if !require_root() {
+        return;
+    }
+    let bin = workload("blockers");
+    let (run, stderr) = record(&["--probes", "syscalls"], &[bin.to_str().unwrap()]);
+    let context = || format!("kpath stderr:\n{stderr}\nrun:\n{}", summary(&run));
+    let row =
+        |name| syscall_row(&run, name).unwrap_or_else(|| panic!("no {name} row\n{}", context()));
+    let sleeps = row("nanosleep");
+    assert_eq!(u64_of(sleeps, "count"), 1200, "nanosleep\n{}", context());
+    assert_eq!(
+        u64_of(row("getppid"), "count"),
+        1200,
+        "getppid\n{}",
+        context()
+    );
+    let p50 = u64_of(sleeps, "p50_ns");
+    let total = u64_of(sleeps, "total_ns");
+    assert!(
+        total >= 1200 * 200_000 && p50 >= 128 * 1024,
+        "nanosleep total {total} ns, p50 {p50} ns: want >= 1200 x 200 us\n{}",
+        context()
+    );
+    // getppid never blocks: its time is microseconds, not a sleep it was confused with.
+    let max = u64_of(row("getppid"), "max_ns");
+    assert!(max < 10_000_000, "getppid max {max} ns\n{}", context());
+    assert_eq!(
+        run["lost"]["syscalls"].as_u64().unwrap_or(0),
+        0,
+        "lost\n{}",
+        context()
+    );
+}

@@ -7,7 +7,7 @@
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     macros::{map, raw_tracepoint, tracepoint},
-    maps::{HashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
     programs::{RawTracePointContext, TracePointContext},
 };
 use probe_common::{
@@ -15,16 +15,69 @@ use probe_common::{
     Family,
 };
 
-use crate::{count_lost, current_ids, hist_add, is_traced, maybe_traced, IN_FLIGHT_CAPACITY};
+use crate::{
+    atomic_add, count_lost, current_ids, hist_add, is_traced, maybe_traced, FILTER_CGROUP_ID,
+    FILTER_ENABLED, IN_FLIGHT_CAPACITY,
+};
 
 #[map]
 static SYSCALLS_STATS: PerCpuArray<SyscallStats> = PerCpuArray::with_max_entries(MAX_SYSCALLS, 0);
 
-/// Per-thread start, updated in place (ts 0 = no syscall in flight); entries of exited threads
-/// are removed by `target_sched_process_exit`.
+/// Starts of syscalls that were in flight when their thread left the CPU (moved here from the
+/// CPU's slot by `syscalls_*sched_switch`), updated in place (ts 0 = none in flight); entries of
+/// exited threads are removed by `target_sched_process_exit`.
 #[map]
 pub(crate) static SYSCALLS_START: HashMap<u32, SyscallStart> =
     HashMap::with_max_entries(IN_FLIGHT_CAPACITY, 0);
+
+/// This CPU's last syscall-making thread: whether it is traced (a cache of the target filter,
+/// valid while `TARGETS_GEN` is unchanged) and the start of its syscall in flight. A syscall
+/// that returns on the CPU it entered on without a switch in between (nearly all of them) costs
+/// no hash lookup: the slot is one inlined per-CPU array load. A thread that leaves the CPU in a
+/// syscall takes its start along into `SYSCALLS_START` (see `spill`).
+#[map]
+static SYSCALLS_CPU: PerCpuArray<CpuSlot> = PerCpuArray::with_max_entries(1, 0);
+
+/// Bumped whenever the kernel side changes `TARGETS` (fork of a traced task, --comm joins and
+/// leaves): every CPU's cached verdict is then stale.
+#[map]
+pub(crate) static TARGETS_GEN: Array<u64> = Array::with_max_entries(1, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CpuSlot {
+    tgid: u32,
+    tid: u32,
+    /// `TARGETS_GEN` when `traced` was decided.
+    gen: u64,
+    /// 1: the thread is traced; 0: not; meaningful only for `tgid`/`tid` at `gen`.
+    traced: u64,
+    /// Start of the syscall in flight; 0: none.
+    ts_ns: u64,
+    nr: u64,
+}
+
+/// The current generation of the target filter.
+#[inline(always)]
+fn targets_gen() -> u64 {
+    TARGETS_GEN.get(0).copied().unwrap_or(0)
+}
+
+/// Marks every CPU's cached verdict stale (after a change to `TARGETS`).
+#[inline(always)]
+pub(crate) fn targets_changed() {
+    if let Some(p) = TARGETS_GEN.get_ptr_mut(0) {
+        atomic_add(p, 1);
+    }
+}
+
+#[inline(always)]
+fn cpu_slot() -> Option<&'static mut CpuSlot> {
+    // SAFETY: this CPU's slot of a per-CPU array, valid while the program runs. Its users (the
+    // syscall hooks, sched_switch, the exit hook) run in task context with preemption disabled
+    // and never from an interrupt, so none nests on this CPU: the reference is unique.
+    SYSCALLS_CPU.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
 
 // raw_syscalls:sys_enter: long id @8; sys_exit: long id @8, long ret @16.
 // syscalls:sys_enter_*: int __syscall_nr @8; syscalls:sys_exit_*: int __syscall_nr @8, long ret @16.
@@ -78,33 +131,108 @@ fn enter(nr: i64) -> u32 {
     if nr < 0 || nr >= MAX_SYSCALLS as i64 || !maybe_traced(tgid) {
         return 0;
     }
-    // A slot exists only for threads found traced before: one lookup on the hot path. The
-    // clock is read only once the thread is known to be traced: every other task on the machine
-    // passes through here too.
-    if let Some(slot) = SYSCALLS_START.get_ptr_mut(tid) {
-        // SAFETY: `slot` is this thread's entry, valid while the program runs; only programs
-        // running on this thread (its syscalls, its exit) touch it, one at a time.
-        // bpf_ktime_get_ns takes no arguments and cannot fail.
-        unsafe {
-            *slot = SyscallStart {
-                ts_ns: bpf_ktime_get_ns(),
-                nr: nr as u64,
-            }
-        };
+    let Some(c) = cpu_slot() else {
+        return 0;
+    };
+    // System-wide the filter is two compares; a cgroup's members change without kpath seeing
+    // it: neither is cached. Otherwise the verdict is kept for this CPU's last thread.
+    let gen = targets_gen();
+    let cached = FILTER_ENABLED.load() != 0 && FILTER_CGROUP_ID.load() == 0;
+    if !(cached && c.tid == tid && c.tgid == tgid && c.gen == gen) {
+        c.tgid = tgid;
+        c.tid = tid;
+        c.gen = gen;
+        c.traced = is_traced(tgid) as u64;
+        c.ts_ns = 0;
+    }
+    if c.traced == 0 {
         return 0;
     }
-    if !is_traced(tgid) {
+    c.nr = nr as u64;
+    // The clock is read only once the thread is known to be traced: every other task on the
+    // machine passes through here too.
+    // SAFETY: bpf_ktime_get_ns takes no arguments and cannot fail.
+    c.ts_ns = unsafe { bpf_ktime_get_ns() };
+    0
+}
+
+/// The start of the current thread's syscall in flight, taken (its slot marked empty): from
+/// this CPU's slot, or from `SYSCALLS_START` when the thread left the CPU since.
+#[inline(always)]
+fn take_start(tgid: u32, tid: u32) -> Option<SyscallStart> {
+    let c = cpu_slot()?;
+    if c.tid == tid && c.tgid == tgid {
+        if c.traced == 0 {
+            // Its entry found it untraced: no start anywhere.
+            return None;
+        }
+        if c.ts_ns != 0 {
+            let start = SyscallStart {
+                ts_ns: c.ts_ns,
+                nr: c.nr,
+            };
+            c.ts_ns = 0;
+            return Some(start);
+        }
+    }
+    let slot = SYSCALLS_START.get_ptr_mut(tid)?;
+    // SAFETY: `slot` is this thread's entry, valid while the program runs; only programs
+    // running on this thread (its syscalls, its switches, its exit) touch it, one at a time.
+    let start = unsafe { *slot };
+    if start.ts_ns == 0 {
+        return None;
+    }
+    // SAFETY: as above.
+    unsafe { (*slot).ts_ns = 0 };
+    Some(start)
+}
+
+/// The current thread leaves the CPU: a syscall it has in flight in this CPU's slot moves to
+/// `SYSCALLS_START` (it may return on another CPU, and another thread takes the slot here).
+#[inline(always)]
+fn spill() -> u32 {
+    let Some(c) = cpu_slot() else {
+        return 0;
+    };
+    if c.ts_ns == 0 {
+        return 0;
+    }
+    let (tgid, tid) = current_ids();
+    if c.tid != tid || c.tgid != tgid {
         return 0;
     }
     let start = SyscallStart {
-        // SAFETY: bpf_ktime_get_ns takes no arguments and cannot fail.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        nr: nr as u64,
+        ts_ns: c.ts_ns,
+        nr: c.nr,
     };
+    c.ts_ns = 0;
     if SYSCALLS_START.insert(tid, start, 0).is_err() {
         count_lost(Family::Syscalls);
     }
     0
+}
+
+/// raw_tp sched_switch: runs on the task leaving the CPU.
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn syscalls_raw_sched_switch(_ctx: RawTracePointContext) -> i32 {
+    spill() as i32
+}
+
+/// sched:sched_switch, for the trace-event methods.
+#[tracepoint]
+pub fn syscalls_sched_switch(_ctx: TracePointContext) -> u32 {
+    spill()
+}
+
+/// The current thread is exiting: a syscall it never returns from (exit, exit_group) must not
+/// be moved to `SYSCALLS_START` by its last switch.
+#[inline(always)]
+pub(crate) fn thread_exit(tgid: u32, tid: u32) {
+    if let Some(c) = cpu_slot() {
+        if c.tid == tid && c.tgid == tgid {
+            c.ts_ns = 0;
+        }
+    }
 }
 
 #[inline(always)]
@@ -113,17 +241,10 @@ fn exit(ret: i64) -> u32 {
     if !maybe_traced(tgid) {
         return 0;
     }
-    // Only threads whose entry we saw have a start: that lookup is the target filter here.
-    let Some(slot) = SYSCALLS_START.get_ptr_mut(tid) else {
+    // Only threads whose entry we saw have a start: that is the target filter here.
+    let Some(start) = take_start(tgid, tid) else {
         return 0;
     };
-    // SAFETY: `slot` is this thread's entry (see `enter`).
-    let start = unsafe { *slot };
-    if start.ts_ns == 0 {
-        return 0;
-    }
-    // SAFETY: as above.
-    unsafe { (*slot).ts_ns = 0 };
     // SAFETY: bpf_ktime_get_ns takes no arguments and cannot fail.
     let now = unsafe { bpf_ktime_get_ns() };
     let ns = now.saturating_sub(start.ts_ns);

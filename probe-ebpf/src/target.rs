@@ -8,9 +8,10 @@ use aya_ebpf::{
 use probe_common::target_flags;
 
 use crate::{
-    current_ids, offset, process_selected, set_hint, syscalls::SYSCALLS_START, FILTER_COMM_HI,
-    FILTER_COMM_LO, FILTER_ENABLED, FILTER_THREADS, OFF_FORK_CHILD_PID, OFF_RENAME_NEWCOMM,
-    OFF_RENAME_PID, TARGETS, TARGET_THREADS,
+    current_ids, offset, process_selected, set_hint,
+    syscalls::{targets_changed, thread_exit, SYSCALLS_START},
+    FILTER_COMM_HI, FILTER_COMM_LO, FILTER_ENABLED, FILTER_THREADS, OFF_FORK_CHILD_PID,
+    OFF_RENAME_NEWCOMM, OFF_RENAME_PID, TARGETS, TARGET_THREADS,
 };
 
 /// A traced task forked: trace the child too. Thread creation also lands here (the child id is
@@ -46,6 +47,7 @@ fn try_fork(ctx: &TracePointContext) -> Result<u32, i64> {
         if TARGETS.insert(child, flags, 0).is_err() {
             crate::count_lost(probe_common::Family::Syscalls);
         }
+        targets_changed();
     }
     Ok(0)
 }
@@ -55,6 +57,7 @@ fn try_fork(ctx: &TracePointContext) -> Result<u32, i64> {
 #[tracepoint]
 pub fn target_sched_process_exit(_ctx: TracePointContext) -> u32 {
     let (tgid, tid) = current_ids();
+    thread_exit(tgid, tid);
     let _ = SYSCALLS_START.remove(tid);
     if FILTER_ENABLED.load() != 0 && tid != tgid {
         let _ = TARGETS.remove(tid);
@@ -115,13 +118,19 @@ fn named(tgid: u32, comm: &[u8; 16]) {
     {
         set_hint(tgid);
         // NOEXIST: a process the user named keeps its ROOT flag.
-        let _ = TARGETS.insert(tgid, target_flags::COMM, BPF_NOEXIST as u64);
+        if TARGETS
+            .insert(tgid, target_flags::COMM, BPF_NOEXIST as u64)
+            .is_ok()
+        {
+            targets_changed();
+        }
         return;
     }
     // SAFETY: the value is copied at once; see try_fork for the race.
     if let Some(flags) = unsafe { TARGETS.get(tgid) }.copied() {
         if flags & target_flags::COMM != 0 && flags & target_flags::ROOT == 0 {
             let _ = TARGETS.remove(tgid);
+            targets_changed();
         }
     }
 }

@@ -31,9 +31,13 @@ pub struct Args {
     /// Interleaved rounds; the median of each condition is reported.
     #[arg(long, default_value_t = 5)]
     pub rounds: usize,
+    /// A second kpath binary (e.g. a release build of an earlier commit) traced the same way in
+    /// the same rounds: before and after side by side.
+    #[arg(long, value_name = "KPATH")]
+    pub against: Option<PathBuf>,
 }
 
-/// The goal from the foundation issue.
+/// The goal (issue 15): kpath's own cost above the floor, per traced enter+exit pair.
 const GOAL_NS_PER_PAIR: f64 = 60.0;
 
 const GETPID_C: &str = r#"
@@ -66,13 +70,19 @@ pub fn run(args: &Args) -> Result<()> {
     let getpid = build_getpid(&dir)?;
     let calls = args.calls.to_string();
 
-    let names = [
+    let mut names = vec![
         "untraced",
         "floor (empty programs)",
         "bystander",
         "traced raw_tp",
         "traced raw_syscalls",
     ];
+    if let Some(other) = &args.against {
+        if !other.is_file() {
+            bail!("--against {}: no such file", other.display());
+        }
+        names.push("traced raw_tp, --against");
+    }
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut bpf_ns_per_event = Vec::new();
     for round in 1..=args.rounds {
@@ -87,6 +97,10 @@ pub fn run(args: &Args) -> Result<()> {
             let mut cmd = record(&kpath, &dir, method, false, &getpid, &calls);
             samples[i].push(loop_ns(&mut cmd)?);
         }
+        if let Some(other) = &args.against {
+            let mut cmd = record(other, &dir, "raw_tp", false, &getpid, &calls);
+            samples[5].push(loop_ns(&mut cmd)?);
+        }
         let mut cmd = record(&kpath, &dir, "raw_tp", true, &getpid, &calls);
         loop_ns(&mut cmd)?;
         bpf_ns_per_event.push(bpf_ns(&dir.join("run/run.json"))?);
@@ -98,17 +112,21 @@ pub fn run(args: &Args) -> Result<()> {
         args.calls, args.rounds
     );
     println!(
-        "{:<24} {:>10} {:>16} {:>12}",
-        "condition", "ns/call", "ns/pair added", "vs goal"
+        "{:<26} {:>10} {:>14} {:>12} {:>9}",
+        "condition", "ns/call", "added/pair", "above floor", "vs goal"
     );
-    for (name, m) in names.iter().zip(&medians) {
+    for (i, (name, m)) in names.iter().zip(&medians).enumerate() {
         let added = m - medians[0];
-        let vs = if name == &"untraced" {
-            "-".to_string()
+        let above = m - medians[1];
+        let (above, vs) = if i < 2 {
+            ("-".to_string(), "-".to_string())
         } else {
-            format!("{:.1}x", added / GOAL_NS_PER_PAIR)
+            (
+                format!("{above:.1}"),
+                format!("{:.1}x", above / GOAL_NS_PER_PAIR),
+            )
         };
-        println!("{name:<24} {m:>10.1} {added:>16.1} {vs:>12}");
+        println!("{name:<26} {m:>10.1} {added:>14.1} {above:>12} {vs:>9}");
     }
     let bpf_ns = median(&bpf_ns_per_event).unwrap_or(0.0);
     println!(
@@ -116,7 +134,7 @@ pub fn run(args: &Args) -> Result<()> {
         2.0 * bpf_ns
     );
     println!(
-        "goal: <= {GOAL_NS_PER_PAIR} ns per enter+exit pair; 'floor' is what any program on the \
+        "goal: <= {GOAL_NS_PER_PAIR} ns above the floor per enter+exit pair; 'floor' is what any program on the \
          syscall tracepoints costs every task on this kernel; kpath's own share is the rest."
     );
     Ok(())

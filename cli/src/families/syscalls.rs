@@ -39,6 +39,19 @@ pub static PATH: FamilyPath = FamilyPath {
     section,
 };
 
+/// A syscall's start stays in its CPU's slot while the thread runs (no hash lookup at enter or
+/// exit); a thread that leaves the CPU mid-syscall takes it along into a per-thread map, on
+/// sched_switch. Raw tracepoint for the raw method, the trace event for the other two.
+const SPILL_RAW: Prog = Prog::RawTp {
+    prog: "syscalls_raw_sched_switch",
+    tp: "sched_switch",
+};
+const SPILL_EVENT: Prog = Prog::TracePoint {
+    prog: "syscalls_sched_switch",
+    category: "sched",
+    event: "sched_switch",
+};
+
 /// Preferred first: raw tracepoints need no tracefs and skip the trace-event record; the
 /// trace events are the fallback; one attachment per syscalls:* event is the last resort.
 const METHODS: [MethodSpec<Method>; 3] = [
@@ -54,6 +67,7 @@ const METHODS: [MethodSpec<Method>; 3] = [
                 prog: "syscalls_raw_sys_exit",
                 tp: "sys_exit",
             },
+            SPILL_RAW,
         ],
         uses: None,
     },
@@ -74,6 +88,7 @@ const METHODS: [MethodSpec<Method>; 3] = [
                 category: "raw_syscalls",
                 event: "sys_exit",
             },
+            SPILL_EVENT,
         ],
         uses: None,
     },
@@ -83,13 +98,16 @@ const METHODS: [MethodSpec<Method>; 3] = [
             needs::tracefs(f).or((!f.syscalls_tracepoints)
                 .then_some("no syscalls:* tracepoints (CONFIG_FTRACE_SYSCALLS off)"))
         },
-        programs: &[Prog::EventPairs {
-            category: "syscalls",
-            enter_prog: "syscalls_sys_enter_each",
-            enter_prefix: "sys_enter_",
-            exit_prog: "syscalls_sys_exit_each",
-            exit_prefix: "sys_exit_",
-        }],
+        programs: &[
+            Prog::EventPairs {
+                category: "syscalls",
+                enter_prog: "syscalls_sys_enter_each",
+                enter_prefix: "sys_enter_",
+                exit_prog: "syscalls_sys_exit_each",
+                exit_prefix: "sys_exit_",
+            },
+            SPILL_EVENT,
+        ],
         uses: None,
     },
 ];
