@@ -6,8 +6,6 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::Value;
-
 #[test]
 fn bench_compares_io_strategies() {
     if !common::require_root() {
@@ -15,19 +13,24 @@ fn bench_compares_io_strategies() {
     }
     let _guard = common::serial();
     let dir = common::tmpdir("bench");
-    let f = common::run_with_timeout(
-        Command::new(common::KPATH)
-            .args(["bench", "--io", "mmap,sendfile,cached", "--model", "epoll"])
-            .args(["--keepalive", "1", "-d", "3", "-c", "16", "-o"])
-            .arg(&dir),
+    let common::BenchRun {
+        finished: f,
+        json: bench,
+    } = common::bench(
+        &[
+            "--io",
+            "mmap,sendfile,cached",
+            "--model",
+            "epoll",
+            "--keepalive",
+            "1",
+            "-d",
+            "3",
+            "-c",
+            "16",
+        ],
+        &dir,
         Duration::from_secs(55),
-    );
-    assert!(
-        !f.timed_out && f.status.success(),
-        "kpath bench failed ({}, {:?}):\n{}",
-        f.status,
-        f.elapsed,
-        f.stderr
     );
     assert_eq!(
         f.stderr.matches("kpath bench [").count(),
@@ -37,8 +40,6 @@ fn bench_compares_io_strategies() {
     );
     assert!(f.stdout.contains("cached-epoll-ka1"), "{}", f.stdout);
 
-    let bench: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("bench.json")).unwrap()).unwrap();
     let runs = bench["runs"].as_array().expect("runs");
     assert_eq!(runs.len(), 3, "{bench}");
     for r in runs {

@@ -59,22 +59,25 @@ fn bench_report_is_interactive_in_chromium() {
     let Some(python) = selenium() else { return };
     let _guard = common::serial();
     let dir = common::tmpdir("browser-bench");
-    let f = common::run_with_timeout(
-        Command::new(common::KPATH)
-            .args(["bench", "--io", "mmap,cached", "--model", "epoll"])
-            .args(["--keepalive", "1", "-d", "2", "-c", "8", "-o"])
-            .arg(&dir),
+    let common::BenchRun {
+        finished: f,
+        json: bench,
+    } = common::bench(
+        &[
+            "--io",
+            "mmap,cached",
+            "--model",
+            "epoll",
+            "--keepalive",
+            "1",
+            "-d",
+            "2",
+            "-c",
+            "8",
+        ],
+        &dir,
         Duration::from_secs(90),
     );
-    assert!(
-        !f.timed_out && f.status.success(),
-        "kpath bench failed ({}, {:?}):\n{}",
-        f.status,
-        f.elapsed,
-        f.stderr
-    );
-    let bench: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("bench.json")).unwrap()).unwrap();
     let runs = bench["runs"].as_array().expect("runs");
     for r in runs {
         let p = r["latency_percentiles_ns"].as_array().expect("percentiles");

@@ -33,12 +33,14 @@ static SCHED_STATS: PerCpuArray<SchedStats> = PerCpuArray::with_max_entries(1, 0
 #[map]
 static SCHED_OFFCPU: HashMap<StackKey, u64> = HashMap::with_max_entries(OFFCPU_CAPACITY, 0);
 
-/// Thread id -> when and where it left the CPU.
+/// Thread id -> when and where it left the CPU (ts 0: back on a CPU). Entries are updated in
+/// place, never removed by the switches: an element is allocated once per thread, not twice
+/// per switch (LRU: threads that exit leave theirs to eviction).
 #[map]
 static SCHED_SWITCHED_OUT: LruHashMap<u32, OffcpuStart> =
     LruHashMap::with_max_entries(IN_FLIGHT_CAPACITY, 0);
 
-/// Thread id -> when it became runnable.
+/// Thread id -> when it became runnable (0: not waiting for a CPU), updated in place too.
 #[map]
 static SCHED_RUNNABLE: LruHashMap<u32, u64> = LruHashMap::with_max_entries(IN_FLIGHT_CAPACITY, 0);
 
@@ -160,15 +162,23 @@ fn switch<C: StackIdContext, const DWARF: bool>(
         if let Some(p) = crate::proc_stats(tgid) {
             p.switches += 1;
         }
-        if preempted && SCHED_RUNNABLE.insert(prev_tid, now, 0).is_err() {
-            count_lost(Family::Sched);
+        if preempted {
+            set_runnable(prev_tid, now);
         }
         let key = crate::unwind::stack_key::<DWARF>(tgid, stack_id(ctx, 0, Family::Sched), || {
             stack_id(ctx, BPF_F_USER_STACK as u64, Family::Sched)
         });
         let out = OffcpuStart { ts_ns: now, key };
-        if SCHED_SWITCHED_OUT.insert(prev_tid, out, 0).is_err() {
-            count_lost(Family::Sched);
+        match SCHED_SWITCHED_OUT.get_ptr_mut(prev_tid) {
+            // SAFETY: the entry of the task leaving this CPU: its other writers (its own
+            // switch-in) cannot run now; an LRU eviction reusing the element elsewhere at worst
+            // makes one wrong sample.
+            Some(p) => unsafe { *p = out },
+            None => {
+                if SCHED_SWITCHED_OUT.insert(prev_tid, out, 0).is_err() {
+                    count_lost(Family::Sched);
+                }
+            }
         }
     }
 
@@ -181,16 +191,29 @@ fn switch<C: StackIdContext, const DWARF: bool>(
     // sample, never an invalid read.
     // 0: not runnable-marked. A plain u64, not an Option: LLVM may compare an Option's
     // payload before its tag, which the verifier refuses as a read of an unset register.
-    let runnable_since: u64 = match unsafe { SCHED_RUNNABLE.get(next) } {
-        Some(t) => *t,
+    let runnable_since: u64 = match SCHED_RUNNABLE.get_ptr_mut(next) {
+        // SAFETY: as above; the slot is cleared in place.
+        Some(t) => unsafe {
+            let v = *t;
+            if v != 0 {
+                *t = 0;
+            }
+            v
+        },
         None => 0,
     };
-    if runnable_since != 0 {
-        let _ = SCHED_RUNNABLE.remove(next);
-    }
-    // SAFETY: as above.
-    if let Some(out) = unsafe { SCHED_SWITCHED_OUT.get(next) }.copied() {
-        let _ = SCHED_SWITCHED_OUT.remove(next);
+    let out = SCHED_SWITCHED_OUT.get_ptr_mut(next).and_then(|p| {
+        // SAFETY: as above: `next`'s record, copied at once and marked back on a CPU.
+        unsafe {
+            let out = *p;
+            if out.ts_ns == 0 {
+                return None;
+            }
+            (*p).ts_ns = 0;
+            Some(out)
+        }
+    });
+    if let Some(out) = out {
         let ns = now.saturating_sub(out.ts_ns);
         if let Some(s) = stats() {
             s.offcpu_ns += ns;
@@ -264,8 +287,8 @@ pub fn sched_raw_sched_wakeup(ctx: RawTracePointContext) -> i32 {
 
 #[inline(always)]
 fn wakeup(pid: u32) -> u32 {
-    // SAFETY: only the entry's presence is tested; its value is never read.
-    if unsafe { SCHED_SWITCHED_OUT.get(pid) }.is_none() {
+    // SAFETY: one u64 of the entry is read; a concurrent write makes at worst one wrong sample.
+    if unsafe { SCHED_SWITCHED_OUT.get(pid) }.is_none_or(|o| o.ts_ns == 0) {
         return 0;
     }
     mark_runnable(pid);
@@ -278,12 +301,21 @@ fn mark_runnable(pid: u32) {
     if let Some(s) = stats() {
         s.wakeups += 1;
     }
-    if SCHED_RUNNABLE
-        // SAFETY: bpf_ktime_get_ns takes no arguments and cannot fail.
-        .insert(pid, unsafe { bpf_ktime_get_ns() }, 0)
-        .is_err()
-    {
-        count_lost(Family::Sched);
+    // SAFETY: bpf_ktime_get_ns takes no arguments and cannot fail.
+    set_runnable(pid, unsafe { bpf_ktime_get_ns() });
+}
+
+/// `pid` waits for a CPU since `ts`.
+#[inline(always)]
+fn set_runnable(pid: u32, ts: u64) {
+    match SCHED_RUNNABLE.get_ptr_mut(pid) {
+        // SAFETY: `pid`'s slot; its writers (wakeups, its switches) hold its run-queue lock.
+        Some(p) => unsafe { *p = ts },
+        None => {
+            if SCHED_RUNNABLE.insert(pid, ts, 0).is_err() {
+                count_lost(Family::Sched);
+            }
+        }
     }
 }
 

@@ -345,39 +345,17 @@ impl<'a> Collector<'a> {
         map: &'static str,
         strip: fn(&mut Vec<u64>, &Kallsyms),
     ) -> anyhow::Result<Option<String>> {
-        self.fold_where(map, strip, |_| true)
-    }
-
-    /// [`Collector::fold`] of the keys `keep` accepts (the sched family folds the runnable
-    /// part of off-CPU time apart).
-    pub fn fold_where(
-        &mut self,
-        map: &'static str,
-        strip: fn(&mut Vec<u64>, &Kallsyms),
-        keep: fn(&StackKey) -> bool,
-    ) -> anyhow::Result<Option<String>> {
-        Ok(self
-            .symbolize_where(map, strip, keep)?
-            .map(|s| s.folded_text()))
+        Ok(self.symbolize(map, strip)?.map(|s| s.folded_text()))
     }
 
     /// Symbolizes a stack-key map's counts (read once, see [`Collector::counts`]) into
-    /// structured stacks, with a snapshot of every process they name; `strip` edits each kernel
-    /// stack first (the sched family drops tracing frames). `None` when no profile is wanted.
+    /// structured stacks, one per key in the map's order, with a snapshot of every process they
+    /// name; `strip` edits each kernel stack first (the sched family drops tracing frames).
+    /// `None` when no profile is wanted.
     pub fn symbolize(
         &mut self,
         map: &'static str,
         strip: fn(&mut Vec<u64>, &Kallsyms),
-    ) -> anyhow::Result<Option<SymStacks>> {
-        self.symbolize_where(map, strip, |_| true)
-    }
-
-    /// [`Collector::symbolize`] of the keys `keep` accepts.
-    pub fn symbolize_where(
-        &mut self,
-        map: &'static str,
-        strip: fn(&mut Vec<u64>, &Kallsyms),
-        keep: fn(&StackKey) -> bool,
     ) -> anyhow::Result<Option<SymStacks>> {
         if self.maps.is_none() {
             return Ok(None);
@@ -385,7 +363,6 @@ impl<'a> Collector<'a> {
         self.counts(map)?;
         let mut raws: Vec<_> = self.counts[map]
             .iter()
-            .filter(|(k, _)| keep(k))
             .map(|(k, n)| crate::stacks::raw_stack(k, *n, &mut self.stacks))
             .collect();
         self.ksyms()?;

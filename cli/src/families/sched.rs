@@ -133,11 +133,17 @@ fn collect(c: &mut Collector, run: &mut Run) -> anyhow::Result<()> {
         });
         // The off-CPU graph and profile show whole periods: both parts of each stack together;
         // the wall-clock view takes the parts apart.
+        // One symbolization: the stacks come in the map's key order, so each knows its part.
         if let Some(stacks) = c.symbolize(MAP_OFFCPU, strip)? {
+            let parts: Vec<bool> = c
+                .counts(MAP_OFFCPU)?
+                .iter()
+                .map(|(k, _)| runnable(k))
+                .collect();
+            c.profiles.offcpu_waiting = Some(stacks.folded_text_where(|i| !parts[i]));
+            c.profiles.offcpu_runnable = Some(stacks.folded_text_where(|i| parts[i]));
             c.profiles.set_offcpu(stacks);
         }
-        c.profiles.offcpu_waiting = c.fold_where(MAP_OFFCPU, strip, |k| !runnable(k))?;
-        c.profiles.offcpu_runnable = c.fold_where(MAP_OFFCPU, strip, runnable)?;
     }
     Ok(())
 }

@@ -146,9 +146,16 @@ impl SymStacks {
     /// Folded text (Brendan Gregg's format) of every stack: what `folded::fold` makes of
     /// [`Stack::folded`], built without the per-frame strings.
     pub fn folded_text(&self) -> String {
+        self.folded_text_where(|_| true)
+    }
+
+    /// [`SymStacks::folded_text`] of the stacks whose index `keep` accepts (the sched family
+    /// folds the two parts of off-CPU periods apart from one symbolization).
+    pub fn folded_text_where(&self, keep: impl Fn(usize) -> bool) -> String {
         let mut merged: BTreeMap<String, u64> = BTreeMap::new();
         let mut line = String::new();
-        for s in self.stacks.iter().filter(|s| s.weight > 0) {
+        let kept = self.stacks.iter().enumerate().filter(|(i, _)| keep(*i));
+        for (_, s) in kept.filter(|(_, s)| s.weight > 0) {
             line.clear();
             s.push_folded_line(&mut line);
             match merged.get_mut(&line) {

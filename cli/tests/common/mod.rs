@@ -310,3 +310,34 @@ pub fn summary(run: &Value) -> String {
     }
     serde_json::to_string_pretty(&v).unwrap_or_default()
 }
+
+/// What a `kpath bench` run left: its output and the parsed bench.json.
+pub struct BenchRun {
+    pub finished: Finished,
+    pub json: Value,
+}
+
+/// Runs `kpath bench ARGS -o DIR` within `timeout`, asserts it succeeded, and reads bench.json.
+pub fn bench(args: &[&str], dir: &Path, timeout: Duration) -> BenchRun {
+    let f = run_with_timeout(
+        Command::new(KPATH)
+            .arg("bench")
+            .args(args)
+            .arg("-o")
+            .arg(dir),
+        timeout,
+    );
+    assert!(
+        !f.timed_out && f.status.success(),
+        "kpath bench failed ({}, {:?}):\n{}",
+        f.status,
+        f.elapsed,
+        f.stderr
+    );
+    let path = dir.join("bench.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let json = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+    BenchRun { finished: f, json }
+}
