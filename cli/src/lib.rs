@@ -14,6 +14,7 @@
 //!   Rust twin;
 //! - [`cmd`]: one file per subcommand (its arguments and `run`), dispatched by `main.rs`.
 
+pub mod agent;
 pub mod bench;
 pub mod cmd;
 pub mod export;

@@ -18,6 +18,7 @@ use probe_common::{
     hint_slot, offsets, Family, LOST_ENTRIES, STACKS_CAPACITY, TARGETS_CAPACITY, TARGET_HINTS_SIZE,
 };
 
+mod by_comm;
 mod kpaths;
 mod locks;
 mod oncpu;
