@@ -22,6 +22,9 @@ pub enum HttpError {
 /// The content type of the OpenMetrics text exposition.
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// The content type of the Prometheus text format 0.0.4.
+pub const CLASSIC: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// Binds `addr` and serves on a background thread; returns the bound address (port 0 picks one).
 pub fn serve(addr: SocketAddr, registry: Registry) -> Result<SocketAddr, HttpError> {
     let listener = TcpListener::bind(addr).map_err(|source| HttpError::Bind { addr, source })?;
@@ -48,12 +51,19 @@ fn answer(mut conn: TcpStream, registry: &Registry) -> std::io::Result<()> {
     let mut line = String::new();
     reader.by_ref().take(8192).read_line(&mut line)?;
     // Skip the headers (bounded): nothing in them changes the answer.
+    // Of the headers (bounded) only Accept matters: OpenMetrics when asked for (Prometheus
+    // asks), else the classic text format.
     let mut header = String::new();
+    let mut openmetrics = false;
     let mut budget = 64;
     while budget > 0 {
         header.clear();
         if reader.by_ref().take(8192).read_line(&mut header)? == 0 || header.trim().is_empty() {
             break;
+        }
+        let h = header.to_ascii_lowercase();
+        if h.starts_with("accept:") && h.contains("application/openmetrics-text") {
+            openmetrics = true;
         }
         budget -= 1;
     }
@@ -61,8 +71,12 @@ fn answer(mut conn: TcpStream, registry: &Registry) -> std::io::Result<()> {
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("");
     let (status, ctype, body) = match (method, path) {
-        ("GET", "/metrics") => match super::metrics::render(registry) {
-            Ok(text) => ("200 OK", OPENMETRICS, text),
+        ("GET", "/metrics") => match if openmetrics {
+            super::metrics::render(registry).map(|t| (OPENMETRICS, t))
+        } else {
+            super::metrics::render_classic(registry).map(|t| (CLASSIC, t))
+        } {
+            Ok((ctype, text)) => ("200 OK", ctype, text),
             Err(_) => (
                 "500 Internal Server Error",
                 "text/plain",

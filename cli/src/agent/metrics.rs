@@ -157,6 +157,14 @@ pub fn render(registry: &Registry) -> Result<String, std::fmt::Error> {
     Ok(out)
 }
 
+/// The same metrics in the Prometheus text format 0.0.4, for clients that do not ask for
+/// OpenMetrics (curl, promtool 2.42's `check metrics`, which knows no `info` type).
+pub fn render_classic(registry: &Registry) -> Result<String, std::fmt::Error> {
+    let mut out = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut out, registry)?;
+    Ok(out)
+}
+
 type Labels<'a> = Vec<(&'a str, &'a str)>;
 
 fn counter_family<K, V: EncodeCounterValue>(

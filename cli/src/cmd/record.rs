@@ -68,7 +68,24 @@ pub struct RecordArgs {
 /// What to trace: shared by `record` and `agent`. Selectors add up.
 #[derive(clap::Args, Debug, Clone)]
 pub struct TargetArgs {
+    /// Trace these processes (all their threads, and children they fork while traced):
+    /// `-p 1,2` or `-p 1 -p 2`. The recording ends when all have exited.
+    #[arg(
+        short = 'p',
+        long = "pid",
+        value_name = "PID[,PID...]",
+        value_delimiter = ',',
+        conflicts_with = "all"
+    )]
     pub pids: Vec<u32>,
+    /// Trace these threads only (and the children they fork): `-t 1,2` or `-t 1 -t 2`.
+    #[arg(
+        short = 't',
+        long = "tid",
+        value_name = "TID[,TID...]",
+        value_delimiter = ',',
+        conflicts_with = "all"
+    )]
     pub tids: Vec<u32>,
     /// Trace every process whose name (comm, at most 15 bytes) is NAME: those running at the
     /// start, and those that exec a program of that name or fork from one while recording.
