@@ -81,20 +81,24 @@ pub struct Log2Hist {
 }
 
 impl Log2Hist {
-    /// `(upper bound in seconds, cumulative count)` per bucket, as OpenMetrics wants.
-    pub fn cumulative(&self) -> (Vec<(f64, u64)>, u64) {
-        let mut out = Vec::with_capacity(self.buckets.len());
-        let mut acc = 0u64;
-        for (i, &c) in self.buckets.iter().enumerate() {
-            acc += c;
-            let le = if i + 1 == self.buckets.len() {
-                f64::INFINITY
-            } else {
-                (1u64 << (i + 1)) as f64 / 1e9
-            };
-            out.push((le, acc));
-        }
-        (out, acc)
+    /// `(upper bound in seconds, count in that bucket)` per bucket and the total: the
+    /// encoder makes the counts cumulative itself.
+    pub fn buckets(&self) -> (Vec<(f64, u64)>, u64) {
+        let n = self.buckets.len();
+        let out = self
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                let le = if i + 1 == n {
+                    f64::INFINITY
+                } else {
+                    (1u64 << (i + 1)) as f64 / 1e9
+                };
+                (le, c)
+            })
+            .collect();
+        (out, self.buckets.iter().sum())
     }
 }
 
@@ -189,7 +193,7 @@ fn histogram(
     m: &mut prometheus_client::encoding::MetricEncoder,
     h: &Log2Hist,
 ) -> Result<(), std::fmt::Error> {
-    let (buckets, count) = h.cumulative();
+    let (buckets, count) = h.buckets();
     m.encode_histogram::<NoLabelSet>(h.sum_ns as f64 / 1e9, count, &buckets, None)
 }
 
@@ -389,7 +393,7 @@ mod tests {
     }
 
     #[test]
-    fn log2_buckets_become_cumulative_seconds() {
+    fn log2_buckets_become_seconds_bounds_counted_once() {
         let mut buckets = vec![0; probe_common::HIST_BUCKETS];
         buckets[0] = 1;
         buckets[10] = 2;
@@ -398,12 +402,25 @@ mod tests {
             buckets,
             sum_ns: 3000,
         };
-        let (b, count) = h.cumulative();
+        let (b, count) = h.buckets();
         assert_eq!(count, 4);
         assert_eq!(b[0], (2e-9, 1));
-        assert_eq!(b[10], (2048e-9, 3));
-        assert_eq!(b[b.len() - 2].1, 3);
-        assert_eq!(*b.last().unwrap(), (f64::INFINITY, 4));
+        assert_eq!(b[10], (2048e-9, 2));
+        assert_eq!(*b.last().unwrap(), (f64::INFINITY, 1));
+        let state: Shared = Arc::default();
+        state
+            .lock()
+            .unwrap()
+            .syscall_duration
+            .insert("read".into(), h);
+        let text = render(&registry(state)).unwrap();
+        for want in [
+            "kpath_syscall_duration_seconds_bucket{syscall=\"read\",le=\"2e-9\"} 1",
+            "kpath_syscall_duration_seconds_bucket{syscall=\"read\",le=\"0.000002048\"} 3",
+            "kpath_syscall_duration_seconds_bucket{syscall=\"read\",le=\"+Inf\"} 4",
+        ] {
+            assert!(text.contains(want), "{want:?} missing in\n{text}");
+        }
     }
 
     #[test]
