@@ -257,7 +257,7 @@ fn tick(probes: &Probes, prog_stats: &ProgStats, caps: &mut Caps, totals: &Total
     for ((_, comm), (n, _)) in &by_comm {
         *per_comm.entry(comm.as_str()).or_default() += n;
     }
-    caps.comm.admit(per_comm.into_iter());
+    caps.comm.admit(per_comm);
     let mut syscalls: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
     for ((nr, comm), (n, e)) in &by_comm {
         let k = (syscall_names::display_name(*nr), caps.comm.label(comm));
@@ -471,7 +471,8 @@ fn clear_stack_maps(
         (Family::Sched, probe_common::sched::MAP_OFFCPU),
     ];
     for (fam, map) in counted {
-        if !probes.has(fam) && !(fam == Family::Oncpu && probes.has(Family::Kpaths)) {
+        let read_by_kpaths = fam == Family::Oncpu && probes.has(Family::Kpaths);
+        if !probes.has(fam) && !read_by_kpaths {
             continue;
         }
         let drained: u64 = drain::drain::<StackKey, u64>(&probes.ebpf, map)?
