@@ -29,12 +29,12 @@ pub(crate) fn count(nr: u64, ret: i64) {
         nr: nr as u32,
         _pad: 0,
     };
-    let p = match SYSCALLS_BY_COMM.get_ptr_mut(&key) {
+    let p = match SYSCALLS_BY_COMM.get_ptr_mut(key) {
         Some(p) => p,
         None => {
             // Another CPU may insert the same key first: either way, the entry exists after.
-            let _ = SYSCALLS_BY_COMM.insert(&key, &ByCommStats::default(), BPF_NOEXIST as u64);
-            let Some(p) = SYSCALLS_BY_COMM.get_ptr_mut(&key) else {
+            let _ = SYSCALLS_BY_COMM.insert(key, ByCommStats::default(), BPF_NOEXIST as u64);
+            let Some(p) = SYSCALLS_BY_COMM.get_ptr_mut(key) else {
                 count_lost(Family::Syscalls);
                 return;
             };
