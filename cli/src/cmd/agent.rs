@@ -439,11 +439,20 @@ fn end_window(
     for p in &pids {
         next.forget_process(*p);
     }
+    // The target filter keeps the ids of exited processes (the exit hook frees per-thread
+    // slots only): left there, a churn of short-lived targets fills it (16384 ids) and every
+    // poll of the traced ids walks them all.
+    let gone: Vec<u32> = drain::all_keys::<u32>(&probes.ebpf, probe_common::MAP_TARGETS)?
+        .into_iter()
+        .filter(|&p| !process::pid_alive(p))
+        .collect();
+    drain::remove(&probes.ebpf, probe_common::MAP_TARGETS, &gone)?;
     *prev = next;
     let evicted = maps.evict_exited();
     log::debug!(
-        "window: {} exited processes left PROCS, {evicted} left the maps cache",
-        pids.len()
+        "window: {} exited processes left PROCS, {} the target filter, {evicted} the maps cache",
+        pids.len(),
+        gone.len()
     );
     run.started_unix_ms = w.started_unix_ms;
     run.call_graph = Some("fp".into());
