@@ -79,14 +79,16 @@ fn urlencode(q: &str) -> String {
         .collect()
 }
 
-/// Values of an instant query to Prometheus' HTTP API, by the label `by` (or "" when none).
+/// Values of an instant query to Prometheus' HTTP API, by the label `by` (or "" when none);
+/// empty while Prometheus is not up yet.
 fn query(port: u16, q: &str, by: &str) -> Vec<(String, f64)> {
-    let body = http_get(
-        port,
-        &format!("/api/v1/query?query={}", urlencode(q)),
-        "*/*",
-    );
-    let v: serde_json::Value = serde_json::from_str(&body).expect("query JSON");
+    let path = format!("/api/v1/query?query={}", urlencode(q));
+    let Some(body) = try_http_get(port, &path, "*/*") else {
+        return Vec::new();
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
+        return Vec::new();
+    };
     v["data"]["result"]
         .as_array()
         .map(|rs| {
