@@ -9,11 +9,12 @@
 //!   holding its attach methods, its `collect()` and the report section every renderer draws;
 //! - [`findings`]: the rules engine over a run's facts (record, report, HTML, bench, scenarios);
 //! - [`run`]: the `run.json` schema; [`stacks`]: symbolized, folded stacks; [`render`]:
-//!   tables, JSON, flame graphs, HTML; [`export`]: pprof profiles; [`bench`], [`scenario`], [`vm`]: the libraries behind
+//!   tables, JSON, flame graphs, HTML; [`export`]: pprof profiles; [`agent`], [`bench`], [`scenario`], [`vm`]: the libraries behind
 //!   those subcommands; [`unwind`]: DWARF unwind tables for the BPF stack walker and its
 //!   Rust twin;
 //! - [`cmd`]: one file per subcommand (its arguments and `run`), dispatched by `main.rs`.
 
+pub mod agent;
 pub mod bench;
 pub mod cmd;
 pub mod export;

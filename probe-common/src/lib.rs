@@ -254,6 +254,10 @@ mod pod {
     unsafe impl aya::Pod for StackKey {}
     // SAFETY: repr(C), 4 x u64 + [u64; HIST_BUCKETS] (size asserted), no padding.
     unsafe impl aya::Pod for syscalls::SyscallStats {}
+    // SAFETY: repr(C), [u8; 16] + 2 x u32 = 24 bytes (asserted), no padding.
+    unsafe impl aya::Pod for syscalls::ByCommKey {}
+    // SAFETY: repr(C), 2 x u64 = 16 bytes (asserted), no padding.
+    unsafe impl aya::Pod for syscalls::ByCommStats {}
     // SAFETY: repr(C), 4 x u64 + [u64; HIST_BUCKETS] (size asserted), no padding.
     unsafe impl aya::Pod for kpaths::FunctionStats {}
     // SAFETY: repr(C), 2 x u32 = 8 bytes (asserted), no padding.

@@ -28,3 +28,30 @@ pub struct SyscallStart {
     pub nr: u64,
 }
 const _: () = assert!(core::mem::size_of::<SyscallStart>() == 16);
+
+/// Per-CPU hash map [`ByCommKey`] -> [`ByCommStats`]: syscalls per (task name, syscall), filled
+/// only when [`GLOBAL_BY_COMM`] is 1 (`kpath agent`'s `comm` label).
+pub const MAP_BY_COMM: &str = "SYSCALLS_BY_COMM";
+/// Global (set at load time): 1 to count into [`MAP_BY_COMM`]; 0 (record) prunes it away.
+pub const GLOBAL_BY_COMM: &str = "SYSCALLS_BY_COMM_ON";
+/// Capacity of [`MAP_BY_COMM`]; pairs beyond it are counted as lost syscalls events.
+pub const BY_COMM_CAPACITY: u32 = 8192;
+
+/// Key of [`MAP_BY_COMM`]: the calling thread's name (NUL padded) and the syscall number.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ByCommKey {
+    pub comm: [u8; 16],
+    pub nr: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<ByCommKey>() == 24);
+
+/// Value of [`MAP_BY_COMM`] (per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ByCommStats {
+    pub count: u64,
+    pub errors: u64,
+}
+const _: () = assert!(core::mem::size_of::<ByCommStats>() == 16);

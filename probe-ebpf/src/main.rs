@@ -18,6 +18,7 @@ use probe_common::{
     hint_slot, offsets, Family, LOST_ENTRIES, STACKS_CAPACITY, TARGETS_CAPACITY, TARGET_HINTS_SIZE,
 };
 
+mod by_comm;
 mod kpaths;
 mod locks;
 mod oncpu;
@@ -217,9 +218,10 @@ fn proc_stats(tgid: u32) -> Option<&'static mut probe_common::targets::ProcStats
             p
         }
     };
-    // SAFETY: this CPU's slot of the entry, valid while the program runs (entries are never
-    // deleted while recording). Its users (syscall exit, sched_switch) run with preemption
-    // disabled and never from an interrupt, so none nests on this CPU: the reference is unique.
+    // SAFETY: this CPU's slot of the entry, valid while the program runs (only `kpath agent`
+    // deletes entries, those of exited processes, and a deleted entry is freed after an RCU
+    // grace period). Its users (syscall exit, sched_switch) run with preemption disabled and
+    // never from an interrupt, so none nests on this CPU: the reference is unique.
     Some(unsafe { &mut *p })
 }
 

@@ -265,6 +265,7 @@ fn exit(ret: i64) -> u32 {
         stats.max_ns = ns;
     }
     hist_add(&mut stats.hist_log2_ns, ns);
+    crate::by_comm::count(start.nr, ret);
     if let Some(p) = crate::proc_stats(tgid) {
         p.syscalls += 1;
         p.syscall_ns += ns;

@@ -1,6 +1,7 @@
 //! `cargo xtask`: set up, build, test, lint and demo kpath. This file only parses and dispatches;
 //! each subcommand lives in its own module.
 
+mod bench_agent;
 mod bench_overhead;
 mod bench_probes;
 mod bench_servers;
@@ -54,6 +55,8 @@ enum Cmd {
     BenchOverhead(bench_overhead::Args),
     /// Set up, then time `kpath record -p` from start to attached (and bpftrace, if installed).
     BenchStartup(bench_startup::Args),
+    /// Long soak of `kpath agent` on churning targets: VmRSS and CPU% per minute.
+    BenchAgent(bench_agent::Args),
     /// Set up, then compare nginx requests/s and BPF run time with `--call-graph dwarf` vs `fp`.
     BenchUnwind(bench_unwind::Args),
 }
@@ -71,6 +74,7 @@ fn main() {
         Cmd::BenchProbes(args) => setup::for_run().and_then(|()| bench_probes::run(args)),
         Cmd::BenchOverhead(args) => setup::for_run().and_then(|()| bench_overhead::run(args)),
         Cmd::BenchStartup(args) => setup::for_run().and_then(|()| bench_startup::run(args)),
+        Cmd::BenchAgent(args) => setup::for_run().and_then(|()| bench_agent::run(args)),
         Cmd::BenchUnwind(args) => setup::for_run().and_then(|()| bench_unwind::run(args)),
     };
     if let Err(e) = result {

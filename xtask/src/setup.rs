@@ -47,6 +47,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "golang-go",
         "`go tool pprof` reads the pprof profiles in the tests",
     ),
+    (
+        "prometheus",
+        "a real Prometheus scrapes `kpath agent` in the tests; its promtool checks the metrics and the rules in deploy/",
+    ),
 ];
 
 #[derive(clap::Args, Debug, Default)]

@@ -99,7 +99,8 @@ fn check_args(args: &[String]) -> Result<(), String> {
     let cli = Cli::try_parse_from(args).map_err(|e| e.render().to_string())?;
     // --probes and --method are strings to clap; the families check their words.
     let families = match &cli.command {
-        super::Command::Record(a) => Some((&a.probes, &a.methods)),
+        super::Command::Record(a) => Some((&a.probe.probes, &a.probe.methods)),
+        super::Command::Agent(a) => Some((&a.probe.probes, &a.probe.methods)),
         super::Command::Costs(a) => Some((&a.probes, &a.methods)),
         _ => None,
     };
@@ -109,8 +110,8 @@ fn check_args(args: &[String]) -> Result<(), String> {
     }
     let nested: Option<Vec<String>> = match cli.command {
         super::Command::Vm(a) => Some(std::iter::once("kpath".into()).chain(a.args).collect()),
-        super::Command::Record(a) if a.command.first().is_some_and(|c| c == "kpath") => {
-            Some(a.command)
+        super::Command::Record(a) if a.sel.command.first().is_some_and(|c| c == "kpath") => {
+            Some(a.sel.command)
         }
         _ => None,
     };

@@ -1,6 +1,7 @@
 //! One module per `kpath` subcommand: its clap arguments and its `run`; [`Cli`] gathers them
 //! here (not in `main.rs`) so tests can render every `--help` and parse its examples.
 
+pub mod agent;
 pub mod bench;
 pub mod costs;
 pub mod diff;
@@ -57,6 +58,8 @@ pub enum Command {
     Doctor(doctor::DoctorArgs),
     /// Attach probes to a process or command, print tables, write a run directory.
     Record(record::RecordArgs),
+    /// Record continuously: a window directory every --window seconds, Prometheus metrics.
+    Agent(agent::AgentArgs),
     /// Re-render a recorded run, or print a bench directory's tables.
     Report(report::ReportArgs),
     /// Re-render a run's flame graph (on-CPU, or off-CPU with --offcpu) from its folded stacks.
@@ -85,6 +88,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Doctor(a) => doctor::run(a),
         Command::Record(a) => record::run(a),
+        Command::Agent(a) => agent::run(a),
         Command::Report(a) => report::run(a),
         Command::Flame(a) => flame::run(a),
         Command::Diff(a) => diff::run(a),

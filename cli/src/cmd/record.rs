@@ -38,6 +38,36 @@ Examples:
   kpath record --method kpaths=sampled -F 999 -- ./workload"
 )]
 pub struct RecordArgs {
+    #[command(flatten)]
+    pub sel: TargetArgs,
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+    /// Stop after this many seconds (fractions allowed; default: when the target exits, or
+    /// Ctrl-C).
+    #[arg(short, long, value_parser = servers::args::seconds)]
+    pub duration: Option<f64>,
+    /// Run directory to write (default: runs/run-<unix time>); `-o -` is refused (a run is
+    /// several files: --json prints run.json to stdout).
+    #[arg(short, long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// Print run.json to stdout instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Rows per table.
+    #[arg(long, default_value_t = 25)]
+    pub top: usize,
+    /// Group the lock table by caller (and lock class), by lock class, or by waiting thread,
+    /// like `perf lock contention` (run.json holds the caller and thread rows either way).
+    #[arg(long, value_enum, default_value_t = families::locks::LocksBy::Caller)]
+    pub locks_by: families::locks::LocksBy,
+    /// Create this file once every probe is attached (for scripts that start load then).
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+}
+
+/// What to trace: shared by `record` and `agent`. Selectors add up.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TargetArgs {
     /// Trace these processes (all their threads, and children they fork while traced):
     /// `-p 1,2` or `-p 1 -p 2`. The recording ends when all have exited.
     #[arg(
@@ -68,10 +98,15 @@ pub struct RecordArgs {
     /// Trace every task but kpath (the default when no target is given).
     #[arg(short = 'a', long = "all-cpus", conflicts_with = "command")]
     pub all: bool,
-    /// Stop after this many seconds (fractions allowed; default: when the target exits, or
-    /// Ctrl-C).
-    #[arg(short, long, value_parser = servers::args::seconds)]
-    pub duration: Option<f64>,
+    /// The command to start and trace. kpath exits with its status when it ends on its own
+    /// (128 + signal number when a signal killed it); it dies with kpath.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// Which probes and how: shared by `record` and `agent`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ProbeArgs {
     /// Probe families, comma separated.
     #[arg(
         long,
@@ -83,13 +118,6 @@ pub struct RecordArgs {
     /// target).
     #[arg(short = 'F', long, default_value_t = 99)]
     pub frequency: u64,
-    /// Run directory to write (default: runs/run-<unix time>); `-o -` is refused (a run is
-    /// several files: --json prints run.json to stdout).
-    #[arg(short, long, value_name = "DIR")]
-    pub output: Option<PathBuf>,
-    /// Print run.json to stdout instead of tables.
-    #[arg(long)]
-    pub json: bool,
     /// Follow this kernel function too (repeatable, up to 8): timed by fentry or kprobe where
     /// the kernel allows, else its share of on-CPU samples and of off-CPU time (labelled
     /// sampled). Adds the kpaths family if --probes left it out.
@@ -101,13 +129,6 @@ pub struct RecordArgs {
     /// Off-CPU periods shorter than this (µs) are not charged to a stack (still counted in totals).
     #[arg(long, default_value_t = 0)]
     pub offcpu_min_us: u64,
-    /// Rows per table.
-    #[arg(long, default_value_t = 25)]
-    pub top: usize,
-    /// Group the lock table by caller (and lock class), by lock class, or by waiting thread,
-    /// like `perf lock contention` (run.json holds the caller and thread rows either way).
-    #[arg(long, value_enum, default_value_t = families::locks::LocksBy::Caller)]
-    pub locks_by: families::locks::LocksBy,
     /// Measure kpath's own BPF run time (events/s, ns per event per family) with the kernel's
     /// BPF statistics, which time every BPF program run on the machine: on this project's
     /// machine that added ~165 ns to each syscall of every process while the syscall probes
@@ -119,22 +140,20 @@ pub struct RecordArgs {
     /// where the kernel supports it (bpf_loop, bpf_task_pt_regs), else fp.
     #[arg(long, value_name = "dwarf|fp")]
     pub call_graph: Option<CallGraph>,
-    /// Create this file once every probe is attached (for scripts that start load then).
-    #[arg(long, value_name = "PATH")]
-    pub ready_file: Option<PathBuf>,
-    /// The command to start and trace. kpath exits with its status when it ends on its own
-    /// (128 + signal number when a signal killed it); it dies with kpath.
-    #[arg(last = true, value_name = "CMD")]
-    pub command: Vec<String>,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Whether SIGINT or SIGTERM arrived (after [`install_signal_handlers`]).
+pub(crate) fn stopped() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
 
 extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-fn install_signal_handlers() {
+pub(crate) fn install_signal_handlers() {
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: on_signal only stores to an atomic, which is async-signal-safe.
         unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
@@ -149,9 +168,9 @@ enum Stop {
     Signal,
 }
 
-impl RecordArgs {
+impl TargetArgs {
     /// What was traced, for run.json.
-    fn target(&self, targets: &Targets, named: &[u32], exit_code: Option<i32>) -> Target {
+    pub fn target(&self, targets: &Targets, named: &[u32], exit_code: Option<i32>) -> Target {
         let kinds: Vec<&str> = [
             (!self.command.is_empty(), "command"),
             (!self.pids.is_empty(), "pid"),
@@ -189,7 +208,7 @@ impl RecordArgs {
     }
 
     /// The selectors, checked (the started command's pid is added once it exists).
-    fn targets(&self) -> anyhow::Result<Targets> {
+    pub fn targets(&self) -> anyhow::Result<Targets> {
         for &pid in &self.pids {
             process::check_pid(pid)?;
         }
@@ -209,34 +228,45 @@ impl RecordArgs {
         t.cgroup = self.cgroup.as_deref().map(targets::cgroup).transpose()?;
         Ok(t)
     }
+}
 
-    /// Checks the arguments and converts them into load options (targets filled in later).
-    fn load_options(&self) -> anyhow::Result<LoadOptions> {
+impl ProbeArgs {
+    /// Checks the arguments and converts them into load options for these targets.
+    pub fn load_options(&self, targets: Targets) -> anyhow::Result<LoadOptions> {
         if self.frequency == 0 || self.frequency > 100_000 {
             bail!(
                 "-F {}: the sampling frequency must be between 1 and 100000 Hz",
                 self.frequency
             );
         }
-        super::output::directory(
-            self.output.as_ref(),
-            "a run",
-            "--json prints run.json to stdout",
-        )?;
         let mut families = families::parse_families(&self.probes)?;
         if !self.kpath.is_empty() && !families.contains(&probe_common::Family::Kpaths) {
             families.push(probe_common::Family::Kpaths);
         }
         Ok(LoadOptions {
             families,
-            targets: self.targets()?,
+            targets,
             sample_hz: self.frequency,
             offcpu_min_ns: self.offcpu_min_us * 1000,
             forced: families::parse_forced(&self.methods)?,
             extra_functions: families::kpaths::check_functions(&self.kpath)?,
             call_graph: CallGraph::Fp,
             max_entries: Vec::new(),
+            syscalls_by_comm: false,
         })
+    }
+}
+
+impl RecordArgs {
+    /// Checks the arguments and converts them into load options (targets filled in later).
+    fn load_options(&self) -> anyhow::Result<LoadOptions> {
+        super::output::directory(
+            self.output.as_ref(),
+            "a run",
+            "--json prints run.json to stdout",
+        )?;
+        let targets = self.sel.targets()?;
+        self.probe.load_options(targets)
     }
 }
 
@@ -263,7 +293,7 @@ pub fn frequency_warning(hz: u64) -> Option<String> {
 pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let mut opts = args.load_options()?;
-    if let Some(w) = frequency_warning(args.frequency) {
+    if let Some(w) = frequency_warning(args.probe.frequency) {
         // kpaths' sampled method reads the on-CPU samples too.
         let samples = [probe_common::Family::Oncpu, probe_common::Family::Kpaths];
         if opts.families.iter().any(|f| samples.contains(f)) {
@@ -273,17 +303,17 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     let loader = object::Loader::start();
     let (feats, mut warnings) = features::for_attaching("kpath record")?;
     log::debug!("start-up: features detected at {:?}", t0.elapsed());
-    let (call_graph, why) = CallGraph::choose(args.call_graph, &feats);
+    let (call_graph, why) = CallGraph::choose(args.probe.call_graph, &feats);
     opts.call_graph = call_graph;
     warnings.extend(why);
-    let mut child = if args.command.is_empty() {
+    let mut child = if args.sel.command.is_empty() {
         None
     } else {
         // With --json, kpath's stdout is the run alone: the command's goes to stderr.
         let opts = SpawnOptions {
             stdout_to_stderr: args.json,
         };
-        Some(HeldChild::spawn_with(&args.command, opts)?)
+        Some(HeldChild::spawn_with(&args.sel.command, opts)?)
     };
     if let Some(c) = &child {
         opts.targets.pids.push(c.pid);
@@ -291,11 +321,11 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     // DWARF tables of the processes running now (a command is not exec'd yet, and processes
     // found by --comm, --cgroup or -a get theirs when the walker asks for them).
     let tables = (opts.call_graph == CallGraph::Dwarf).then(|| {
-        let mut t = unwind::bpf::Prepared::new(&args.pids);
+        let mut t = unwind::bpf::Prepared::new(&args.sel.pids);
         if let Some(c) = &child {
             // Until its exec the command is kpath's image; its own files are read now.
             t.hold(c.pid);
-            t.warm(&unwind::bpf::command_files(&args.command[0]));
+            t.warm(&unwind::bpf::command_files(&args.sel.command[0]));
         }
         opts.max_entries.extend(t.max_entries());
         t
@@ -320,7 +350,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     }
     warnings.append(&mut probes.warnings);
     // Opt-in: the statistics slow every BPF program run on the machine down (see stats).
-    let mut prog_stats = ProgStats::start(&probes, args.bpf_stats);
+    let mut prog_stats = ProgStats::start(&probes, args.probe.bpf_stats);
     if let Some(why) = &prog_stats.error {
         warnings.push(format!("BPF run-time statistics unavailable: {why}"));
     }
@@ -372,7 +402,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     run.warnings.splice(0..0, warnings);
     run.started_unix_ms = started_unix_ms;
     run.overhead = overhead;
-    run.target = args.target(&opts.targets, &named_at_start, exit_code);
+    run.target = args.sel.target(&opts.targets, &named_at_start, exit_code);
     run.findings = crate::findings::for_run(&run);
     let dir = match &args.output {
         Some(d) => d.clone(),
@@ -504,9 +534,15 @@ fn wait(
         let gone = match child.as_deref_mut() {
             Some(c) => c.try_wait().is_some(),
             None => {
-                let named: Vec<u32> = args.pids.iter().chain(&args.tids).copied().collect();
-                args.comm.is_none()
-                    && args.cgroup.is_none()
+                let named: Vec<u32> = args
+                    .sel
+                    .pids
+                    .iter()
+                    .chain(&args.sel.tids)
+                    .copied()
+                    .collect();
+                args.sel.comm.is_none()
+                    && args.sel.cgroup.is_none()
                     && !named.is_empty()
                     && named.iter().all(|&p| !process::pid_alive(p))
             }
@@ -560,7 +596,7 @@ fn idle_hints(pids: &[u32]) -> Vec<String> {
 
 /// Ids in the kernel's target filter (tgids, and thread ids passing through), and the
 /// processes the per-process breakdown has seen (cgroup members, system-wide processes).
-fn traced_ids(probes: &Probes) -> Vec<u32> {
+pub(crate) fn traced_ids(probes: &Probes) -> Vec<u32> {
     let mut ids: Vec<u32> = probes
         .ebpf
         .map(probe_common::MAP_TARGETS)

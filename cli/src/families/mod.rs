@@ -389,6 +389,17 @@ pub fn collect_run(
     maps: Option<&mut MapsRecorder>,
     offcpu_min_ns: u64,
 ) -> anyhow::Result<(Run, Profiles)> {
+    collect_run_sums(probes, duration, maps, offcpu_min_ns).map(|(r, p, _)| (r, p))
+}
+
+/// [`collect_run`], also giving the sum of the weights read from each stack-key map (the
+/// agent clears those maps after each window and counts what arrived after this read).
+pub fn collect_run_sums(
+    probes: &Probes,
+    duration: Duration,
+    maps: Option<&mut MapsRecorder>,
+    offcpu_min_ns: u64,
+) -> anyhow::Result<(Run, Profiles, BTreeMap<&'static str, u64>)> {
     let mut run = Run {
         format_version: RUN_FORMAT_VERSION,
         kpath_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -419,7 +430,12 @@ pub fn collect_run(
             ));
         }
     }
-    Ok((run, c.profiles))
+    let sums = c
+        .counts
+        .iter()
+        .map(|(m, v)| (*m, v.iter().map(|(_, n)| n).sum()))
+        .collect();
+    Ok((run, c.profiles, sums))
 }
 
 /// The wall-clock view, when the run has both on-CPU samples and off-CPU stacks.

@@ -3,7 +3,7 @@
 //! Kernel side: probe-ebpf/src/syscalls.rs; shared types: probe-common/src/syscalls.rs; tests:
 //! cli/tests/syscalls.rs (counts equal `strace -f -c`).
 use probe_common::{
-    syscalls::{SyscallStats, MAP_START, MAP_STATS},
+    syscalls::{SyscallStats, GLOBAL_BY_COMM, MAP_BY_COMM, MAP_START, MAP_STATS},
     Family,
 };
 
@@ -17,6 +17,7 @@ use crate::{
     probes::{
         attach::Prog,
         maps::{per_cpu_array, CollectError},
+        object::Global,
         plan::{needs, MethodSpec, Unit},
         FamilyTable,
     },
@@ -30,9 +31,9 @@ pub static PATH: FamilyPath = FamilyPath {
             name: "syscalls",
             methods: &METHODS,
         }],
-        globals: |_, _| Vec::new(),
+        globals: |_, o| vec![(GLOBAL_BY_COMM, Global::from(o.syscalls_by_comm))],
     },
-    maps: &[MAP_STATS, MAP_START],
+    maps: &[MAP_STATS, MAP_START, MAP_BY_COMM],
     reads: &[],
     folds_stacks: false,
     collect,

@@ -145,6 +145,9 @@ pub struct LoadOptions<M> {
     pub call_graph: CallGraph,
     /// Maps sized at load time (map name, entries), e.g. the unwind rows to the tables built.
     pub max_entries: Vec<(&'static str, u32)>,
+    /// Count syscalls per (comm, syscall) too (`kpath agent`'s comm label; off for record,
+    /// so the verifier prunes the branch and the hot path pays nothing).
+    pub syscalls_by_comm: bool,
 }
 
 impl<M> Default for LoadOptions<M> {
@@ -158,6 +161,7 @@ impl<M> Default for LoadOptions<M> {
             extra_functions: Vec::new(),
             call_graph: CallGraph::Fp,
             max_entries: Vec::new(),
+            syscalls_by_comm: false,
         }
     }
 }

@@ -78,6 +78,11 @@ impl ProgStats {
         self.last = (now, runs);
     }
 
+    /// Whether the statistics are on.
+    pub fn enabled(&self) -> bool {
+        self.fd.is_some()
+    }
+
     /// BPF events per second lately, when the statistics are on.
     pub fn rate(&self) -> Option<f64> {
         self.rate
@@ -85,6 +90,11 @@ impl ProgStats {
 
     /// Turns the statistics off and gives the overhead figures.
     pub fn finish<M: MethodId>(self, probes: &Probes<M>) -> Overhead {
+        self.so_far(probes)
+    }
+
+    /// The overhead figures since the start, the statistics staying on (the agent's metric).
+    pub fn so_far<M: MethodId>(&self, probes: &Probes<M>) -> Overhead {
         if self.fd.is_none() {
             return overhead(&[], Duration::ZERO);
         }

@@ -206,6 +206,20 @@ impl MapsRecorder {
         self.live.retain(|&t| snaps.snapshot(t));
     }
 
+    /// Forgets every process that has exited (its mappings, the ids it was seen by): a
+    /// long-running recording (the agent) calls this after each window's stacks are read.
+    /// Returns how many processes were forgotten.
+    pub fn evict_exited(&mut self) -> usize {
+        self.refresh();
+        let live = &self.live;
+        let before = self.snapshots.by_tgid.len();
+        self.snapshots.by_tgid.retain(|t, _| live.contains(t));
+        self.snapshots.last_text.retain(|t, _| live.contains(t));
+        self.seen_ids
+            .retain(|&id| std::path::Path::new(&format!("/proc/{id}")).exists());
+        before - self.snapshots.by_tgid.len()
+    }
+
     /// Snapshots `tgid` if it was never seen (system-wide recordings learn tgids from stacks).
     pub fn ensure(&mut self, tgid: u32) {
         if !self.snapshots.has(tgid) && self.snapshots.snapshot(tgid) {

@@ -37,7 +37,7 @@ pub const CRATES: &[CrateSpec] = &[
         layers: &[
             &["main"],
             &["cmd"],
-            &["bench", "scenario", "vm"],
+            &["agent", "bench", "scenario", "vm"],
             &["render"],
             &["export"],
             &["families", "findings"],
