@@ -240,10 +240,11 @@ fn system_wide_breaks_numbers_down_by_process() {
             .find(|p| p["pid"].as_u64() == Some(pid as u64))
             .and_then(|p| p["syscalls"].as_u64())
     };
-    // openat + close per round, plus the few calls of the wait loop and exit.
+    // openat + close per round, plus the wait loop's access + nanosleep every 5 ms between the
+    // attach and the release (a busy machine makes that up to ~100 ms: 2101 was seen once).
     let (na, nb) = (syscalls_of(a.id()).unwrap(), syscalls_of(b.id()).unwrap());
-    assert!((2000..2100).contains(&na), "{na}");
-    assert!((1000..1100).contains(&nb), "{nb}");
+    assert!((2000..2300).contains(&na), "{na}");
+    assert!((1000..1300).contains(&nb), "{nb}");
 }
 
 fn cgroup2_mount() -> Option<PathBuf> {

@@ -63,6 +63,9 @@ pub const TARGETS_CAPACITY: u32 = 16384;
 /// put in [`MAP_TARGETS`], so a zero slot proves a task untraced with one inlined array load
 /// instead of hash lookups: most tasks on the machine are not traced and leave at that test.
 pub const MAP_TARGET_HINTS: &str = "TARGET_HINTS";
+/// One u64: changed whenever `TARGETS` changes, so the per-CPU caches of the target verdict
+/// (the syscalls family's) are refreshed; the kernel side adds 1, user space adds 2^32.
+pub const MAP_TARGETS_GEN: &str = "TARGETS_GEN";
 /// Slots of [`MAP_TARGET_HINTS`] (a power of two).
 pub const TARGET_HINTS_SIZE: u32 = 1 << 16;
 /// The slot of `id` in [`MAP_TARGET_HINTS`].

@@ -225,11 +225,14 @@ pub fn syscalls_sched_switch(_ctx: TracePointContext) -> u32 {
 }
 
 /// The current thread is exiting: a syscall it never returns from (exit, exit_group) must not
-/// be moved to `SYSCALLS_START` by its last switch.
+/// be moved to `SYSCALLS_START` by its last switch, and its cached verdict must not outlive it
+/// (its ids may be reused).
 #[inline(always)]
 pub(crate) fn thread_exit(tgid: u32, tid: u32) {
     if let Some(c) = cpu_slot() {
         if c.tid == tid && c.tgid == tgid {
+            c.tid = 0;
+            c.tgid = 0;
             c.ts_ns = 0;
         }
     }

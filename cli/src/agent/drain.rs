@@ -124,6 +124,37 @@ pub fn remove<K: Pod>(ebpf: &Ebpf, name: &'static str, keys: &[K]) -> Result<usi
         .count())
 }
 
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+
+/// Tells the kernel side that user space changed `TARGETS` (see
+/// `probe_common::MAP_TARGETS_GEN`): every CPU's cached target verdict is refreshed.
+pub fn targets_changed(ebpf: &Ebpf) -> Result<(), DrainError> {
+    let name = probe_common::MAP_TARGETS_GEN;
+    let Some(Map::Array(d)) = ebpf.map(name) else {
+        return Err(DrainError::MissingMap { name });
+    };
+    let key = 0u32;
+    let mut gen = 0u64;
+    let key_ptr = &key as *const u32 as *const u8;
+    if elem_cmd(
+        BPF_MAP_LOOKUP_ELEM,
+        d,
+        key_ptr,
+        &mut gen as *mut u64 as *mut u8,
+    ) {
+        // The kernel adds 1 at a time: 2^32 steps never meet its values.
+        let mut next = gen.wrapping_add(1 << 32);
+        elem_cmd(
+            BPF_MAP_UPDATE_ELEM,
+            d,
+            key_ptr,
+            &mut next as *mut u64 as *mut u8,
+        );
+    }
+    Ok(())
+}
+
 /// Every key of a map (hash maps and the stack map).
 pub fn all_keys<K: Pod>(ebpf: &Ebpf, name: &'static str) -> Result<Vec<K>, DrainError> {
     Ok(keys(map_data(ebpf, name)?))

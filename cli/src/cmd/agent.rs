@@ -446,7 +446,9 @@ fn end_window(
         .into_iter()
         .filter(|&p| !process::pid_alive(p))
         .collect();
-    drain::remove(&probes.ebpf, probe_common::MAP_TARGETS, &gone)?;
+    if drain::remove(&probes.ebpf, probe_common::MAP_TARGETS, &gone)? > 0 {
+        drain::targets_changed(&probes.ebpf)?;
+    }
     *prev = next;
     let evicted = maps.evict_exited();
     log::debug!(

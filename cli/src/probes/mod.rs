@@ -16,7 +16,7 @@ use probe_common::{
     },
     unwind::GLOBAL_DWARF,
     Family, GLOBAL_FILTER, GLOBAL_SELF_TGID, GLOBAL_USER_RET, MAP_LOST, MAP_STACKS, MAP_TARGETS,
-    MAP_TARGET_HINTS,
+    MAP_TARGETS_GEN, MAP_TARGET_HINTS,
 };
 
 use crate::kernel::features::Features;
@@ -65,9 +65,10 @@ pub const FOLLOW_PROGRAMS: [Prog; 4] = [
 ];
 
 /// Maps and globals the engine itself uses (the families list theirs).
-pub const ENGINE_MAPS: [&str; 6] = [
+pub const ENGINE_MAPS: [&str; 7] = [
     MAP_TARGETS,
     MAP_TARGET_HINTS,
+    MAP_TARGETS_GEN,
     MAP_THREADS,
     MAP_PROCS,
     MAP_LOST,
