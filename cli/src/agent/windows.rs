@@ -10,21 +10,31 @@ pub enum WindowError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{base}: no free window-{secs}-N name")]
-    NoName { base: PathBuf, secs: u64 },
+    #[error("{base}: no free {prefix}-{secs}-N name")]
+    NoName {
+        base: PathBuf,
+        prefix: &'static str,
+        secs: u64,
+    },
 }
 
 /// A new directory `base/window-<secs>` (`-2`, ... when taken).
 pub fn fresh(base: &Path, secs: u64) -> Result<PathBuf, WindowError> {
+    fresh_dir(base, "window", secs)
+}
+
+/// A new directory `base/<prefix>-<secs>` (`-2`, `-3`, ... when taken), created here, so two
+/// that start in the same second never share one (record's run directories use it too).
+pub fn fresh_dir(base: &Path, prefix: &'static str, secs: u64) -> Result<PathBuf, WindowError> {
     std::fs::create_dir_all(base).map_err(|source| WindowError::Create {
         path: base.to_path_buf(),
         source,
     })?;
     for n in 1..1000 {
         let dir = if n == 1 {
-            base.join(format!("window-{secs}"))
+            base.join(format!("{prefix}-{secs}"))
         } else {
-            base.join(format!("window-{secs}-{n}"))
+            base.join(format!("{prefix}-{secs}-{n}"))
         };
         match std::fs::create_dir(&dir) {
             Ok(()) => return Ok(dir),
@@ -34,6 +44,7 @@ pub fn fresh(base: &Path, secs: u64) -> Result<PathBuf, WindowError> {
     }
     Err(WindowError::NoName {
         base: base.to_path_buf(),
+        prefix,
         secs,
     })
 }

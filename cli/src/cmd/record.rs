@@ -426,23 +426,10 @@ fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// A new directory `base/run-<secs>` (`-2`, `-3`, ... when taken): created here, so two
-/// recordings that end in the same second never share one.
+/// A new directory `base/run-<secs>` (`-2`, `-3`, ... when taken).
 fn fresh_run_dir(base: &Path, secs: u64) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(base).with_context(|| format!("creating {}", base.display()))?;
-    for n in 1..1000 {
-        let dir = if n == 1 {
-            base.join(format!("run-{secs}"))
-        } else {
-            base.join(format!("run-{secs}-{n}"))
-        };
-        match std::fs::create_dir(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
-        }
-    }
-    bail!("{}: no free run-{secs}-N name; pass -o", base.display())
+    crate::agent::windows::fresh_dir(base, "run", secs)
+        .context("choosing a run directory (or pass -o)")
 }
 
 /// What a recording writes into its directory; an earlier run's are removed first, so a
