@@ -7,9 +7,9 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
-use crate::proc::Proc;
+use crate::proc::{self, Proc};
 use crate::util;
 
 #[derive(Debug, clap::Args)]
@@ -17,23 +17,6 @@ pub struct Args {
     /// Minutes to run.
     #[arg(long, default_value_t = 10)]
     pub minutes: u64,
-}
-
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesized comm: state is field 3, utime 14, stime 15.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-}
-
-fn rss_kb(pid: u32) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -60,23 +43,17 @@ pub fn run(args: &Args) -> Result<()> {
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     )?;
-    let t = Instant::now();
-    while !ready.exists() {
-        if agent.try_wait()?.is_some() {
-            bail!("kpath agent exited before attaching");
-        }
-        if t.elapsed() > Duration::from_secs(30) {
-            bail!("kpath agent did not attach in 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    agent.wait_for_file(
+        &ready,
+        "kpath agent",
+        Duration::from_millis(20),
+        Duration::from_secs(30),
+    )?;
     let pid = agent.id();
-    // SAFETY: sysconf takes no pointers.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     println!("kpath agent (pid {pid}) following a new /bin/true every 50 ms, --window 10");
     println!(" minute | VmRSS kB | CPU% this minute | targets started");
     let start = Instant::now();
-    let mut last = (Instant::now(), cpu_ticks(pid).context("agent stat")?);
+    let mut last = (Instant::now(), proc::cpu_secs(pid)?);
     let mut started = 0u64;
     let mut kids = Vec::new();
     for minute in 1..=args.minutes {
@@ -87,12 +64,12 @@ pub fn run(args: &Args) -> Result<()> {
             kids.retain_mut(|k: &mut std::process::Child| k.try_wait().ok().flatten().is_none());
             std::thread::sleep(Duration::from_millis(50));
         }
-        let now = (Instant::now(), cpu_ticks(pid).context("agent stat")?);
-        let cpu = (now.1 - last.1) as f64 / hz / now.0.duration_since(last.0).as_secs_f64();
+        let now = (Instant::now(), proc::cpu_secs(pid)?);
+        let cpu = (now.1 - last.1) / now.0.duration_since(last.0).as_secs_f64();
         last = now;
         println!(
             " {minute:>6} | {:>8} | {:>15.2}% | {started}",
-            rss_kb(pid).unwrap_or(0),
+            proc::rss_kb(pid).unwrap_or(0),
             cpu * 100.0
         );
     }

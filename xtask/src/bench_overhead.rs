@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use crate::bench_servers::{wait_listening, wrk_run};
 use crate::floor::EmptyRawTracepoints;
 use crate::peers::Peer;
-use crate::proc::Proc;
+use crate::proc::{self, Proc};
 use crate::record::{build_release_kpath, RecordSpec, Recording, ALL_FAMILIES as ALL};
 use crate::stats::median;
 use crate::util;
@@ -206,15 +206,15 @@ fn one(
         .map(Recording::id)
         .or(peer.as_ref().map(|p| p.id()));
     let before = (
-        cpu_secs(pid)?,
-        children_cpu_secs()?,
-        rec_pid.map(cpu_secs).transpose()?,
+        proc::cpu_secs(pid)?,
+        proc::children_cpu_secs()?,
+        rec_pid.map(proc::cpu_secs).transpose()?,
     );
     let wrk = wrk_run(1, args.connections, args.duration, url, false);
     let after = (
-        cpu_secs(pid)?,
-        children_cpu_secs()?,
-        rec_pid.map(cpu_secs).transpose()?,
+        proc::cpu_secs(pid)?,
+        proc::children_cpu_secs()?,
+        rec_pid.map(proc::cpu_secs).transpose()?,
     );
     if let Some(recording) = rec {
         recording.stop()?;
@@ -318,47 +318,6 @@ fn goal_lines(all: Option<f64>, floor: Option<f64>, bpftrace: Option<f64>) -> Ve
     v
 }
 
-/// utime + stime of a process (all its threads), in seconds.
-fn cpu_secs(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    let fields = stat_fields(&stat)?;
-    Ok((fields[11] + fields[12]) as f64 / clock_ticks())
-}
-
-/// cutime + cstime of this process: the CPU time of children already waited for (wrk).
-fn children_cpu_secs() -> Result<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    let fields = stat_fields(&stat)?;
-    Ok((fields[13] + fields[14]) as f64 / clock_ticks())
-}
-
-/// The numeric fields after `(comm)`, starting with field 3 (state, parsed as 0).
-fn stat_fields(stat: &str) -> Result<Vec<u64>> {
-    let (_, rest) = stat
-        .rsplit_once(')')
-        .context("unexpected /proc/PID/stat format")?;
-    let fields: Vec<u64> = rest
-        .split_whitespace()
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    if fields.len() < 15 {
-        bail!("short /proc/PID/stat: {stat}");
-    }
-    Ok(fields)
-}
-
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf(3) takes an integer name and reads no memory of ours; _SC_CLK_TCK is a
-    // valid name, and an error (-1) is handled below.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as f64
-    } else {
-        100.0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,14 +389,5 @@ mod tests {
             v[1].ends_with("NOT MET") && v[2].ends_with("NOT MET"),
             "{v:?}"
         );
-    }
-
-    #[test]
-    fn stat_fields_survive_spaces_and_parens_in_comm() {
-        let stat = "42 (a b) c) S 1 2 3 4 5 6 7 8 9 10 250 50 7 3 20 0";
-        let f = stat_fields(stat).unwrap();
-        assert_eq!(f[11] + f[12], 300);
-        assert_eq!(f[13] + f[14], 10);
-        assert!(stat_fields("1 (x) S 2").is_err());
     }
 }

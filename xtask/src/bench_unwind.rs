@@ -8,9 +8,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde_json::Value;
 
 use crate::bench_servers::{wait_listening, wrk_rps};
@@ -170,16 +170,12 @@ fn record_round(
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let mut rec = Proc::spawn(&mut cmd)?.with_grace(Duration::from_secs(20));
-    let t0 = Instant::now();
-    while !ready.exists() {
-        if rec.try_wait()?.is_some() {
-            bail!("kpath record exited before attaching");
-        }
-        if t0.elapsed() > Duration::from_secs(30) {
-            bail!("kpath record did not attach within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    rec.wait_for_file(
+        &ready,
+        "kpath record",
+        Duration::from_millis(20),
+        Duration::from_secs(30),
+    )?;
     let rps = wrk_rps(1, args.connections, args.duration, url, false)?;
     rec.stop(libc::SIGINT)?;
     let path = dir.join("run/run.json");

@@ -4,7 +4,7 @@
 use std::process::{Child, ChildStdout, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::util;
 
@@ -42,6 +42,28 @@ impl Proc {
 
     pub fn id(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Polls every `poll` until `path` exists (kpath's `--ready-file`), failing when the child
+    /// exits first or `timeout` passes; `what` names the child in the errors.
+    pub fn wait_for_file(
+        &mut self,
+        path: &std::path::Path,
+        what: &str,
+        poll: Duration,
+        timeout: Duration,
+    ) -> Result<()> {
+        let t = Instant::now();
+        while !path.exists() {
+            if let Some(status) = self.try_wait()? {
+                bail!("{what} exited before attaching: {status}");
+            }
+            if t.elapsed() > timeout {
+                bail!("{what} did not attach within {} s", timeout.as_secs());
+            }
+            std::thread::sleep(poll);
+        }
+        Ok(())
     }
 
     /// The child's piped stdout, once.
@@ -115,6 +137,56 @@ fn signal(pid: u32, sig: libc::c_int) {
     unsafe { libc::kill(pid, sig) };
 }
 
+/// utime + stime of a process (all its threads), in seconds.
+pub fn cpu_secs(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    let fields = stat_fields(&stat)?;
+    Ok((fields[11] + fields[12]) as f64 / clock_ticks())
+}
+
+/// cutime + cstime of this process: the CPU time of children already waited for (wrk).
+pub fn children_cpu_secs() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let fields = stat_fields(&stat)?;
+    Ok((fields[13] + fields[14]) as f64 / clock_ticks())
+}
+
+/// The numeric fields after `(comm)`, starting with field 3 (state, parsed as 0).
+fn stat_fields(stat: &str) -> Result<Vec<u64>> {
+    let (_, rest) = stat
+        .rsplit_once(')')
+        .context("unexpected /proc/PID/stat format")?;
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    if fields.len() < 15 {
+        bail!("short /proc/PID/stat: {stat}");
+    }
+    Ok(fields)
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf(3) takes an integer name and reads no memory of ours; _SC_CLK_TCK is a
+    // valid name, and an error (-1) is handled below.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// VmRSS of a process in kB, from /proc/PID/status.
+pub fn rss_kb(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +223,15 @@ mod tests {
         let status = p.stop(libc::SIGTERM).unwrap();
         assert_eq!(status.signal(), Some(libc::SIGKILL));
         assert!(started.elapsed() >= Duration::from_millis(200));
+    }
+
+    #[test]
+    fn stat_fields_survive_spaces_and_parens_in_comm() {
+        let stat = "42 (a b) c) S 1 2 3 4 5 6 7 8 9 10 250 50 7 3 20 0";
+        let f = stat_fields(stat).unwrap();
+        assert_eq!(f[11] + f[12], 300);
+        assert_eq!(f[13] + f[14], 10);
+        assert!(stat_fields("1 (x) S 2").is_err());
     }
 
     #[test]

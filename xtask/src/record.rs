@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use crate::proc::Proc;
 use crate::util;
@@ -67,16 +67,9 @@ impl Recording {
     /// Polls for the ready file every `poll` (fails after 20 s or if kpath exits first);
     /// returns the time from spawning kpath until the file was seen.
     pub fn wait_attached(&mut self, poll: Duration) -> Result<Duration> {
-        while self.started.elapsed() < Duration::from_secs(20) {
-            if self.ready.exists() {
-                return Ok(self.started.elapsed());
-            }
-            if let Some(status) = self.proc.try_wait()? {
-                bail!("kpath record exited before attaching: {status}");
-            }
-            std::thread::sleep(poll);
-        }
-        bail!("kpath record did not attach within 20 s")
+        self.proc
+            .wait_for_file(&self.ready, "kpath record", poll, Duration::from_secs(20))?;
+        Ok(self.started.elapsed())
     }
 
     /// Waits for a recording with a short `-d` to end by itself; returns the time since spawn.
