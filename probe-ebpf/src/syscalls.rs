@@ -35,6 +35,12 @@ pub(crate) static SYSCALLS_START: HashMap<u32, SyscallStart> =
 /// that returns on the CPU it entered on without a switch in between (nearly all of them) costs
 /// no hash lookup: the slot is one inlined per-CPU array load. A thread that leaves the CPU in a
 /// syscall takes its start along into `SYSCALLS_START` (see `spill`).
+///
+/// The slot also knows who is running: from the first syscall after a switch until the next
+/// switch, the current thread is the slot's, so the hooks skip bpf_get_current_pid_tgid (a
+/// helper call, not inlined: about a quarter of the hooks' cost per enter+exit pair). That
+/// holds only once this CPU's switch hook runs (`armed`): attached after the syscall hooks,
+/// or not attached at all, it could not say that the thread changed.
 #[map]
 static SYSCALLS_CPU: PerCpuArray<CpuSlot> = PerCpuArray::with_max_entries(1, 0);
 
@@ -55,6 +61,13 @@ struct CpuSlot {
     /// Start of the syscall in flight; 0: none.
     ts_ns: u64,
     nr: u64,
+    /// The thread running on this CPU when `current` is 1 (set by its first syscall after a
+    /// switch; `current` is cleared by every switch and by the thread's exit).
+    cur_tgid: u32,
+    cur_tid: u32,
+    current: u32,
+    /// 1: this CPU's switch hook has run, so `current` is cleared on every switch.
+    armed: u32,
 }
 
 /// The current generation of the target filter.
@@ -125,15 +138,30 @@ pub fn syscalls_sys_exit_each(ctx: TracePointContext) -> u32 {
     exit(unsafe { ctx.read_at::<i64>(RET_OFFSET) }.unwrap_or(0))
 }
 
+/// (tgid, tid) of the current thread: from the slot when it knows them since the last switch,
+/// else from the helper (then kept in the slot, once its switch hook runs, until the next
+/// switch).
+#[inline(always)]
+fn running(c: &mut CpuSlot) -> (u32, u32) {
+    if c.current != 0 {
+        return (c.cur_tgid, c.cur_tid);
+    }
+    let (tgid, tid) = current_ids();
+    c.cur_tgid = tgid;
+    c.cur_tid = tid;
+    c.current = c.armed;
+    (tgid, tid)
+}
+
 #[inline(always)]
 fn enter(nr: i64) -> u32 {
-    let (tgid, tid) = current_ids();
-    if nr < 0 || nr >= MAX_SYSCALLS as i64 || !maybe_traced(tgid) {
-        return 0;
-    }
     let Some(c) = cpu_slot() else {
         return 0;
     };
+    let (tgid, tid) = running(c);
+    if nr < 0 || nr >= MAX_SYSCALLS as i64 || !maybe_traced(tgid) {
+        return 0;
+    }
     // System-wide the filter is two compares; a cgroup's members change without kpath seeing
     // it: neither is cached. Otherwise the verdict is kept for this CPU's last thread.
     let gen = targets_gen();
@@ -159,8 +187,7 @@ fn enter(nr: i64) -> u32 {
 /// The start of the current thread's syscall in flight, taken (its slot marked empty): from
 /// this CPU's slot, or from `SYSCALLS_START` when the thread left the CPU since.
 #[inline(always)]
-fn take_start(tgid: u32, tid: u32) -> Option<SyscallStart> {
-    let c = cpu_slot()?;
+fn take_start(c: &mut CpuSlot, tgid: u32, tid: u32) -> Option<SyscallStart> {
     if c.tid == tid && c.tgid == tgid {
         if c.traced == 0 {
             // Its entry found it untraced: no start anywhere.
@@ -194,10 +221,17 @@ fn spill() -> u32 {
     let Some(c) = cpu_slot() else {
         return 0;
     };
+    c.armed = 1;
+    let knew = c.current != 0;
+    c.current = 0;
     if c.ts_ns == 0 {
         return 0;
     }
-    let (tgid, tid) = current_ids();
+    let (tgid, tid) = if knew {
+        (c.cur_tgid, c.cur_tid)
+    } else {
+        current_ids()
+    };
     if c.tid != tid || c.tgid != tgid {
         return 0;
     }
@@ -230,6 +264,7 @@ pub fn syscalls_sched_switch(_ctx: TracePointContext) -> u32 {
 #[inline(always)]
 pub(crate) fn thread_exit(tgid: u32, tid: u32) {
     if let Some(c) = cpu_slot() {
+        c.current = 0;
         if c.tid == tid && c.tgid == tgid {
             c.tid = 0;
             c.tgid = 0;
@@ -238,14 +273,34 @@ pub(crate) fn thread_exit(tgid: u32, tid: u32) {
     }
 }
 
+/// The current thread exec'd and is now (`tgid`, `tid`): a thread other than the leader takes
+/// the leader's id in exec, without a switch. The slot follows it, its execve in flight too.
+#[inline(always)]
+pub(crate) fn thread_exec(tgid: u32, tid: u32) {
+    if let Some(c) = cpu_slot() {
+        if c.current == 0 {
+            return;
+        }
+        if c.tid == c.cur_tid && c.tgid == c.cur_tgid {
+            c.tgid = tgid;
+            c.tid = tid;
+        }
+        c.cur_tgid = tgid;
+        c.cur_tid = tid;
+    }
+}
+
 #[inline(always)]
 fn exit(ret: i64) -> u32 {
-    let (tgid, tid) = current_ids();
+    let Some(c) = cpu_slot() else {
+        return 0;
+    };
+    let (tgid, tid) = running(c);
     if !maybe_traced(tgid) {
         return 0;
     }
     // Only threads whose entry we saw have a start: that is the target filter here.
-    let Some(start) = take_start(tgid, tid) else {
+    let Some(start) = take_start(c, tgid, tid) else {
         return 0;
     };
     // SAFETY: bpf_ktime_get_ns takes no arguments and cannot fail.

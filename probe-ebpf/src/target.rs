@@ -9,7 +9,7 @@ use probe_common::target_flags;
 
 use crate::{
     current_ids, offset, process_selected, set_hint,
-    syscalls::{targets_changed, thread_exit, SYSCALLS_START},
+    syscalls::{targets_changed, thread_exec, thread_exit, SYSCALLS_START},
     FILTER_COMM_HI, FILTER_COMM_LO, FILTER_ENABLED, FILTER_THREADS, OFF_FORK_CHILD_PID,
     OFF_RENAME_NEWCOMM, OFF_RENAME_PID, TARGETS, TARGET_THREADS,
 };
@@ -69,7 +69,8 @@ pub fn target_sched_process_exit(_ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn target_sched_process_exec(_ctx: TracePointContext) -> u32 {
     // After exec the task leads its thread group, whichever thread called execve.
-    let (tgid, _) = current_ids();
+    let (tgid, tid) = current_ids();
+    thread_exec(tgid, tid);
     crate::unwind::exec(tgid);
     if !comm_selected() {
         return 0;

@@ -1,12 +1,14 @@
 //! `cargo xtask bench-probes`: what kpath's syscall tracing costs, per traced enter+exit pair.
 //!
 //! A getpid loop (one raw syscall per iteration, glibc's cache bypassed) runs side by side, in
-//! interleaved rounds, in five conditions: untraced; with empty BPF programs on the sys_enter and
+//! interleaved rounds, in seven conditions: untraced; with empty BPF programs on the sys_enter and
 //! sys_exit raw tracepoints (the kernel's floor: every task takes the syscall-tracing slow path);
-//! as a bystander while kpath traces another process (the floor plus kpath's filter); traced
-//! through BPF raw tracepoints (kpath's default); traced through the raw_syscalls trace events
-//! (the fallback). The loop reports its own ns per call; the difference to the untraced median
-//! is the cost per enter+exit pair. A sixth run with BPF run-time statistics on reports the time
+//! the same programs reading the clock (the least an exact latency needs at both ends: no design
+//! of kpath's programs goes below it), and the clock and the thread's ids; as a bystander while
+//! kpath traces another process (the floor plus kpath's filter); traced through BPF raw
+//! tracepoints (kpath's default); traced through the raw_syscalls trace events (the fallback).
+//! The loop reports its own ns per call; the difference to the untraced median is the cost per
+//! enter+exit pair. One more run a round, with BPF run-time statistics on, reports the time
 //! spent inside kpath's programs per event, as `kpath record` prints in its footer.
 
 use std::collections::BTreeMap;
@@ -17,7 +19,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::floor::EmptyRawTracepoints;
+use crate::floor::{EmptyRawTracepoints, Helper};
 use crate::proc::Proc;
 use crate::record::{build_release_kpath, RecordSpec, Recording};
 use crate::stats::median;
@@ -73,6 +75,8 @@ pub fn run(args: &Args) -> Result<()> {
     let mut names = vec![
         "untraced",
         "floor (empty programs)",
+        "floor + clock",
+        "floor + clock + ids",
         "bystander",
         "traced raw_tp",
         "traced raw_syscalls",
@@ -83,23 +87,30 @@ pub fn run(args: &Args) -> Result<()> {
         }
         names.push("traced raw_tp, --against");
     }
+    // What the floor programs call in each hook: nothing; the clock (the least an exact
+    // latency needs at both ends); the clock and the thread's ids.
+    let floors: [&[Helper]; 3] = [
+        &[],
+        &[Helper::KtimeGetNs],
+        &[Helper::KtimeGetNs, Helper::GetCurrentPidTgid],
+    ];
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut bpf_ns_per_event = Vec::new();
     for round in 1..=args.rounds {
         eprintln!("round {round}/{}", args.rounds);
         samples[0].push(loop_ns(Command::new(&getpid).arg(&calls))?);
-        {
-            let _floor = EmptyRawTracepoints::attach(&["sys_enter", "sys_exit"])?;
-            samples[1].push(loop_ns(Command::new(&getpid).arg(&calls))?);
+        for (i, helpers) in floors.iter().enumerate() {
+            let _floor = EmptyRawTracepoints::attach_calling(&["sys_enter", "sys_exit"], helpers)?;
+            samples[1 + i].push(loop_ns(Command::new(&getpid).arg(&calls))?);
         }
-        samples[2].push(bystander(&kpath, &getpid, &calls, &dir)?);
-        for (i, method) in [(3, "raw_tp"), (4, "raw_syscalls")] {
+        samples[4].push(bystander(&kpath, &getpid, &calls, &dir)?);
+        for (i, method) in [(5, "raw_tp"), (6, "raw_syscalls")] {
             let mut cmd = record(&kpath, &dir, method, false, &getpid, &calls);
             samples[i].push(loop_ns(&mut cmd)?);
         }
         if let Some(other) = &args.against {
             let mut cmd = record(other, &dir, "raw_tp", false, &getpid, &calls);
-            samples[5].push(loop_ns(&mut cmd)?);
+            samples[7].push(loop_ns(&mut cmd)?);
         }
         let mut cmd = record(&kpath, &dir, "raw_tp", true, &getpid, &calls);
         loop_ns(&mut cmd)?;
@@ -136,6 +147,11 @@ pub fn run(args: &Args) -> Result<()> {
     println!(
         "goal: <= {GOAL_NS_PER_PAIR} ns above the floor per enter+exit pair; 'floor' is what any program on the \
          syscall tracepoints costs every task on this kernel; kpath's own share is the rest."
+    );
+    println!(
+        "'floor + clock': the floor's programs each read the clock (bpf_ktime_get_ns), as any exact \
+         latency needs at both ends: {:.1} ns above the floor per pair on this machine.",
+        medians[2] - medians[1]
     );
     Ok(())
 }

@@ -3,7 +3,9 @@
 //!
 //! Attaching anything to those tracepoints sends every task on the machine through the syscall
 //! tracing slow path; what kpath's programs add on top is the difference to this condition.
-//! Loaded with bpf(2) directly (two instructions need no loader library).
+//! The same programs can also call argument-less helpers first ([`Helper`]): the floor of a
+//! tracer that must read the clock at both ends of every syscall to time it exactly.
+//! Loaded with bpf(2) directly (a few instructions need no loader library).
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -14,10 +16,23 @@ pub struct EmptyRawTracepoints {
     _prog: OwnedFd,
 }
 
+/// Helpers that take no arguments, by their number in `enum bpf_func_id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Helper {
+    KtimeGetNs = 5,
+    GetCurrentPidTgid = 14,
+}
+
 impl EmptyRawTracepoints {
     /// Attaches one empty program to each named raw tracepoint.
     pub fn attach(tracepoints: &[&str]) -> io::Result<Self> {
-        let prog = load_empty()?;
+        Self::attach_calling(tracepoints, &[])
+    }
+
+    /// Attaches to each named raw tracepoint one program that calls `helpers` in turn, ignores
+    /// their results and returns 0.
+    pub fn attach_calling(tracepoints: &[&str], helpers: &[Helper]) -> io::Result<Self> {
+        let prog = load(&program(helpers))?;
         let mut links = Vec::new();
         for tp in tracepoints {
             let name = std::ffi::CString::new(*tp).map_err(io::Error::other)?;
@@ -65,9 +80,17 @@ struct RawTracepointOpenAttr {
     _pad: u32,
 }
 
-fn load_empty() -> io::Result<OwnedFd> {
-    // BPF_ALU64 | BPF_MOV | BPF_K, dst r0, imm 0; then BPF_JMP | BPF_EXIT.
-    let insns: [u64; 2] = [0xb7, 0x95];
+/// `call h` for each helper (BPF_JMP | BPF_CALL, imm = the helper's number), then
+/// BPF_ALU64 | BPF_MOV | BPF_K with dst r0 and imm 0, then BPF_JMP | BPF_EXIT.
+fn program(helpers: &[Helper]) -> Vec<u64> {
+    let mut insns: Vec<u64> = helpers.iter().map(|&h| 0x85 | (h as u64) << 32).collect();
+    insns.extend([0xb7, 0x95]);
+    insns
+}
+
+fn load(insns: &[u64]) -> io::Result<OwnedFd> {
+    // GPL: bpf_get_current_pid_tgid and bpf_ktime_get_ns are offered to any licence, but a
+    // GPL program may call every helper this module might list.
     let license = c"GPL";
     let mut attr = ProgLoadAttr {
         prog_type: BPF_PROG_TYPE_RAW_TRACEPOINT,
@@ -77,7 +100,7 @@ fn load_empty() -> io::Result<OwnedFd> {
         ..Default::default()
     };
     bpf(BPF_PROG_LOAD, &mut attr)
-        .map_err(|e| io::Error::new(e.kind(), format!("loading an empty BPF program: {e}")))
+        .map_err(|e| io::Error::new(e.kind(), format!("loading a floor BPF program: {e}")))
 }
 
 fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<OwnedFd> {
@@ -113,6 +136,18 @@ mod tests {
         assert_eq!(mov_r0_0 & 0xff, 0x07 | 0x30 | 0x80); // BPF_ALU64 | BPF_K | BPF_MOV
         assert_eq!(mov_r0_0 >> 8, 0); // dst r0, imm 0
         assert_eq!(0x95u64, 0x05 | 0x90); // BPF_JMP | BPF_EXIT
+        assert_eq!(program(&[]), vec![0xb7, 0x95]);
+    }
+
+    #[test]
+    fn helper_calls_come_first_with_the_number_in_imm() {
+        let p = program(&[Helper::KtimeGetNs, Helper::GetCurrentPidTgid]);
+        assert_eq!(p.len(), 4);
+        // BPF_JMP | BPF_CALL, no registers, offset 0; imm in the high 32 bits.
+        assert_eq!(p[0] & 0xffff_ffff, 0x05 | 0x80);
+        assert_eq!(p[0] >> 32, 5);
+        assert_eq!(p[1] >> 32, 14);
+        assert_eq!(&p[2..], &[0xb7, 0x95]);
     }
 
     #[test]
@@ -133,6 +168,10 @@ mod tests {
         }
         let floor = EmptyRawTracepoints::attach(&["sys_enter", "sys_exit"]).expect("attach");
         drop(floor);
+        // The verifier accepts the helper calls (it checks their numbers and the program type).
+        let calls = [Helper::KtimeGetNs, Helper::GetCurrentPidTgid];
+        let clock = EmptyRawTracepoints::attach_calling(&["sys_enter"], &calls).expect("attach");
+        drop(clock);
         let err = EmptyRawTracepoints::attach(&["no_such_tracepoint_kpath"]).err();
         assert!(err.is_some_and(|e| e.to_string().contains("no_such_tracepoint_kpath")));
     }
