@@ -93,6 +93,7 @@ fn main() {
                     user,
                     user_ret: 0,
                     weight: 1,
+                    kernel_from_task: false,
                 });
             }
         }

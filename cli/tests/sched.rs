@@ -80,8 +80,20 @@ fn switches_equal_getrusage() {
     if !require_root() {
         return;
     }
-    // This kernel has BTF and raw tracepoints: the preferred method must be the one chosen.
-    switches_equal_getrusage_with(&["--probes", "sched"], "sched_raw_tp");
+    // This kernel loads BTF tracepoints: the preferred method must be the one chosen.
+    switches_equal_getrusage_with(&["--probes", "sched"], "sched_tp_btf");
+}
+
+/// The raw tracepoints, which every kernel with BTF and without BTF tracepoints uses.
+#[test]
+fn switches_equal_getrusage_with_the_raw_tracepoints() {
+    if !require_root() {
+        return;
+    }
+    switches_equal_getrusage_with(
+        &["--probes", "sched", "--method", "sched=sched_raw_tp"],
+        "sched_raw_tp",
+    );
 }
 
 /// The fallback counts the same: the trace event's prev_state, which the raw tracepoint's test
@@ -131,5 +143,99 @@ fn switches_equal_getrusage_with(args: &[&str], method: &str) {
     assert!(
         (want_invol..=want_invol + 3).contains(&invol),
         "involuntary: kpath {invol}, getrusage {want_invol} ({line})"
+    );
+}
+
+/// With `--offcpu-min-us`, the BTF tracepoint takes the kernel stack of a period when its thread
+/// is switched back in, and only for periods that pass. blockers (4 threads x 300 nanosleeps of
+/// 200 us) then pingpong (waits of a few us) under a 100 us threshold: every nanosleep period is
+/// charged to a stack through the nanosleep syscall, whose kernel part came from the sleeping
+/// task (it ends in the marker for the scheduler's frames, which that walk leaves out); the
+/// same recording with the raw tracepoints (stacks at switch-out) charges the same sleeps to
+/// stacks with the same kernel path above the scheduler. Short periods stay in the total,
+/// uncharged, and nothing is lost.
+#[test]
+fn offcpu_threshold_takes_kernel_stacks_at_switch_in() {
+    if !require_root() {
+        return;
+    }
+    let (blockers, pingpong) = (workload("blockers"), workload("pingpong"));
+    let script = format!("{}; {} 3000", blockers.display(), pingpong.display());
+    let charged = |method: &str| {
+        let (run, stderr, dir) = record_dir(
+            &[
+                "--probes",
+                "sched",
+                "--offcpu-min-us",
+                "100",
+                "--method",
+                &format!("sched={method}"),
+            ],
+            &["sh", "-c", &script],
+        );
+        let context = format!("kpath stderr:\n{stderr}\nrun:\n{}", summary(&run));
+        assert_eq!(run["methods"]["sched"].as_str(), Some(method), "{context}");
+        assert_eq!(u64_of(&run["offcpu"], "lost_stacks"), 0, "{context}");
+        assert_eq!(u64_of(&run["offcpu"], "min_block_ns"), 100_000, "{context}");
+        let total = u64_of(&run["sched"], "offcpu_ns");
+        let charged = u64_of(&run["offcpu"], "total_ns");
+        // pingpong's ~12000 short waits (and blockers' short ones) are counted, not charged.
+        assert!(
+            charged < total,
+            "charged {charged} of {total} ns\n{context}"
+        );
+        let stacks = common::stacks::folded(&dir, "offcpu.folded");
+        let sleeps: Vec<&(Vec<String>, u64)> = stacks
+            .iter()
+            .filter(|(s, _)| s[0] == "blockers" && s.iter().any(|f| f == "hrtimer_nanosleep_[k]"))
+            .collect();
+        let ns: u64 = sleeps.iter().map(|(_, n)| n).sum();
+        assert!(
+            ns >= 1200 * 200_000,
+            "{ns} ns charged to blockers' nanosleep stacks, want >= 1200 x 200 us\n{context}"
+        );
+        // User stacks are taken at switch-out either way (the DWARF walker misses the first
+        // ones, before blockers' tables are loaded: sh started it).
+        let with_user: u64 = sleeps
+            .iter()
+            .filter(|(s, _)| s.iter().any(|f| f == "work"))
+            .map(|(_, n)| n)
+            .sum();
+        assert!(
+            with_user * 10 >= ns * 9,
+            "{with_user} of {ns} ns of nanosleep stacks have their user frames\n{context}"
+        );
+        // The kernel path from the syscall entry to hrtimer_nanosleep, and what follows it.
+        sleeps
+            .iter()
+            .map(|(s, _)| {
+                let k: Vec<&str> = s
+                    .iter()
+                    .filter(|f| f.ends_with("_[k]"))
+                    .map(String::as_str)
+                    .collect();
+                let at = k
+                    .iter()
+                    .position(|f| *f == "hrtimer_nanosleep_[k]")
+                    .unwrap();
+                (k[..=at].join(";"), k[at + 1..].join(";"))
+            })
+            .collect::<Vec<_>>()
+    };
+    let deferred = charged("sched_tp_btf");
+    let at_switch_out = charged("sched_raw_tp");
+    for (path, leaf) in &deferred {
+        assert_eq!(leaf, "[scheduler frames not unwound]_[k]", "{path}");
+        assert!(
+            at_switch_out.iter().any(|(p, _)| p == path),
+            "switch-in path {path} not among the switch-out ones: {at_switch_out:?}"
+        );
+    }
+    // At switch-out the scheduler's frames are there.
+    assert!(
+        at_switch_out
+            .iter()
+            .all(|(_, leaf)| leaf.ends_with("schedule_[k]")),
+        "{at_switch_out:?}"
     );
 }

@@ -286,7 +286,9 @@ fn bookworm_close_does_not_take_epmutex() {
 }
 
 /// The DWARF walker on a stock 6.1 kernel (bpf_loop, bpf_task_pt_regs): the frameless
-/// `deep_stacks` program unwinds to its roots there as on the host (tests/unwind.rs).
+/// `deep_stacks` program unwinds to its roots there as on the host (tests/unwind.rs). With an
+/// off-CPU threshold, the sched family attaches sched_switch as a BTF tracepoint there too and
+/// takes the sleeper's kernel stacks when it is switched back in (tests/sched.rs on the host).
 #[test]
 fn bookworm_unwinds_a_frameless_program_from_dwarf() {
     if !can_boot() {
@@ -304,6 +306,8 @@ fn bookworm_unwinds_a_frameless_program_from_dwarf() {
             "499",
             "--call-graph",
             "dwarf",
+            "--offcpu-min-us",
+            "100",
             "-o",
             "run",
             "--",
@@ -321,4 +325,81 @@ fn bookworm_unwinds_a_frameless_program_from_dwarf() {
     };
     assert_eq!(str_of(&run, "call_graph"), "dwarf", "{}", context());
     common::stacks::assert_deep_stacks_complete(&dir.join("run"), &context);
+    assert_eq!(
+        str_of(&run["methods"], "sched"),
+        "sched_tp_btf",
+        "{}",
+        context()
+    );
+    assert_eq!(u64_of(&run["offcpu"], "lost_stacks"), 0, "{}", context());
+    let offcpu = common::stacks::folded(&dir.join("run"), "offcpu.folded");
+    let sleeps = offcpu.iter().filter(|(s, _)| {
+        s.iter().any(|f| f == "kpath_sleep_here")
+            && s.last().map(String::as_str) == Some("[scheduler frames not unwound]_[k]")
+            && s.iter()
+                .any(|f| f.contains("nanosleep") && f.ends_with("_[k]"))
+    });
+    assert!(
+        sleeps.map(|(_, n)| n).sum::<u64>() > 1_000_000_000,
+        "no second of sleep charged to a switch-in kernel stack\n{}",
+        context()
+    );
+}
+
+/// Linux 5.10 (bpf_get_task_stack and BTF tracepoints, no bpf_loop: frame-pointer stacks): with
+/// an off-CPU threshold the sched family takes sched_switch as a BTF tracepoint and the kernel
+/// stacks of kept periods when the sleeper is switched back in, as on 6.1 and the host.
+#[test]
+fn bullseye_sched_takes_kernel_stacks_at_switch_in() {
+    if !can_boot() {
+        return;
+    }
+    let bin = workload("deep_stacks");
+    let (dir, stderr) = guest_with(
+        "bullseye",
+        &[&bin],
+        &[
+            "record",
+            "--probes",
+            "sched",
+            "--offcpu-min-us",
+            "100",
+            "-o",
+            "run",
+            "--",
+            bin.to_str().unwrap(),
+            "2",
+        ],
+    );
+    let run = read_run(&dir.join("run/run.json"), &stderr);
+    let release = check_guest_kernel(&run, &stderr);
+    let context = || {
+        format!(
+            "guest {release}\nkpath stderr:\n{stderr}\nrun:\n{}",
+            summary(&run)
+        )
+    };
+    assert_eq!(
+        str_of(&run["methods"], "sched"),
+        "sched_tp_btf",
+        "{}",
+        context()
+    );
+    assert_eq!(u64_of(&run["offcpu"], "lost_stacks"), 0, "{}", context());
+    let offcpu = common::stacks::folded(&dir.join("run"), "offcpu.folded");
+    let sleeps: u64 = offcpu
+        .iter()
+        // (deep_stacks has no frame pointers: its user frames are not checked here.)
+        .filter(|(s, _)| {
+            s.last().map(String::as_str) == Some("[scheduler frames not unwound]_[k]")
+                && s.iter()
+                    .any(|f| f.contains("nanosleep") && f.ends_with("_[k]"))
+        })
+        .map(|(_, n)| n)
+        .sum();
+    assert!(
+        sleeps > 1_000_000_000,
+        "{sleeps} ns of sleep charged to switch-in kernel stacks: {offcpu:?}\n{}",
+        context()
+    );
 }

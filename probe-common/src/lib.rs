@@ -243,8 +243,13 @@ pub struct StackKey {
     /// Key of the DWARF-unwound user stack in [`unwind::MAP_USER_STACKS`] (`--call-graph
     /// dwarf`; `ustack_id` is then -1 and `user_ret` 0), 0 when none was taken.
     pub user_stack: u64,
+    /// Key of a kernel stack in [`unwind::MAP_USER_STACKS`] (the same store of address arrays),
+    /// 0 when `kstack_id` applies: the sched family takes the kernel stack of a kept off-CPU
+    /// period when the thread is switched back in (`bpf_get_task_stack`, which returns the
+    /// addresses rather than a [`MAP_STACKS`] id).
+    pub kernel_stack: u64,
 }
-const _: () = assert!(core::mem::size_of::<StackKey>() == 48);
+const _: () = assert!(core::mem::size_of::<StackKey>() == 56);
 
 // aya::Pod promises that any bit pattern is a valid value and that there are no padding bytes
 // (uninitialized memory copied to or from the kernel). Each type below is `#[repr(C)]`, holds
@@ -253,7 +258,7 @@ const _: () = assert!(core::mem::size_of::<StackKey>() == 48);
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
-    // SAFETY: repr(C), u32/i32 x4 + [u8; 16] + 2 x u64 = 48 bytes (asserted), no padding.
+    // SAFETY: repr(C), u32/i32 x4 + [u8; 16] + 3 x u64 = 56 bytes (asserted), no padding.
     unsafe impl aya::Pod for StackKey {}
     // SAFETY: repr(C), 4 x u64 + [u64; HIST_BUCKETS] (size asserted), no padding.
     unsafe impl aya::Pod for syscalls::SyscallStats {}

@@ -33,4 +33,4 @@ pub struct OffcpuStart {
     pub ts_ns: u64,
     pub key: crate::StackKey,
 }
-const _: () = assert!(core::mem::size_of::<OffcpuStart>() == 56);
+const _: () = assert!(core::mem::size_of::<OffcpuStart>() == 64);

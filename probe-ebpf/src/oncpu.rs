@@ -81,6 +81,7 @@ fn sample<const DWARF: bool>(ctx: &PerfEventContext) -> u32 {
             0
         },
         user_stack,
+        kernel_stack: 0,
     };
     if !crate::add_shared(&ONCPU_COUNTS, &key, 1) {
         count_lost(Family::Oncpu);

@@ -188,6 +188,61 @@ pub fn user_stack(regs: Regs, tgid: u32, slot: Slot) -> u64 {
 /// Inserts the walked stack under its hash; 0 if the map is full (counted).
 #[inline(always)]
 fn store(s: &mut Scratch) -> u64 {
+    let h = insert_stack(s);
+    if h == 0 {
+        count(Error::MapFull);
+    }
+    h
+}
+
+/// The kernel stack of `task`, which is not running (the next task of a context switch: its
+/// stack is where it last left a CPU), stored with the user stacks; 0 when none was taken
+/// (the caller counts it lost).
+#[inline(always)]
+pub fn task_kernel_stack(task: *mut aya_ebpf::bindings::task_struct) -> u64 {
+    use aya_ebpf::helpers::bpf_get_task_stack;
+    let Some(s) = UNWIND_SCRATCH.get_ptr_mut(Slot::Tracepoint as u32) else {
+        return 0;
+    };
+    // SAFETY: this CPU's scratch slot for tracepoints, valid while the program runs; sched_switch
+    // runs with interrupts off, so no other program uses the slot meanwhile.
+    let s = unsafe { &mut *s };
+    const BYTES: u32 = (MAX_FRAMES * 8) as u32;
+    // SAFETY: `task` is the BTF task pointer of the tracepoint's arguments, as the helper
+    // requires; the buffer is the scratch slot's frame array, BYTES long.
+    let n = unsafe {
+        bpf_get_task_stack(
+            task,
+            s.stack.frames.as_mut_ptr() as *mut core::ffi::c_void,
+            BYTES,
+            0,
+        )
+    };
+    if n <= 0 {
+        return 0;
+    }
+    let len = (n as usize / 8).min(MAX_FRAMES);
+    s.stack.len = 0;
+    s.stack.complete = 1;
+    s.hash = KERNEL_SEED;
+    for i in 0..MAX_FRAMES {
+        if i >= len {
+            break;
+        }
+        let pc = s.stack.frames[i];
+        if !push(s, pc) {
+            break;
+        }
+    }
+    insert_stack(s)
+}
+
+/// Seeds kernel stacks' hashes apart from user stacks' (the FNV-1a offset basis, flipped).
+const KERNEL_SEED: u64 = !0xcbf2_9ce4_8422_2325;
+
+/// Inserts the scratch slot's stack under its hash (returned); 0 if the map is full.
+#[inline(always)]
+fn insert_stack(s: &mut Scratch) -> u64 {
     let mut h = s.hash ^ (s.stack.len as u64) ^ ((s.stack.complete as u64) << 40);
     h = mix(h);
     if h == 0 {
@@ -204,10 +259,7 @@ fn store(s: &mut Scratch) -> u64 {
         Ok(()) => h,
         // Another CPU inserted the same stack first.
         Err(e) if e == -EEXIST => h,
-        Err(_) => {
-            count(Error::MapFull);
-            0
-        }
+        Err(_) => 0,
     }
 }
 
@@ -537,5 +589,6 @@ pub fn stack_key<const DWARF: bool>(
         } else {
             0
         },
+        kernel_stack: 0,
     }
 }

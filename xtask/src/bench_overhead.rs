@@ -61,6 +61,9 @@ enum Condition {
     /// Empty BPF programs on the sys_enter/sys_exit raw tracepoints.
     Floor,
     Record(String),
+    /// `kpath record --call-graph fp` with these probes: the DWARF unwinder's share of the
+    /// default (`--call-graph dwarf`) beside it.
+    RecordFp(String),
     Peer(Peer),
 }
 
@@ -71,6 +74,8 @@ impl Condition {
             Condition::Floor => "floor: empty programs on sys_enter/exit".into(),
             Condition::Record(p) if p == ALL => "kpath record, all five families".into(),
             Condition::Record(p) => format!("kpath record --probes {p}"),
+            Condition::RecordFp(p) if p == ALL => "kpath record, all five, --call-graph fp".into(),
+            Condition::RecordFp(p) => format!("kpath record --probes {p} --call-graph fp"),
             Condition::Peer(p) => p.label().into(),
         }
     }
@@ -81,14 +86,13 @@ fn conditions(args: &Args) -> Vec<Condition> {
     if !args.no_floor {
         v.push(Condition::Floor);
     }
-    let sets: Vec<String> = if args.probes.is_empty() {
-        std::iter::once(ALL.to_string())
-            .chain(ALL.split(',').map(str::to_string))
-            .collect()
+    if args.probes.is_empty() {
+        v.push(Condition::Record(ALL.to_string()));
+        v.push(Condition::RecordFp(ALL.to_string()));
+        v.extend(ALL.split(',').map(|p| Condition::Record(p.to_string())));
     } else {
-        args.probes.clone()
-    };
-    v.extend(sets.into_iter().map(Condition::Record));
+        v.extend(args.probes.iter().cloned().map(Condition::Record));
+    }
     if !args.no_peers {
         v.extend(
             Peer::ALL
@@ -183,13 +187,15 @@ fn one(
                     .context("attaching the floor programs")?,
             );
         }
-        Condition::Record(probes) => {
+        Condition::Record(probes) | Condition::RecordFp(probes) => {
+            let fp = matches!(cond, Condition::RecordFp(_));
             let mut recording = Recording::start(&RecordSpec {
                 kpath,
                 pid,
                 probes,
                 secs: "600",
                 dir: work,
+                extra: if fp { &["--call-graph", "fp"] } else { &[] },
             })?;
             recording.wait_attached(Duration::from_millis(20))?;
             rec = Some(recording);
@@ -289,6 +295,13 @@ fn print_table(args: &Args, conds: &[Condition], samples: &[Vec<Sample>]) {
     for line in goal_lines(all, floor, bpftrace) {
         println!("{line}");
     }
+    if let Some(fp) = ratio_of(&Condition::RecordFp(ALL.into())) {
+        println!(
+            "with --call-graph fp instead of the default dwarf: {fp:.3} (the DWARF unwinder's share: \
+             {:+.3})",
+            fp - all.unwrap_or(fp)
+        );
+    }
 }
 
 /// The goals on the all-families ratio, each with its measured bound and verdict.
@@ -334,13 +347,14 @@ mod tests {
     }
 
     #[test]
-    fn default_conditions_are_baseline_floor_all_then_each_family() {
+    fn default_conditions_are_baseline_floor_all_with_both_unwinders_then_each_family() {
         let c = conditions(&args(&[], false));
         assert_eq!(c[0], Condition::Untraced);
         assert_eq!(c[1], Condition::Floor);
         assert_eq!(c[2], Condition::Record(ALL.into()));
-        assert_eq!(c.len(), 3 + 5);
-        assert_eq!(c[3], Condition::Record("syscalls".into()));
+        assert_eq!(c[3], Condition::RecordFp(ALL.into()));
+        assert_eq!(c.len(), 4 + 5);
+        assert_eq!(c[4], Condition::Record("syscalls".into()));
     }
 
     #[test]

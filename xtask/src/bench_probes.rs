@@ -210,6 +210,7 @@ fn bystander(kpath: &Path, getpid: &Path, calls: &str, dir: &Path) -> Result<f64
         probes: "syscalls",
         secs: "600",
         dir,
+        extra: &[],
     })?;
     rec.wait_attached(Duration::from_millis(20))?;
     let ns = loop_ns(Command::new(getpid).arg(calls))?;

@@ -135,6 +135,7 @@ fn kpath_round(kpath: &Path, pid: u32, probes: &str, dir: &Path) -> Result<Vec<f
         probes,
         secs: RECORD_SECS,
         dir,
+        extra: &[],
     })?;
     let attached = rec.wait_attached(Duration::from_millis(1))?;
     let (status, exited) = rec.wait_exit()?;

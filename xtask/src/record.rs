@@ -27,6 +27,8 @@ pub struct RecordSpec<'a> {
     pub secs: &'a str,
     /// Holds the ready file and, as `DIR/run`, the run directory.
     pub dir: &'a Path,
+    /// More `kpath record` options.
+    pub extra: &'a [&'a str],
 }
 
 /// A background `kpath record`, stopped on drop like every [`Proc`].
@@ -44,7 +46,9 @@ impl Recording {
         let _ = std::fs::remove_file(&ready);
         let mut cmd = Command::new(spec.kpath);
         cmd.args(["record", "-p", &spec.pid.to_string()])
-            .args(["--probes", spec.probes, "-d", spec.secs, "--ready-file"])
+            .args(["--probes", spec.probes, "-d", spec.secs])
+            .args(spec.extra)
+            .arg("--ready-file")
             .arg(&ready)
             .arg("-o")
             .arg(spec.dir.join("run"))

@@ -23,7 +23,9 @@ use serde::Serialize;
   sudo kpath costs --traced                    each cost again with every probe family attached
   sudo kpath costs --traced --probes syscalls  what the syscalls family adds per operation
   sudo kpath costs --traced --probes sched --method sched=sched_tracepoints
-                                               the same with the trace events instead of raw tracepoints")]
+                                               the same with the trace events instead of raw tracepoints
+  sudo kpath costs --traced --probes sched --offcpu-min-us 100
+                                               a switch when periods under 100 µs get no stacks")]
 pub struct CostsArgs {
     /// Timed repetitions per benchmark (after one warm-up).
     #[arg(long, default_value_t = 5)]
@@ -47,6 +49,10 @@ pub struct CostsArgs {
     /// (repeatable), to compare what each method adds.
     #[arg(long = "method", value_name = "FAMILY=METHOD", requires = "traced")]
     pub methods: Vec<String>,
+    /// For --traced: off-CPU periods shorter than this (µs) are not charged to a stack, as in
+    /// `kpath record --offcpu-min-us` (what a switch costs when most periods are that short).
+    #[arg(long, default_value_t = 0, requires = "traced")]
+    pub offcpu_min_us: u64,
 }
 
 /// Library options for [`measure`].
@@ -624,6 +630,7 @@ pub fn run(args: CostsArgs) -> anyhow::Result<()> {
                 ..Default::default()
             },
             forced,
+            offcpu_min_ns: args.offcpu_min_us.saturating_mul(1000),
             ..Default::default()
         };
         let mut probes = crate::families::load(&load, &feats).context("attaching probes")?;

@@ -157,6 +157,7 @@ fn lock_stacks(
             },
             user_ret: 0,
             weight: s.wait_ns,
+            kernel_from_task: false,
         })
         .collect();
     let (ksyms, Some(maps)) = c.ksyms_and_maps()? else {

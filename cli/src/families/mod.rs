@@ -49,6 +49,9 @@ pub enum Method {
     Kprobe,
     /// Inclusive share of on-CPU stack samples.
     Sampled,
+    /// sched_switch as a BTF tracepoint (kernel stacks of kept off-CPU periods taken at
+    /// switch-in), sched_wakeup and sched_wakeup_new as raw tracepoints.
+    SchedTpBtf,
     /// BPF raw tracepoints sched_switch, sched_wakeup, sched_wakeup_new (offsets from BTF).
     SchedRawTp,
     /// sched:sched_switch, sched_wakeup, sched_wakeup_new.
@@ -71,6 +74,7 @@ impl MethodId for Method {
             Method::Fentry => "fentry",
             Method::Kprobe => "kprobe",
             Method::Sampled => "sampled",
+            Method::SchedTpBtf => "sched_tp_btf",
             Method::SchedRawTp => "sched_raw_tp",
             Method::SchedTracepoints => "sched_tracepoints",
             Method::LockTracepoints => "lock_tracepoints",
@@ -88,6 +92,9 @@ impl MethodId for Method {
             Method::Fentry => "fentry/fexit (BTF trampolines)",
             Method::Kprobe => "kprobe/kretprobe",
             Method::Sampled => "on-CPU stack samples (inclusive share)",
+            Method::SchedTpBtf => {
+                "BTF tracepoint sched_switch (kernel stacks at switch-in), raw tracepoints sched_wakeup/sched_wakeup_new"
+            }
             Method::SchedRawTp => {
                 "BPF raw tracepoints sched_switch/sched_wakeup/sched_wakeup_new (task_struct offsets from BTF)"
             }

@@ -43,9 +43,52 @@ pub static PATH: FamilyPath = FamilyPath {
     section,
 };
 
+/// The wakeups' raw tracepoints, shared by the two methods with typed task pointers.
+const RAW_WAKEUPS: [Prog; 2] = [
+    Prog::RawTp {
+        prog: "sched_raw_sched_wakeup",
+        tp: "sched_wakeup",
+    },
+    Prog::RawTp {
+        prog: "sched_raw_sched_wakeup_new",
+        tp: "sched_wakeup_new",
+    },
+];
+
 /// Raw tracepoints first: they skip the trace-event record (but need task_struct offsets from
-/// BTF, since they get task pointers); the sched:* trace events are the fallback.
-const METHODS: [MethodSpec<Method>; 2] = [
+/// BTF, since they get task pointers); the sched:* trace events are the fallback. Before both,
+/// where the kernel loads BTF tracepoints: sched_switch as one, whose `next` is a pointer the
+/// verifier knows to be a task, so that with `--offcpu-min-us` the kernel stack of a period is
+/// taken when it ends and only if it passes (`bpf_get_task_stack`); with no threshold it takes
+/// the stacks at switch-out as the raw tracepoint does.
+const METHODS: [MethodSpec<Method>; 3] = [
+    MethodSpec {
+        method: Method::SchedTpBtf,
+        needs: |f| {
+            use crate::kernel::tracing_prog::Fentry;
+            needs::raw_tracepoints(f)
+                .or(f.sched_btf.is_none().then_some(
+                    "no task_struct offsets or sched_switch prototype in kernel BTF (/sys/kernel/btf/vmlinux)",
+                ))
+                .or(match f.tp_btf {
+                    Fentry::Loads => None,
+                    Fentry::Refused => Some("the kernel refused a test BTF tracepoint (EPERM)"),
+                    Fentry::Failed(_) => Some("a test BTF tracepoint did not load"),
+                    Fentry::Untried => {
+                        Some("not tried: no kernel BTF, no bpf_get_task_stack (5.9+), or not root")
+                    }
+                })
+        },
+        programs: &[
+            Prog::BtfTp {
+                prog: "sched_btf_sched_switch",
+                tp: "sched_switch",
+            },
+            RAW_WAKEUPS[0],
+            RAW_WAKEUPS[1],
+        ],
+        uses: None,
+    },
     MethodSpec {
         method: Method::SchedRawTp,
         needs: |f| {
@@ -58,14 +101,8 @@ const METHODS: [MethodSpec<Method>; 2] = [
                 prog: "sched_raw_sched_switch",
                 tp: "sched_switch",
             },
-            Prog::RawTp {
-                prog: "sched_raw_sched_wakeup",
-                tp: "sched_wakeup",
-            },
-            Prog::RawTp {
-                prog: "sched_raw_sched_wakeup_new",
-                tp: "sched_wakeup_new",
-            },
+            RAW_WAKEUPS[0],
+            RAW_WAKEUPS[1],
         ],
         uses: None,
     },

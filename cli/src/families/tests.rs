@@ -31,6 +31,8 @@ fn host() -> Features {
         sched_btf: Some(SCHED_BTF_618),
         // The loader's test: not tried, so plans keep fentry and loading has the last word.
         fentry: Fentry::Untried,
+        // This machine's 6.18 kernel loads a test BTF tracepoint (while refusing fentry).
+        tp_btf: Fentry::Loads,
     }
 }
 
@@ -44,10 +46,47 @@ const SCHED_BTF_618: crate::kernel::btf::SchedBtf = crate::kernel::btf::SchedBtf
 };
 
 #[test]
-fn sched_prefers_raw_tracepoints_and_keeps_the_trace_events_as_fallback() {
+fn sched_prefers_the_btf_tracepoint_then_raw_tracepoints_then_the_trace_events() {
     assert_eq!(
         plan_of(Family::Sched, &host(), None).methods(),
-        vec![Method::SchedRawTp, Method::SchedTracepoints]
+        vec![
+            Method::SchedTpBtf,
+            Method::SchedRawTp,
+            Method::SchedTracepoints
+        ]
+    );
+    assert_eq!(Method::from_name("sched_tp_btf"), Some(Method::SchedTpBtf));
+}
+
+#[test]
+fn sched_skips_the_btf_tracepoint_where_its_test_did_not_load_and_says_why() {
+    for (tp_btf, why) in [
+        (Fentry::Refused, "EPERM"),
+        (Fentry::Failed(libc::EINVAL), "did not load"),
+        (Fentry::Untried, "bpf_get_task_stack"),
+    ] {
+        let f = Features { tp_btf, ..host() };
+        let p = plan_of(Family::Sched, &f, None);
+        assert_eq!(
+            p.methods(),
+            vec![Method::SchedRawTp, Method::SchedTracepoints]
+        );
+        assert_eq!(p.skipped.len(), 1);
+        assert_eq!(p.skipped[0].0, Method::SchedTpBtf);
+        assert!(
+            p.skipped[0].1.contains(why),
+            "{tp_btf:?}: {}",
+            p.skipped[0].1
+        );
+    }
+    // A refused fentry says nothing about BTF tracepoints (this machine refuses one only).
+    let f = Features {
+        fentry: Fentry::Refused,
+        ..host()
+    };
+    assert_eq!(
+        plan_of(Family::Sched, &f, None).methods()[0],
+        Method::SchedTpBtf
     );
 }
 
@@ -59,9 +98,10 @@ fn sched_without_btf_offsets_uses_the_trace_events_and_says_why() {
     };
     let p = plan_of(Family::Sched, &f, None);
     assert_eq!(p.methods(), vec![Method::SchedTracepoints]);
-    assert_eq!(p.skipped.len(), 1);
-    assert_eq!(p.skipped[0].0, Method::SchedRawTp);
-    assert!(p.skipped[0].1.contains("BTF"));
+    assert_eq!(p.skipped.len(), 2);
+    assert_eq!(p.skipped[0].0, Method::SchedTpBtf);
+    assert_eq!(p.skipped[1].0, Method::SchedRawTp);
+    assert!(p.skipped.iter().all(|(_, why)| why.contains("BTF")));
     let f = Features {
         raw_tracepoints: false,
         ..host()
@@ -76,7 +116,13 @@ fn sched_without_btf_offsets_uses_the_trace_events_and_says_why() {
 fn forcing_sched_tracepoints_skips_the_raw_tracepoints() {
     let p = plan_of(Family::Sched, &host(), Some(Method::SchedTracepoints));
     assert_eq!(p.methods(), vec![Method::SchedTracepoints]);
-    assert_eq!(p.skipped, vec![(Method::SchedRawTp, NOT_FORCED)]);
+    assert_eq!(
+        p.skipped,
+        vec![
+            (Method::SchedTpBtf, NOT_FORCED),
+            (Method::SchedRawTp, NOT_FORCED)
+        ]
+    );
     assert_eq!(
         Method::from_name("sched_tracepoints"),
         Some(Method::SchedTracepoints)
@@ -178,7 +224,10 @@ fn unmounted_tracefs_blocks_every_tracepoint_method_with_the_mount_command() {
         vec![Method::RawTp]
     );
     let sched = plan_of(Family::Sched, &f, None);
-    assert_eq!(sched.methods(), vec![Method::SchedRawTp]);
+    assert_eq!(
+        sched.methods(),
+        vec![Method::SchedTpBtf, Method::SchedRawTp]
+    );
     assert_eq!(sched.skipped.len(), 1);
     assert!(sched.skipped[0].1.contains("mount -t tracefs"));
     // Locks still name tracefs for their tracepoints (and kprobes for the fallback).
@@ -228,7 +277,7 @@ fn method_names_round_trip_and_are_unique() {
     names.sort();
     names.dedup();
     // Every family's methods, kpaths' once per function.
-    assert_eq!(names.len(), 11);
+    assert_eq!(names.len(), 12);
 }
 
 #[test]

@@ -236,6 +236,11 @@ impl Btf {
         self.find(KIND_FUNC, name)
     }
 
+    /// The BTF id of typedef `name` (`btf_trace_<event>`: what a BTF tracepoint attaches to).
+    pub fn typedef_id(&self, name: &str) -> Option<u32> {
+        self.find(KIND_TYPEDEF, name)
+    }
+
     fn members(&self, t: &Type) -> Vec<Member> {
         (0..t.vlen as usize)
             .filter_map(|i| {

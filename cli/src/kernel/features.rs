@@ -33,8 +33,11 @@ pub struct Features {
     /// tracepoints need (they get task pointers, not a trace-event record).
     pub sched_btf: Option<SchedBtf>,
     /// Whether a test fentry program loads (on tcp_close): this project's 6.18 hosts refuse
-    /// every tracing program with EPERM.
+    /// it with EPERM.
     pub fentry: Fentry,
+    /// Whether a test BTF tracepoint program loads on sched_switch, on a kernel that has
+    /// bpf_get_task_stack (5.9+); untried otherwise. This project's 6.18 hosts load it.
+    pub tp_btf: Fentry,
 }
 
 impl Features {
@@ -84,6 +87,12 @@ impl Features {
             sched_btf: btf.as_ref().and_then(SchedBtf::from_btf),
             fentry: match btf.as_ref().and_then(|b| b.func_id("tcp_close")) {
                 Some(id) if is_root() => tracing_prog::probe(id),
+                _ => Fentry::Untried,
+            },
+            tp_btf: match btf.as_ref().filter(|b| b.has_func("bpf_get_task_stack")) {
+                Some(b) if is_root() => b
+                    .typedef_id("btf_trace_sched_switch")
+                    .map_or(Fentry::Untried, tracing_prog::probe_tp_btf),
                 _ => Fentry::Untried,
             },
             tracefs,

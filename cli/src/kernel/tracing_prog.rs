@@ -1,5 +1,5 @@
-//! Whether the kernel loads BPF tracing programs (fentry/fexit), asked with a two-instruction
-//! program instead of by loading kpath's own: some kernels (this project's 6.18 hosts) refuse
+//! Whether the kernel loads BPF tracing programs (fentry/fexit, and BTF tracepoints), asked
+//! with a two-instruction program instead of by loading kpath's own: some kernels (this project's 6.18 hosts) refuse
 //! BPF_PROG_TYPE_TRACING with EPERM and an empty verifier log, and finding that out through
 //! aya meant parsing the kernel's BTF a second time and a failed load, ~15% of start-up.
 use std::os::fd::{FromRawFd as _, OwnedFd};
@@ -23,6 +23,7 @@ pub enum Fentry {
 
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TYPE_TRACING: u32 = 26;
+const BPF_TRACE_RAW_TP: u32 = 23;
 const BPF_TRACE_FENTRY: u32 = 24;
 
 /// `union bpf_attr` for BPF_PROG_LOAD, up to `attach_btf_obj_fd` (include/uapi/linux/bpf.h);
@@ -56,6 +57,17 @@ struct ProgLoadAttr {
 
 /// Loads `r0 = 0; exit` as an fentry program on the vmlinux function with BTF id `btf_id`.
 pub fn probe(btf_id: u32) -> Fentry {
+    load_test(BPF_TRACE_FENTRY, btf_id)
+}
+
+/// The same test as a BTF tracepoint (tp_btf) on the `btf_trace_<event>` typedef with BTF id
+/// `btf_id`: a tracing program too, which a kernel may load where it refuses fentry (this
+/// project's 6.18 hosts do: fentry EPERM, tp_btf loads and attaches).
+pub fn probe_tp_btf(btf_id: u32) -> Fentry {
+    load_test(BPF_TRACE_RAW_TP, btf_id)
+}
+
+fn load_test(expected_attach_type: u32, btf_id: u32) -> Fentry {
     // mov64 r0, 0; exit (struct bpf_insn, little endian).
     let insns: [u64; 2] = [0xb7, 0x95];
     let license = c"GPL";
@@ -64,7 +76,7 @@ pub fn probe(btf_id: u32) -> Fentry {
         insn_cnt: insns.len() as u32,
         insns: insns.as_ptr() as u64,
         license: license.as_ptr() as u64,
-        expected_attach_type: BPF_TRACE_FENTRY,
+        expected_attach_type,
         attach_btf_id: btf_id,
         ..Default::default()
     };

@@ -2,7 +2,8 @@
 use aya::{
     programs::{
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
-        FEntry, FExit, KProbe, PerfEvent, Program, ProgramError, RawTracePoint, TracePoint,
+        BtfTracePoint, FEntry, FExit, KProbe, PerfEvent, Program, ProgramError, RawTracePoint,
+        TracePoint,
     },
     Btf, Ebpf,
 };
@@ -12,6 +13,12 @@ use aya::{
 pub enum Prog {
     /// A BPF raw tracepoint (by name; needs no tracefs).
     RawTp {
+        prog: &'static str,
+        tp: &'static str,
+    },
+    /// A BTF tracepoint (tp_btf: a tracing program on `btf_trace_<tp>`, typed arguments; by
+    /// name, no tracefs).
+    BtfTp {
         prog: &'static str,
         tp: &'static str,
     },
@@ -51,10 +58,11 @@ pub enum Prog {
 /// walker's bpf_loop callback does not load at all on kernels before 5.13 (they reject its
 /// BPF_PSEUDO_FUNC instruction before the verifier could prove it dead), so with frame-pointer
 /// stacks the twin loads instead, on every kernel.
-pub const FP_TWINS: [(&str, &str); 5] = [
+pub const FP_TWINS: [(&str, &str); 6] = [
     ("oncpu_sample", "oncpu_sample_fp"),
     ("sched_sched_switch", "sched_sched_switch_fp"),
     ("sched_raw_sched_switch", "sched_raw_sched_switch_fp"),
+    ("sched_btf_sched_switch", "sched_btf_sched_switch_fp"),
     ("locks_contention_begin", "locks_contention_begin_fp"),
     (
         "locks_mutex_slowpath_kprobe",
@@ -79,6 +87,7 @@ impl Prog {
         let t = |n| twin(n, fp);
         match self {
             Prog::RawTp { prog, tp } => Prog::RawTp { prog: t(prog), tp },
+            Prog::BtfTp { prog, tp } => Prog::BtfTp { prog: t(prog), tp },
             Prog::TracePoint {
                 prog,
                 category,
@@ -121,6 +130,7 @@ impl Prog {
     pub fn names(&self) -> Vec<&'static str> {
         match *self {
             Prog::RawTp { prog, .. }
+            | Prog::BtfTp { prog, .. }
             | Prog::TracePoint { prog, .. }
             | Prog::KProbe { prog, .. }
             | Prog::FEntry { prog, .. }
@@ -139,7 +149,7 @@ impl Prog {
 pub struct Attacher<'a> {
     pub ebpf: &'a mut Ebpf,
     pub sample_hz: u64,
-    /// Kernel BTF for fentry/fexit, parsed on first use (most kernels kpath meets refuse or
+    /// Kernel BTF for fentry/fexit and BTF tracepoints, parsed on first use (most kernels kpath meets refuse or
     /// never reach fentry, and parsing costs ~20 ms).
     pub btf: Option<Btf>,
     pub tracefs: Option<&'a std::path::Path>,
@@ -171,6 +181,13 @@ impl Attacher<'_> {
                 let prog: &mut RawTracePoint = program(self.ebpf, prog)?;
                 prog.load()?;
                 prog.attach(tp).map(drop)
+            }
+            Prog::BtfTp { prog, tp } => {
+                self.load_btf()?;
+                let btf = self.btf.as_ref().expect("loaded above");
+                let prog: &mut BtfTracePoint = program(self.ebpf, prog)?;
+                prog.load(tp, btf)?;
+                prog.attach().map(drop)
             }
             Prog::TracePoint {
                 prog,
@@ -290,6 +307,7 @@ pub fn unload(p: &mut Program) {
     let _ = match p {
         Program::TracePoint(p) => p.unload(),
         Program::RawTracePoint(p) => p.unload(),
+        Program::BtfTracePoint(p) => p.unload(),
         Program::KProbe(p) => p.unload(),
         Program::FEntry(p) => p.unload(),
         Program::FExit(p) => p.unload(),

@@ -110,7 +110,17 @@ impl<'a> Stacks<'a> {
         self.dwarf_ips(key.user_stack)
     }
 
-    /// A DWARF-unwound user stack by its key, innermost first (empty if absent).
+    /// A key's kernel stack, innermost first: from the address-array store when the sched
+    /// family took it at switch-in (`StackKey::kernel_stack`), else by its stack id.
+    pub fn kernel_ips(&mut self, key: &StackKey) -> &[u64] {
+        if key.kernel_stack != 0 {
+            return self.dwarf_ips(key.kernel_stack);
+        }
+        self.ips(key.kstack_id)
+    }
+
+    /// A stack of the address-array store by its key, innermost first (empty if absent): a
+    /// DWARF-unwound user stack, or a kernel stack taken at switch-in.
     pub fn dwarf_ips(&mut self, stack: u64) -> &[u64] {
         let map = &self.dwarf;
         self.dwarf_cache.entry(stack).or_insert_with(|| {

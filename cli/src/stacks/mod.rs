@@ -80,10 +80,11 @@ pub fn raw_stack(key: &StackKey, weight: u64, stacks: &mut Stacks) -> RawStack {
     RawStack {
         tgid: key.tgid,
         comm: bpf_maps::comm(key),
-        kernel: stacks.ips(key.kstack_id).to_vec(),
+        kernel: stacks.kernel_ips(key).to_vec(),
         user: stacks.user_ips(key).to_vec(),
         user_ret: key.user_ret,
         weight,
+        kernel_from_task: key.kernel_stack != 0,
     }
 }
 

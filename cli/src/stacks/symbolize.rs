@@ -24,7 +24,17 @@ pub struct RawStack {
     pub user_ret: u64,
     /// Samples (on-CPU) or nanoseconds (off-CPU).
     pub weight: u64,
+    /// A kernel stack of a task that was not running ([`SCHED_FRAMES_NOT_UNWOUND`]'s case):
+    /// every address is a return address, and the scheduler's own frames are missing.
+    pub kernel_from_task: bool,
 }
+
+/// The innermost frame of an off-CPU kernel stack taken when its thread was switched back in
+/// (`bpf_get_task_stack`, `--offcpu-min-us` on kernels with BTF tracepoints): the kernel's
+/// walk of a task that is not running leaves out every function in the scheduler's text
+/// section (`__schedule`, `schedule`, `do_nanosleep`, `schedule_hrtimeout_range`, the mutex
+/// and rwsem slow paths, `io_schedule`, ...), so the stack's leaf says so.
+pub const SCHED_FRAMES_NOT_UNWOUND: &str = "[scheduler frames not unwound]";
 
 /// Where a user address lives.
 #[derive(Clone, Copy)]
@@ -212,12 +222,13 @@ impl<'a> StackSymbolizer<'a> {
                     frames.push(Frame::synthetic(FrameKind::User, "[stack lost]"));
                 }
                 // Innermost first, as read.
+                let first_return = usize::from(s.kernel_from_task);
                 let mut kernel: Vec<(Frame, Option<Arc<str>>)> = s
                     .kernel
                     .iter()
                     .enumerate()
                     .map(|(i, &ip)| {
-                        let addr = caller_adjusted(i, ip);
+                        let addr = caller_adjusted(i + first_return, ip);
                         let name = kcache
                             .entry(addr)
                             .or_insert_with(|| {
@@ -242,6 +253,10 @@ impl<'a> StackSymbolizer<'a> {
                     .collect();
                 if let Some((n, label)) = super::bpf_frames::bpf_prefix(&names) {
                     kernel.splice(..n, [(Frame::synthetic(FrameKind::Kernel, label), None)]);
+                }
+                if s.kernel_from_task && !kernel.is_empty() {
+                    let leaf = Frame::synthetic(FrameKind::Kernel, SCHED_FRAMES_NOT_UNWOUND);
+                    kernel.insert(0, (leaf, None));
                 }
                 frames.extend(kernel.into_iter().rev().map(|(f, _)| f));
                 Stack {
@@ -390,6 +405,34 @@ mod tests {
     }
 
     #[test]
+    fn a_task_kernel_stack_has_only_return_addresses_and_says_its_scheduler_frames_are_missing() {
+        let ks = ksyms();
+        let maps = MapsSnapshots::default();
+        let sym = StackSymbolizer::new(&ks, &maps);
+        let stack = |kernel_from_task| RawStack {
+            tgid: 1,
+            comm: "t".into(),
+            // Innermost first; the first address is where tcp_sendmsg starts: as a return
+            // address it belongs to the function before it (a call was its last instruction).
+            kernel: vec![0xffffffff81002000, 0xffffffff81001010],
+            kernel_from_task,
+            weight: 1,
+            ..Default::default()
+        };
+        let out = sym.symbolize(&[stack(true), stack(false)]);
+        assert_eq!(
+            out[0].frames,
+            [
+                "t",
+                "do_syscall_64_[k]",
+                "do_syscall_64_[k]",
+                "[scheduler frames not unwound]_[k]"
+            ]
+        );
+        assert_eq!(out[1].frames, ["t", "do_syscall_64_[k]", "tcp_sendmsg_[k]"]);
+    }
+
+    #[test]
     fn user_and_kernel_frames_root_first_with_markers() {
         let mut rec = MapsRecorder::default();
         let me = std::process::id();
@@ -405,6 +448,7 @@ mod tests {
             user: vec![f + 1, 0x10],
             user_ret: 0,
             weight: 3,
+            kernel_from_task: false,
         }];
         let out = sym.symbolize(&stacks);
         assert_eq!(out.len(), 1);
@@ -451,6 +495,7 @@ mod tests {
             user: vec![f, 0x10, 0x20],
             user_ret,
             weight: 1,
+            kernel_from_task: false,
         };
         let out = sym.symbolize(&[stack(caller), stack(f + 3)]);
         let with = &out[0].frames;
@@ -508,6 +553,7 @@ mod tests {
             user: vec![0x1100, 0x3100, 0x5100],
             user_ret: 0,
             weight: 1,
+            kernel_from_task: false,
         }]);
         assert_eq!(
             out[0].frames,
