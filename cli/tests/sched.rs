@@ -194,15 +194,16 @@ fn offcpu_threshold_takes_kernel_stacks_at_switch_in() {
             ns >= 1200 * 200_000,
             "{ns} ns charged to blockers' nanosleep stacks, want >= 1200 x 200 us\n{context}"
         );
-        // User stacks are taken at switch-out either way (the DWARF walker misses the first
-        // ones, before blockers' tables are loaded: sh started it).
+        // User stacks are taken at switch-out either way. The DWARF walker misses the first
+        // ones, before blockers' tables are loaded (sh started it: seen 88-95% complete);
+        // a key that lost its user part at switch-in would have none.
         let with_user: u64 = sleeps
             .iter()
             .filter(|(s, _)| s.iter().any(|f| f == "work"))
             .map(|(_, n)| n)
             .sum();
         assert!(
-            with_user * 10 >= ns * 9,
+            with_user * 2 >= ns,
             "{with_user} of {ns} ns of nanosleep stacks have their user frames\n{context}"
         );
         // The kernel path from the syscall entry to hrtimer_nanosleep, and what follows it.

@@ -26,11 +26,13 @@ pub struct SchedStats {
 }
 const _: () = assert!(core::mem::size_of::<SchedStats>() == 64 + 8 * crate::HIST_BUCKETS);
 
-/// Value of the per-thread switch-out record: when, and the stack key it will be charged to.
+/// Value of the per-thread switch-out record: when (0: back on a CPU), the stack key it will be
+/// charged to, and since when the thread waits for a CPU (0: not runnable-marked).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct OffcpuStart {
     pub ts_ns: u64,
     pub key: crate::StackKey,
+    pub runnable_since: u64,
 }
-const _: () = assert!(core::mem::size_of::<OffcpuStart>() == 64);
+const _: () = assert!(core::mem::size_of::<OffcpuStart>() == 72);

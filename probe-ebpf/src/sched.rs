@@ -38,16 +38,13 @@ static SCHED_STATS: PerCpuArray<SchedStats> = PerCpuArray::with_max_entries(1, 0
 #[map]
 static SCHED_OFFCPU: HashMap<StackKey, u64> = HashMap::with_max_entries(OFFCPU_CAPACITY, 0);
 
-/// Thread id -> when and where it left the CPU (ts 0: back on a CPU). Entries are updated in
-/// place, never removed by the switches: an element is allocated once per thread, not twice
-/// per switch (LRU: threads that exit leave theirs to eviction).
+/// Thread id -> when and where it left the CPU (ts 0: back on a CPU), and since when it waits
+/// for a CPU (0: not runnable). Entries are updated in place, never removed by the switches: an
+/// element is allocated once per thread, not twice per switch (LRU: threads that exit leave
+/// theirs to eviction), and a switch in or a wakeup finds both clocks with one lookup.
 #[map]
 static SCHED_SWITCHED_OUT: LruHashMap<u32, OffcpuStart> =
     LruHashMap::with_max_entries(IN_FLIGHT_CAPACITY, 0);
-
-/// Thread id -> when it became runnable (0: not waiting for a CPU), updated in place too.
-#[map]
-static SCHED_RUNNABLE: LruHashMap<u32, u64> = LruHashMap::with_max_entries(IN_FLIGHT_CAPACITY, 0);
 
 /// prev_state bits below TASK_REPORT_MAX; zero means the task was still runnable (preempted).
 const TASK_REPORT_MASK: i64 = 0xff;
@@ -206,9 +203,6 @@ fn switch<C: StackIdContext, const DWARF: bool>(
         if let Some(p) = crate::proc_stats(tgid) {
             p.switches += 1;
         }
-        if preempted {
-            set_runnable(prev_tid, now);
-        }
         let kstack = if defer {
             KSTACK_AT_SWITCH_IN
         } else {
@@ -217,11 +211,17 @@ fn switch<C: StackIdContext, const DWARF: bool>(
         let key = crate::unwind::stack_key::<DWARF>(tgid, kstack, || {
             stack_id(ctx, BPF_F_USER_STACK as u64, Family::Sched)
         });
-        let out = OffcpuStart { ts_ns: now, key };
+        // Preempted: it waits for a CPU from now on.
+        let out = OffcpuStart {
+            ts_ns: now,
+            key,
+            runnable_since: if preempted { now } else { 0 },
+        };
         match SCHED_SWITCHED_OUT.get_ptr_mut(prev_tid) {
             // SAFETY: the entry of the task leaving this CPU: its other writers (its own
-            // switch-in) cannot run now; an LRU eviction reusing the element elsewhere at worst
-            // makes one wrong sample.
+            // switch-in, its wakeups) cannot run now (this CPU's run queue is locked and the
+            // task is on it); an LRU eviction reusing the element elsewhere at worst makes one
+            // wrong sample.
             Some(p) => unsafe { *p = out },
             None => {
                 if SCHED_SWITCHED_OUT.insert(prev_tid, out, 0).is_err() {
@@ -234,34 +234,26 @@ fn switch<C: StackIdContext, const DWARF: bool>(
     if next == 0 {
         return Ok(0);
     }
-    // SAFETY: the records are copied at once. `next`'s records are written only by its own
-    // switch-out and wakeups, which cannot run during this switch (it holds `next`'s run-queue
-    // lock); an LRU eviction on another CPU reusing the element could make the copy a wrong
-    // sample, never an invalid read.
-    // 0: not runnable-marked. A plain u64, not an Option: LLVM may compare an Option's
-    // payload before its tag, which the verifier refuses as a read of an unset register.
-    let runnable_since: u64 = match SCHED_RUNNABLE.get_ptr_mut(next) {
-        // SAFETY: as above; the slot is cleared in place.
-        Some(t) => unsafe {
-            let v = *t;
-            if v != 0 {
-                *t = 0;
-            }
-            v
-        },
-        None => 0,
-    };
-    let out = SCHED_SWITCHED_OUT.get_ptr_mut(next).and_then(|p| {
-        // SAFETY: as above: `next`'s record, copied at once and marked back on a CPU.
-        unsafe {
-            let out = *p;
-            if out.ts_ns == 0 {
-                return None;
-            }
-            (*p).ts_ns = 0;
-            Some(out)
-        }
-    });
+    // runnable_since 0: not runnable-marked. A plain u64, not an Option: LLVM may compare an
+    // Option's payload before its tag, which the verifier refuses as a read of an unset
+    // register.
+    let (out, runnable_since): (Option<OffcpuStart>, u64) =
+        match SCHED_SWITCHED_OUT.get_ptr_mut(next) {
+            // SAFETY: the record is copied at once and marked back on a CPU and not runnable in
+            // place. `next`'s record is written only by its own switch-out and wakeups, which
+            // cannot run during this switch (it holds `next`'s run-queue lock); an LRU eviction
+            // on another CPU reusing the element could make the copy a wrong sample, never an
+            // invalid read.
+            Some(p) => unsafe {
+                let rec = *p;
+                if rec.ts_ns != 0 || rec.runnable_since != 0 {
+                    (*p).ts_ns = 0;
+                    (*p).runnable_since = 0;
+                }
+                ((rec.ts_ns != 0).then_some(rec), rec.runnable_since)
+            },
+            None => (None, 0),
+        };
     if let Some(out) = out {
         let ns = now.saturating_sub(out.ts_ns);
         if let Some(s) = stats() {
@@ -345,36 +337,28 @@ pub fn sched_raw_sched_wakeup(ctx: RawTracePointContext) -> i32 {
 
 #[inline(always)]
 fn wakeup(pid: u32) -> u32 {
-    // SAFETY: one u64 of the entry is read; a concurrent write makes at worst one wrong sample.
-    if unsafe { SCHED_SWITCHED_OUT.get(pid) }.is_none_or(|o| o.ts_ns == 0) {
+    let Some(p) = SCHED_SWITCHED_OUT.get_ptr_mut(pid) else {
         return 0;
+    };
+    // SAFETY: `pid`'s record; its writers (its switches, its wakeups) hold its run-queue lock,
+    // which the wakeup tracepoint runs under too.
+    unsafe {
+        if (*p).ts_ns == 0 {
+            return 0;
+        }
+        (*p).runnable_since = mark_runnable();
     }
-    mark_runnable(pid);
     0
 }
 
-/// Counts a wakeup and starts `pid`'s run-queue clock.
+/// Counts a wakeup; the run-queue clock's start.
 #[inline(always)]
-fn mark_runnable(pid: u32) {
+fn mark_runnable() -> u64 {
     if let Some(s) = stats() {
         s.wakeups += 1;
     }
     // SAFETY: bpf_ktime_get_ns takes no arguments and cannot fail.
-    set_runnable(pid, unsafe { bpf_ktime_get_ns() });
-}
-
-/// `pid` waits for a CPU since `ts`.
-#[inline(always)]
-fn set_runnable(pid: u32, ts: u64) {
-    match SCHED_RUNNABLE.get_ptr_mut(pid) {
-        // SAFETY: `pid`'s slot; its writers (wakeups, its switches) hold its run-queue lock.
-        Some(p) => unsafe { *p = ts },
-        None => {
-            if SCHED_RUNNABLE.insert(pid, ts, 0).is_err() {
-                count_lost(Family::Sched);
-            }
-        }
-    }
+    unsafe { bpf_ktime_get_ns() }
 }
 
 /// A traced task created a task: its first wait for a CPU is run-queue delay too.
@@ -404,6 +388,22 @@ fn wakeup_new(pid: impl FnOnce() -> Result<u32, i64>) -> u32 {
     let Ok(pid) = pid() else {
         return 1;
     };
-    mark_runnable(pid);
+    let since = mark_runnable();
+    match SCHED_SWITCHED_OUT.get_ptr_mut(pid) {
+        // SAFETY: the new task's record (a reused id's), written only under its run-queue lock.
+        Some(p) => unsafe { (*p).runnable_since = since },
+        None => {
+            // Never switched out: no period, only the wait for its first CPU.
+            let rec = OffcpuStart {
+                ts_ns: 0,
+                // SAFETY: StackKey is integers only; all zero is a valid (unused) key.
+                key: unsafe { core::mem::zeroed() },
+                runnable_since: since,
+            };
+            if SCHED_SWITCHED_OUT.insert(pid, rec, 0).is_err() {
+                count_lost(Family::Sched);
+            }
+        }
+    }
     0
 }

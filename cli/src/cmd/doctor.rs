@@ -11,6 +11,7 @@ use crate::{
         features::{self, Features},
         kallsyms::Kallsyms,
         tracefs,
+        tracing_prog::Fentry,
     },
     probes::{self, plan::plan, CallGraph},
 };
@@ -198,7 +199,7 @@ fn mark(ok: bool) -> &'static str {
 }
 
 /// One line per kernel feature: present, name, what it means here.
-fn feature_rows(r: &Diagnosis) -> [(bool, &'static str, String); 11] {
+fn feature_rows(r: &Diagnosis) -> [(bool, &'static str, String); 12] {
     let f = &r.features;
     [
         (
@@ -261,6 +262,29 @@ fn feature_rows(r: &Diagnosis) -> [(bool, &'static str, String); 11] {
             match &r.fentry {
                 Ok(()) => "fentry/fexit attach".into(),
                 Err(e) => e.clone(),
+            },
+        ),
+        (
+            f.tp_btf == Fentry::Loads,
+            "tp_btf",
+            match f.tp_btf {
+                Fentry::Loads => {
+                    "a test BTF tracepoint loads: sched_switch as one, kernel stacks of kept \
+                     off-CPU periods taken at switch-in (--offcpu-min-us)"
+                        .into()
+                }
+                Fentry::Refused => {
+                    "the kernel refused a test BTF tracepoint (EPERM): sched uses raw tracepoints"
+                        .into()
+                }
+                Fentry::Failed(e) => format!(
+                    "a test BTF tracepoint did not load ({}): sched uses raw tracepoints",
+                    std::io::Error::from_raw_os_error(e)
+                ),
+                Fentry::Untried => {
+                    "not tried (no kernel BTF, no bpf_get_task_stack before 5.9, or not root)"
+                        .into()
+                }
             },
         ),
         (
