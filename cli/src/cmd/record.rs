@@ -126,7 +126,11 @@ pub struct ProbeArgs {
     /// Force an attach method: FAMILY=METHOD, e.g. kpaths=kprobe (repeatable).
     #[arg(long = "method", value_name = "FAMILY=METHOD")]
     pub methods: Vec<String>,
-    /// Off-CPU periods shorter than this (µs) are not charged to a stack (still counted in totals).
+    /// Off-CPU periods shorter than this (µs) are not charged to a stack (still counted in
+    /// totals). Where the kernel loads BTF tracepoints (see kpath doctor), their kernel stacks
+    /// are then not taken at all, which makes short switches much cheaper; a kept period's
+    /// kernel stack is taken when its thread runs again and lacks the scheduler's own frames
+    /// (its leaf says so).
     #[arg(long, default_value_t = 0)]
     pub offcpu_min_us: u64,
     /// Measure kpath's own BPF run time (events/s, ns per event per family) with the kernel's
