@@ -8,7 +8,7 @@
 //! (fentry's EPERM here), and records every fallback as a warning.
 use std::collections::BTreeMap;
 
-use aya::{programs::ProgramError, Ebpf};
+use aya::{programs::ProgramError, Btf, Ebpf};
 use probe_common::{
     targets::{
         GLOBAL_CGROUP_ID, GLOBAL_CGROUP_LEVEL, GLOBAL_COMM_HI, GLOBAL_COMM_LO, GLOBAL_PER_PROCESS,
@@ -272,6 +272,10 @@ pub fn load<M: MethodId>(
     }
     globals.sort_by_key(|g| g.0);
     globals.dedup_by_key(|g| g.0);
+    // aya parses the kernel's BTF again for the programs that attach by BTF id (fentry, BTF
+    // tracepoints: ~40 ms here); where one of them will be tried, on another thread while the
+    // object loads.
+    let btf = needs_btf(opts, features).then(|| std::thread::spawn(|| Btf::from_sys_fs().ok()));
     let t0 = std::time::Instant::now();
     let ebpf = object::load(loader, &globals, &opts.max_entries).map_err(LoadError::Object)?;
     log::debug!(
@@ -292,7 +296,7 @@ pub fn load<M: MethodId>(
     let mut session = Session {
         probes: p,
         features,
-        btf: None,
+        btf: btf.and_then(|t| t.join().ok().flatten()),
         uses: Vec::new(),
         fp: opts.call_graph != CallGraph::Dwarf,
     };
@@ -321,6 +325,15 @@ pub fn load<M: MethodId>(
         }
     }
     Ok(session.probes)
+}
+
+/// Whether a program that attaches by BTF id will be tried: a requested family whose plan has
+/// fentry or a BTF tracepoint usable on this kernel.
+fn needs_btf<M: MethodId>(opts: &LoadOptions<M>, features: &Features) -> bool {
+    use crate::kernel::tracing_prog::Fentry;
+    let fentry = features.fentry == Fentry::Loads && opts.families.contains(&Family::Kpaths);
+    let tp_btf = features.tp_btf == Fentry::Loads && opts.families.contains(&Family::Sched);
+    fentry || tp_btf
 }
 
 /// One load in progress.
