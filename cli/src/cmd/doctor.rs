@@ -267,24 +267,15 @@ fn feature_rows(r: &Diagnosis) -> [(bool, &'static str, String); 12] {
         (
             f.tp_btf == Fentry::Loads,
             "tp_btf",
-            match f.tp_btf {
-                Fentry::Loads => {
-                    "a test BTF tracepoint loads: sched_switch as one, kernel stacks of kept \
-                     off-CPU periods taken at switch-in (--offcpu-min-us)"
-                        .into()
-                }
-                Fentry::Refused => {
-                    "the kernel refused a test BTF tracepoint (EPERM): sched uses raw tracepoints"
-                        .into()
-                }
-                Fentry::Failed(e) => format!(
-                    "a test BTF tracepoint did not load ({}): sched uses raw tracepoints",
+            match (f.tp_btf.tp_btf_unusable(), f.tp_btf) {
+                (None, _) => "a test BTF tracepoint loads: sched_switch as one, kernel stacks of \
+                              kept off-CPU periods taken at switch-in (--offcpu-min-us)"
+                    .into(),
+                (Some(why), Fentry::Failed(e)) => format!(
+                    "{why} ({}): sched uses raw tracepoints",
                     std::io::Error::from_raw_os_error(e)
                 ),
-                Fentry::Untried => {
-                    "not tried (no kernel BTF, no bpf_get_task_stack before 5.9, or not root)"
-                        .into()
-                }
+                (Some(why), _) => format!("{why}: sched uses raw tracepoints"),
             },
         ),
         (

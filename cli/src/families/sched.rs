@@ -65,19 +65,11 @@ const METHODS: [MethodSpec<Method>; 3] = [
     MethodSpec {
         method: Method::SchedTpBtf,
         needs: |f| {
-            use crate::kernel::tracing_prog::Fentry;
             needs::raw_tracepoints(f)
                 .or(f.sched_btf.is_none().then_some(
                     "no task_struct offsets or sched_switch prototype in kernel BTF (/sys/kernel/btf/vmlinux)",
                 ))
-                .or(match f.tp_btf {
-                    Fentry::Loads => None,
-                    Fentry::Refused => Some("the kernel refused a test BTF tracepoint (EPERM)"),
-                    Fentry::Failed(_) => Some("a test BTF tracepoint did not load"),
-                    Fentry::Untried => {
-                        Some("not tried: no kernel BTF, no bpf_get_task_stack (5.9+), or not root")
-                    }
-                })
+                .or(f.tp_btf.tp_btf_unusable())
         },
         programs: &[
             Prog::BtfTp {

@@ -21,6 +21,21 @@ pub enum Fentry {
     Untried,
 }
 
+impl Fentry {
+    /// Why BTF tracepoints cannot be used, from the outcome of [`probe_tp_btf`]; `None` when
+    /// its test program loaded.
+    pub fn tp_btf_unusable(self) -> Option<&'static str> {
+        match self {
+            Fentry::Loads => None,
+            Fentry::Refused => Some("the kernel refused a test BTF tracepoint (EPERM)"),
+            Fentry::Failed(_) => Some("a test BTF tracepoint did not load"),
+            Fentry::Untried => {
+                Some("not tried: no kernel BTF, no bpf_get_task_stack (5.9+), or not root")
+            }
+        }
+    }
+}
+
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TYPE_TRACING: u32 = 26;
 const BPF_TRACE_RAW_TP: u32 = 23;
