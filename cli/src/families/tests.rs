@@ -407,3 +407,38 @@ fn a_kernel_that_refuses_tracing_programs_skips_fentry_and_says_why() {
         vec![Method::Fentry, Method::Kprobe, Method::Sampled]
     );
 }
+
+#[test]
+fn aya_parses_btf_ahead_only_where_a_method_attaching_by_btf_id_is_tried_first() {
+    use crate::probes::needs_btf;
+    let tables: Vec<&'static FamilyTable<Method>> = ALL.iter().map(|p| &p.table).collect();
+    let opts = |families: &[Family], forced: &[(&'static str, Method)]| LoadOptions {
+        families: families.to_vec(),
+        forced: forced.iter().copied().collect(),
+        ..Default::default()
+    };
+    // This host: fentry refused, BTF tracepoints load.
+    let here = Features {
+        fentry: Fentry::Refused,
+        ..host()
+    };
+    assert!(needs_btf(&opts(&[Family::Sched], &[]), &here, &tables));
+    assert!(!needs_btf(
+        &opts(&[Family::Syscalls, Family::Kpaths, Family::Locks], &[]),
+        &here,
+        &tables
+    ));
+    assert!(!needs_btf(
+        &opts(&[Family::Sched], &[("sched", Method::SchedRawTp)]),
+        &here,
+        &tables
+    ));
+    // Debian 6.1: fentry loads, so kpaths tries it first.
+    let bookworm = Features {
+        fentry: Fentry::Loads,
+        tp_btf: Fentry::Refused,
+        ..host()
+    };
+    assert!(needs_btf(&opts(&[Family::Kpaths], &[]), &bookworm, &tables));
+    assert!(!needs_btf(&opts(&[Family::Sched], &[]), &bookworm, &tables));
+}

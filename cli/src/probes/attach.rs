@@ -82,6 +82,15 @@ pub fn twin(name: &'static str, fp: bool) -> &'static str {
 }
 
 impl Prog {
+    /// Whether the program attaches by a BTF id (fentry, fexit, BTF tracepoints): loading it
+    /// needs the kernel's BTF parsed by aya.
+    pub fn attaches_by_btf(&self) -> bool {
+        matches!(
+            self,
+            Prog::FEntry { .. } | Prog::FExit { .. } | Prog::BtfTp { .. }
+        )
+    }
+
     /// The same attachment with every program replaced by its twin when `fp` (see [`twin`]).
     pub fn with_twins(self, fp: bool) -> Prog {
         let t = |n| twin(n, fp);
@@ -183,8 +192,7 @@ impl Attacher<'_> {
                 prog.attach(tp).map(drop)
             }
             Prog::BtfTp { prog, tp } => {
-                self.load_btf()?;
-                let btf = self.btf.as_ref().expect("loaded above");
+                let btf = kernel_btf(&mut self.btf)?;
                 let prog: &mut BtfTracePoint = program(self.ebpf, prog)?;
                 prog.load(tp, btf)?;
                 prog.attach().map(drop)
@@ -222,15 +230,13 @@ impl Attacher<'_> {
                 prog.attach(symbol, 0).map(drop)
             }
             Prog::FEntry { prog, symbol } => {
-                self.load_btf()?;
-                let btf = self.btf.as_ref().expect("loaded above");
+                let btf = kernel_btf(&mut self.btf)?;
                 let prog: &mut FEntry = program(self.ebpf, prog)?;
                 prog.load(symbol, btf)?;
                 prog.attach().map(drop)
             }
             Prog::FExit { prog, symbol } => {
-                self.load_btf()?;
-                let btf = self.btf.as_ref().expect("loaded above");
+                let btf = kernel_btf(&mut self.btf)?;
                 let prog: &mut FExit = program(self.ebpf, prog)?;
                 prog.load(symbol, btf)?;
                 prog.attach().map(drop)
@@ -252,17 +258,20 @@ impl Attacher<'_> {
             }
         }
     }
+}
 
-    fn load_btf(&mut self) -> Result<(), ProgramError> {
-        if self.btf.is_none() {
+/// The kernel's BTF for programs that attach by BTF id, parsed on first use into `btf`.
+fn kernel_btf(btf: &mut Option<Btf>) -> Result<&Btf, ProgramError> {
+    match btf {
+        Some(b) => Ok(b),
+        slot @ None => {
             let b = Btf::from_sys_fs().map_err(|e| {
                 ProgramError::IOError(std::io::Error::other(format!(
                     "reading kernel BTF failed: {e}"
                 )))
             })?;
-            self.btf = Some(b);
+            Ok(slot.insert(b))
         }
-        Ok(())
     }
 }
 

@@ -275,7 +275,8 @@ pub fn load<M: MethodId>(
     // aya parses the kernel's BTF again for the programs that attach by BTF id (fentry, BTF
     // tracepoints: ~40 ms here); where one of them will be tried, on another thread while the
     // object loads.
-    let btf = needs_btf(opts, features).then(|| std::thread::spawn(|| Btf::from_sys_fs().ok()));
+    let btf =
+        needs_btf(opts, features, tables).then(|| std::thread::spawn(|| Btf::from_sys_fs().ok()));
     let t0 = std::time::Instant::now();
     let ebpf = object::load(loader, &globals, &opts.max_entries).map_err(LoadError::Object)?;
     log::debug!(
@@ -327,13 +328,25 @@ pub fn load<M: MethodId>(
     Ok(session.probes)
 }
 
-/// Whether a program that attaches by BTF id will be tried: a requested family whose plan has
-/// fentry or a BTF tracepoint usable on this kernel.
-fn needs_btf<M: MethodId>(opts: &LoadOptions<M>, features: &Features) -> bool {
-    use crate::kernel::tracing_prog::Fentry;
-    let fentry = features.fentry == Fentry::Loads && opts.families.contains(&Family::Kpaths);
-    let tp_btf = features.tp_btf == Fentry::Loads && opts.families.contains(&Family::Sched);
-    fentry || tp_btf
+/// Whether a program that attaches by BTF id will be tried: the first usable method of a
+/// requested family's unit has one (fentry, fexit, a BTF tracepoint).
+pub(crate) fn needs_btf<M: MethodId>(
+    opts: &LoadOptions<M>,
+    features: &Features,
+    tables: &[&'static FamilyTable<M>],
+) -> bool {
+    tables
+        .iter()
+        .filter(|t| opts.families.contains(&t.family))
+        .any(|t| {
+            let forced = opts.forced.get(t.family.name()).copied();
+            t.units.iter().any(|u| {
+                plan(u, features, forced)
+                    .usable
+                    .first()
+                    .is_some_and(|s| s.programs.iter().any(Prog::attaches_by_btf))
+            })
+        })
 }
 
 /// One load in progress.
